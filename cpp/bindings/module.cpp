@@ -1,0 +1,204 @@
+// mlpgrad._core: the thin layer between Python and the core. It checks and converts the arrays
+// (C-contiguous, in the weights' dtype; the caller's arrays are only read), allocates the results,
+// releases the GIL and calls the core. Friendly argument checking happens first, in Python.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "mlpgrad/mlp.hpp"
+
+namespace py = pybind11;
+using mlpgrad::Head;
+using mlpgrad::Reduction;
+
+namespace {
+
+template <typename T> using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+template <typename T>
+CArray<T> as_c_array(py::handle obj, const std::string& name, py::ssize_t ndim) {
+  auto arr = CArray<T>::ensure(obj);
+  if (!arr) throw py::type_error(name + ": expected a numeric array");
+  if (arr.ndim() != ndim)
+    throw py::value_error(name + ": expected " + std::to_string(ndim) + "-D, got " + std::to_string(arr.ndim()) + "-D");
+  return arr;
+}
+
+void expect_dim(py::ssize_t got, py::ssize_t want, const std::string& what) {
+  if (got != want)
+    throw py::value_error(what + ": expected " + std::to_string(want) + ", got " + std::to_string(got));
+}
+
+// The parameters, converted and checked to chain; arrays are kept alive by `keep`.
+template <typename T>
+mlpgrad::Network<T> network(const py::list& weights, const py::list& biases, std::vector<py::object>& keep) {
+  if (weights.size() == 0 || weights.size() != biases.size())
+    throw py::value_error("weights and biases: expected equal, non-zero lengths");
+  mlpgrad::Network<T> net;
+  for (size_t l = 0; l < weights.size(); ++l) {
+    auto W = as_c_array<T>(weights[l], "weights[" + std::to_string(l) + "]", 2);
+    auto b = as_c_array<T>(biases[l], "biases[" + std::to_string(l) + "]", 1);
+    if (l == 0) net.sizes.push_back(W.shape(0));
+    expect_dim(W.shape(0), net.sizes.back(), "weights[" + std::to_string(l) + "] rows");
+    expect_dim(b.shape(0), W.shape(1), "biases[" + std::to_string(l) + "] length");
+    net.sizes.push_back(W.shape(1));
+    net.W.push_back(W.data());
+    net.b.push_back(b.data());
+    keep.push_back(W);
+    keep.push_back(b);
+  }
+  return net;
+}
+
+template <typename T>
+py::array forward_impl(const py::list& weights, const py::list& biases, py::handle X_obj, int head, int n_threads) {
+  std::vector<py::object> keep;
+  const auto net = network<T>(weights, biases, keep);
+  auto X = as_c_array<T>(X_obj, "X", 2);
+  expect_dim(X.shape(1), net.n_inputs(), "X columns");
+  const py::ssize_t n = X.shape(0), k = net.n_outputs();
+  py::array_t<T> probs({n, k});
+  T* out = probs.mutable_data();
+  {
+    py::gil_scoped_release release;
+    mlpgrad::forward<T>(net, static_cast<Head>(head), n, X.data(), out, n_threads);
+  }
+  return std::move(probs);
+}
+
+template <typename T>
+py::tuple loss_and_grad_impl(const py::list& weights, const py::list& biases, py::handle X_obj, py::handle labels_obj,
+                             py::handle targets_obj, py::handle weight_obj, int head, int reduction, bool want_grad,
+                             bool input_grad, int n_threads) {
+  std::vector<py::object> keep;
+  const auto net = network<T>(weights, biases, keep);
+  auto X = as_c_array<T>(X_obj, "X", 2);
+  expect_dim(X.shape(1), net.n_inputs(), "X columns");
+  const py::ssize_t n = X.shape(0), k = net.n_outputs();
+
+  mlpgrad::Batch<T> batch;
+  batch.n = n;
+  batch.X = X.data();
+  CArray<int64_t> labels;
+  CArray<T> targets, sample_weight;
+  if (!labels_obj.is_none()) {
+    labels = as_c_array<int64_t>(labels_obj, "labels", 1);
+    expect_dim(labels.shape(0), n, "labels length");
+    batch.labels = labels.data();
+  } else if (!targets_obj.is_none()) {
+    targets = as_c_array<T>(targets_obj, "targets", 2);
+    expect_dim(targets.shape(0), n, "targets rows");
+    expect_dim(targets.shape(1), k, "targets columns");
+    batch.targets = targets.data();
+  } else {
+    throw py::value_error("labels or targets: expected one of them");
+  }
+  if (!weight_obj.is_none()) {
+    sample_weight = as_c_array<T>(weight_obj, "sample_weight", 1);
+    expect_dim(sample_weight.shape(0), n, "sample_weight length");
+    batch.sample_weight = sample_weight.data();
+  }
+
+  py::list dWs, dbs;
+  mlpgrad::Gradients<T> grads;
+  py::object dX = py::none();
+  if (want_grad) {
+    for (size_t l = 0; l + 1 < net.sizes.size(); ++l) {
+      py::array_t<T> dW({net.sizes[l], net.sizes[l + 1]}), db(net.sizes[l + 1]);
+      grads.dW.push_back(dW.mutable_data());
+      grads.db.push_back(db.mutable_data());
+      dWs.append(dW);
+      dbs.append(db);
+    }
+    if (input_grad) {
+      py::array_t<T> dX_arr({n, py::ssize_t(net.n_inputs())});
+      grads.dX = dX_arr.mutable_data();
+      dX = dX_arr;
+    }
+  }
+  double value;
+  {
+    py::gil_scoped_release release;
+    value = want_grad ? mlpgrad::loss_and_grad<T>(net, static_cast<Head>(head), batch,
+                                                  static_cast<Reduction>(reduction), grads, n_threads)
+                      : mlpgrad::loss<T>(net, static_cast<Head>(head), batch, static_cast<Reduction>(reduction),
+                                         n_threads);
+  }
+  return py::make_tuple(value, dWs, dbs, dX);
+}
+
+// The dtype of the computation: that of weights[0] (float32 or float64).
+bool is_float32(const py::list& weights) {
+  if (weights.size() == 0) throw py::value_error("weights: expected at least one layer");
+  const auto dt = py::array::ensure(weights[0]).dtype();
+  if (dt.is(py::dtype::of<float>())) return true;
+  if (dt.is(py::dtype::of<double>())) return false;
+  throw py::type_error("weights[0]: expected dtype float32 or float64");
+}
+
+void check_codes(int head, int reduction, int n_threads) {
+  if (head != 0 && head != 1) throw py::value_error("head: expected 0 (sigmoid) or 1 (softmax)");
+  if (reduction != 0 && reduction != 1) throw py::value_error("reduction: expected 0 (sum) or 1 (mean)");
+  if (n_threads < 0) throw py::value_error("n_threads: expected >= 0");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "mlpgrad's native core (use the functions of the mlpgrad package, which check their arguments)";
+
+  m.def(
+      "forward",
+      [](const py::list& weights, const py::list& biases, py::handle X, int head, int n_threads) {
+        check_codes(head, 0, n_threads);
+        return is_float32(weights) ? forward_impl<float>(weights, biases, X, head, n_threads)
+                                   : forward_impl<double>(weights, biases, X, head, n_threads);
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("X"), py::arg("head"), py::arg("n_threads") = 0);
+
+  m.def(
+      "loss_and_grad",
+      [](const py::list& weights, const py::list& biases, py::handle X, py::handle labels, py::handle targets,
+         py::handle sample_weight, int head, int reduction, bool want_grad, bool input_grad, int n_threads) {
+        check_codes(head, reduction, n_threads);
+        return is_float32(weights)
+                   ? loss_and_grad_impl<float>(weights, biases, X, labels, targets, sample_weight, head, reduction,
+                                               want_grad, input_grad, n_threads)
+                   : loss_and_grad_impl<double>(weights, biases, X, labels, targets, sample_weight, head, reduction,
+                                                want_grad, input_grad, n_threads);
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("X"), py::arg("labels"), py::arg("targets"),
+      py::arg("sample_weight"), py::arg("head"), py::arg("reduction"), py::arg("want_grad"), py::arg("input_grad"),
+      py::arg("n_threads") = 0);
+
+  m.def("build_info", []() {
+    py::dict info;
+    info["compiler"] = mlpgrad::compiler();
+    info["openmp"] = mlpgrad::openmp_enabled();
+    info["max_threads"] = mlpgrad::default_threads();
+    info["simd"] = mlpgrad::isa_name(mlpgrad::active_isa());
+    info["simd_best"] = mlpgrad::isa_name(mlpgrad::best_isa());
+    py::list levels;
+    for (int i = 0; i <= static_cast<int>(mlpgrad::best_isa()); ++i)
+      levels.append(mlpgrad::isa_name(static_cast<mlpgrad::Isa>(i)));
+    info["simd_available"] = levels;
+    return info;
+  });
+
+  m.def(
+      "set_simd",
+      [](const std::string& name) {
+        for (int i = 0; i <= static_cast<int>(mlpgrad::Isa::avx512); ++i) {
+          const auto isa = static_cast<mlpgrad::Isa>(i);
+          if (name == mlpgrad::isa_name(isa)) {
+            mlpgrad::set_active_isa(isa);
+            return std::string(mlpgrad::isa_name(mlpgrad::active_isa()));
+          }
+        }
+        throw py::value_error("simd: expected 'generic', 'avx2' or 'avx512', got '" + name + "'");
+      },
+      py::arg("name"), "Use this SIMD level (clamped to the best one available); returns the level now in use.");
+}

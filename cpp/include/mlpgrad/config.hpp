@@ -1,0 +1,29 @@
+// Tuning constants in one place. Each says how it was chosen.
+#pragma once
+
+#include <cstdint>
+
+namespace mlpgrad::config {
+
+// Rows per chunk are chosen so that one chunk's activations, deltas and input rows take about this
+// many bytes: they then stay in the 2 MiB per-core L2 of the development machine while the chunk
+// goes forward through every layer and back. First guess (half of L2, leaving room for packed
+// weights); to be tuned with `python -m mlpgrad bench`.
+constexpr int64_t kChunkBytes = 1 << 20;
+constexpr int64_t kMinChunkRows = 16;
+constexpr int64_t kMaxChunkRows = 1024;
+constexpr int64_t kChunkRowMultiple = 16;
+
+// Weight gradients accumulate into at most this many per-group buffers, summed at the end in a fixed
+// pairwise order. The number depends on the problem only, never on the thread count, which is what
+// makes results bit-identical for any number of threads. 8 keeps 2..8 threads busy.
+constexpr int64_t kMaxGroups = 8;
+
+// Matrix-product cache blocking (BLIS names): the packed B micro-panel (KC x NR) stays in L1 (48 KiB),
+// the packed A block (MC x KC) in L2. KC=256: a 32 KiB B micro-panel for float (NR = 32); MC is a
+// multiple of every MR; NC bounds a packed B block (KC x NC x 4 bytes = 1 MiB).
+constexpr int64_t kKC = 256;
+constexpr int64_t kMC = 240;
+constexpr int64_t kNC = 1024;
+
+}  // namespace mlpgrad::config

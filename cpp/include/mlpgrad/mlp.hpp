@@ -1,0 +1,69 @@
+// mlpgrad core API: losses and gradients of sigmoid MLPs for whole batches.
+// Plain C++17, nothing of Python. Row-major arrays, row-vector convention:
+//   h_0 = X (n, d_0);  z_l = h_{l-1} W_l + b_l (n, d_l);  h_l = sigmoid(z_l) for l < L;  logits z_L (n, k).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace mlpgrad {
+
+enum class Head { sigmoid = 0, softmax = 1 };
+enum class Reduction { sum = 0, mean = 1 };
+enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
+
+template <typename T>
+struct Network {
+  std::vector<int64_t> sizes;  // d_0 .. d_L
+  std::vector<const T*> W;     // W[l]: (sizes[l], sizes[l+1]) row-major, l = 0 .. L-1
+  std::vector<const T*> b;     // b[l]: (sizes[l+1],)
+  int64_t n_layers() const { return static_cast<int64_t>(W.size()); }
+  int64_t n_inputs() const { return sizes.front(); }
+  int64_t n_outputs() const { return sizes.back(); }
+};
+
+template <typename T>
+struct Batch {
+  int64_t n = 0;
+  const T* X = nullptr;              // (n, d_0)
+  const int64_t* labels = nullptr;   // (n,) in [0, k): softmax head, integer labels
+  const T* targets = nullptr;        // (n, k): sigmoid targets in [0, 1], or softmax target rows >= 0
+  const T* sample_weight = nullptr;  // (n,) >= 0, or null for all ones
+};
+
+template <typename T>
+struct Gradients {
+  std::vector<T*> dW;  // shaped like W; overwritten
+  std::vector<T*> db;  // shaped like b; overwritten
+  T* dX = nullptr;     // (n, d_0), or null when dL/dX is not wanted
+};
+
+// probs (n, k) = sigmoid(z_L) or softmax(z_L).
+template <typename T>
+void forward(const Network<T>& net, Head head, int64_t n, const T* X, T* probs, int n_threads);
+
+// L = sum_i c_i l_i with c_i = w_i ("sum") or w_i / sum_j w_j ("mean"); l_i from the logits.
+template <typename T>
+double loss(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, int n_threads);
+
+// The loss and every gradient in one pass over the batch. Results do not depend on n_threads.
+template <typename T>
+double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
+                     const Gradients<T>& grads, int n_threads);
+
+// Throws std::invalid_argument when sizes, pointers or the reduction's total weight are unusable.
+// The entry points above call it; the caller's own checks (in Python) give friendlier messages.
+template <typename T>
+void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets);
+
+// Instruction-set level: the best this CPU and build support, and the one in use (may be forced lower).
+Isa best_isa();
+Isa active_isa();
+void set_active_isa(Isa isa);  // clamped to best_isa()
+const char* isa_name(Isa isa);
+
+bool openmp_enabled();
+int default_threads();  // omp_get_max_threads(), or 1 without OpenMP
+const char* compiler();
+
+}  // namespace mlpgrad

@@ -1,0 +1,162 @@
+// Cache-blocked matrix product on packed panels (the BLIS loop nest), single-threaded: the engine
+// runs one per thread on its own chunk of rows.
+//   C (m, n) = [C +] A (m, k) @ B (k, n)
+// A and B are read through strides (element (i, p) of A at A[i*rsa + p*csa]), so transposed
+// operands such as H^T or W^T need no copy beyond packing. B may come pre-packed (pack_b), which the
+// engine does once per call for every weight matrix.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "mlpgrad/config.hpp"
+#include "simd.hpp"
+
+namespace mlpgrad::MLPGRAD_ISA {
+
+// Register tile: MR rows x NR = 2 vectors. Accumulators: 2 MR vector registers, chosen to leave
+// room for the two B vectors and a broadcast: 24 of 32 zmm (AVX-512), 12 of 16 ymm/xmm otherwise.
+template <typename T> struct Tile {
+#if defined(__AVX512F__)
+  static constexpr int MR = 12;
+#else
+  static constexpr int MR = 6;
+#endif
+  static constexpr int NR = 2 * kLanes<T>;
+};
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Scratch for one thread: a packed A block, a packed B block (when B is not pre-packed), an edge tile.
+template <typename T> struct GemmScratch {
+  static constexpr int64_t a_size = config::kMC * config::kKC;
+  static constexpr int64_t b_size = config::kKC * config::kNC;
+  static constexpr int64_t tile_size = Tile<T>::MR * Tile<T>::NR;
+  static constexpr int64_t size = a_size + b_size + tile_size;
+  T* a; T* b; T* tile;
+  explicit GemmScratch(T* base) : a(base), b(base + a_size), tile(base + a_size + b_size) {}
+};
+
+// A block (mc, kc) -> MR-row panels; panel element (p, i) at p*MR + i; rows past mc are zeros.
+template <typename T>
+void pack_a(int64_t mc, int64_t kc, const T* A, int64_t rsa, int64_t csa, T* Ap) {
+  constexpr int MR = Tile<T>::MR;
+  for (int64_t ir = 0; ir < mc; ir += MR, Ap += MR * kc) {
+    const int64_t mr = std::min<int64_t>(MR, mc - ir);
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* src = A + ir * rsa + p * csa;
+      T* dst = Ap + p * MR;
+      for (int64_t i = 0; i < mr; ++i) dst[i] = src[i * rsa];
+      for (int64_t i = mr; i < MR; ++i) dst[i] = T(0);
+    }
+  }
+}
+
+// B block (kc, nc) -> NR-column panels; panel element (p, j) at p*NR + j; columns past nc are zeros.
+template <typename T>
+void pack_b_block(int64_t kc, int64_t nc, const T* B, int64_t rsb, int64_t csb, T* Bp) {
+  constexpr int NR = Tile<T>::NR;
+  for (int64_t jr = 0; jr < nc; jr += NR, Bp += NR * kc) {
+    const int64_t nr = std::min<int64_t>(NR, nc - jr);
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* src = B + p * rsb + jr * csb;
+      T* dst = Bp + p * NR;
+      for (int64_t j = 0; j < nr; ++j) dst[j] = src[j * csb];
+      for (int64_t j = nr; j < NR; ++j) dst[j] = T(0);
+    }
+  }
+}
+
+// Whole B (k, n) pre-packed: block (jc, pc) of size kc x round_up(nc, NR) at offset jc*k + pc*ncp.
+template <typename T>
+int64_t packed_b_size(int64_t k, int64_t n) {
+  const int64_t full = n / config::kNC * config::kNC;
+  return k * (full + round_up(n - full, Tile<T>::NR));
+}
+
+template <typename T>
+void pack_b(int64_t k, int64_t n, const T* B, int64_t rsb, int64_t csb, T* Bp) {
+  for (int64_t jc = 0; jc < n; jc += config::kNC) {
+    const int64_t nc = std::min(config::kNC, n - jc), ncp = round_up(nc, Tile<T>::NR);
+    for (int64_t pc = 0; pc < k; pc += config::kKC) {
+      const int64_t kc = std::min(config::kKC, k - pc);
+      pack_b_block(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp + jc * k + pc * ncp);
+    }
+  }
+}
+
+// The micro-kernel: C (MR, NR) = [C +] Ap (MR, kc) @ Bp (kc, NR). Sums start from zero and C is
+// added once at the end, so a full tile and an edge tile (done through `tile`) round alike.
+template <typename T>
+inline void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, T* __restrict C,
+                         int64_t ldc, bool accumulate) {
+  constexpr int MR = Tile<T>::MR, W = kLanes<T>;
+  Vec<T> c0[MR], c1[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = Vec<T>{};
+  for (int64_t p = 0; p < kc; ++p) {
+    const Vec<T> b0 = load<T>(Bp + p * 2 * W), b1 = load<T>(Bp + p * 2 * W + W);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const T a = Ap[p * MR + i];
+      c0[i] += a * b0;
+      c1[i] += a * b1;
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    T* row = C + i * ldc;
+    if (accumulate) {
+      store<T>(row, load<T>(row) + c0[i]);
+      store<T>(row + W, load<T>(row + W) + c1[i]);
+    } else {
+      store<T>(row, c0[i]);
+      store<T>(row + W, c1[i]);
+    }
+  }
+}
+
+// C (m, n) = [C +] A (m, k) @ B (k, n). Bpacked: B pre-packed by pack_b, or null to pack here.
+template <typename T>
+void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa, const T* Bpacked,
+          const T* B, int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, GemmScratch<T> s) {
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // empty sum
+    if (!accumulate)
+      for (int64_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, T(0));
+    return;
+  }
+  for (int64_t jc = 0; jc < n; jc += config::kNC) {  // loop 5: NC columns of B and C
+    const int64_t nc = std::min(config::kNC, n - jc), ncp = round_up(nc, NR);
+    for (int64_t pc = 0; pc < k; pc += config::kKC) {  // loop 4: KC deep slice
+      const int64_t kc = std::min(config::kKC, k - pc);
+      const bool acc = accumulate || pc > 0;
+      const T* Bp = Bpacked ? Bpacked + jc * k + pc * ncp : s.b;
+      if (!Bpacked) pack_b_block(kc, nc, B + pc * rsb + jc * csb, rsb, csb, s.b);
+      for (int64_t ic = 0; ic < m; ic += config::kMC) {  // loop 3: MC rows of A and C
+        const int64_t mc = std::min(config::kMC, m - ic);
+        pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, s.a);
+        for (int64_t jr = 0; jr < nc; jr += NR) {  // loop 2: one B micro-panel
+          const int64_t nr = std::min<int64_t>(NR, nc - jr);
+          for (int64_t ir = 0; ir < mc; ir += MR) {  // loop 1: one A micro-panel
+            const int64_t mr = std::min<int64_t>(MR, mc - ir);
+            const T* a = s.a + ir * kc;
+            const T* b = Bp + jr * kc;
+            T* c = C + (ic + ir) * ldc + jc + jr;
+            if (mr == MR && nr == NR) {
+              micro_kernel<T>(kc, a, b, c, ldc, acc);
+            } else {
+              micro_kernel<T>(kc, a, b, s.tile, NR, false);
+              for (int64_t i = 0; i < mr; ++i)
+                for (int64_t j = 0; j < nr; ++j)
+                  c[i * ldc + j] = acc ? c[i * ldc + j] + s.tile[i * NR + j] : s.tile[i * NR + j];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace mlpgrad::MLPGRAD_ISA

@@ -1,0 +1,117 @@
+// The output heads on one chunk of n rows: the loss from the logits z (n, k) and its gradient
+// delta = dL/dz. c (n,) is each row's factor in the loss (sample weight, over the total weight for
+// "mean"). Targets: t (n, k), or labels (n,) for the softmax head (then t is null).
+// *_forward writes the probabilities p (n, k) and returns sum_i c_i l_i (in double);
+// *_backward writes delta (n, k) from p; delta may overwrite p or z.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "simd.hpp"
+
+namespace mlpgrad::MLPGRAD_ISA {
+
+// p = sigmoid(z); e (n, k) scratch receives exp(-|z|).
+template <typename T>
+void sigmoid_probs(T* p, T* e, const T* z, int64_t count) {
+  constexpr int W = kLanes<T>;
+  int64_t i = 0;
+  for (; i + W <= count; i += W) {
+    Vec<T> ev;
+    store<T>(p + i, vsigmoid<T>(load<T>(z + i), &ev));
+    store<T>(e + i, ev);
+  }
+  if (i < count) {
+    T zt[W] = {}, pt[W], et[W];
+    std::copy(z + i, z + count, zt);
+    Vec<T> ev;
+    store<T>(pt, vsigmoid<T>(load<T>(zt), &ev));
+    store<T>(et, ev);
+    std::copy(pt, pt + (count - i), p + i);
+    std::copy(et, et + (count - i), e + i);
+  }
+}
+
+// l_i = sum_j softplus(z_ij) - t_ij z_ij,  softplus(z) = max(z, 0) + log1p(exp(-|z|)).
+template <typename T>
+double sigmoid_xent_forward(T* p, T* e, const T* z, const T* t, const T* c, int64_t n, int64_t k) {
+  sigmoid_probs<T>(p, e, z, n * k);
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    T li = 0;
+    for (int64_t j = i * k; j < (i + 1) * k; ++j) li += std::max(z[j], T(0)) + std::log1p(e[j]) - t[j] * z[j];
+    total += double(c[i]) * double(li);
+  }
+  return total;
+}
+
+// delta = c (p - t)
+template <typename T>
+void sigmoid_xent_backward(T* delta, const T* p, const T* t, const T* c, int64_t n, int64_t k) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = i * k; j < (i + 1) * k; ++j) delta[j] = c[i] * (p[j] - t[j]);
+}
+
+// p = softmax(z) row by row; m (n,) receives the row maxima and lse (n,) log sum_j exp(z_j - m).
+template <typename T>
+void softmax_probs(T* p, T* m, T* lse, const T* z, int64_t n, int64_t k) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T* zi = z + i * k;
+    T mi = zi[0];
+    for (int64_t j = 1; j < k; ++j) mi = zi[j] > mi ? zi[j] : mi;
+    for (int64_t j = 0; j < k; ++j) p[i * k + j] = zi[j] - mi;
+    m[i] = mi;
+  }
+  map_inplace<T>(p, n * k, [](Vec<T> x) { return vexp<T>(x); });  // all arguments <= 0
+  for (int64_t i = 0; i < n; ++i) {
+    T* pi = p + i * k;
+    T s = 0;
+    for (int64_t j = 0; j < k; ++j) s += pi[j];
+    const T inv = T(1) / s;
+    for (int64_t j = 0; j < k; ++j) pi[j] *= inv;
+    lse[i] = std::log(s);
+  }
+}
+
+// l_i = sum_j t_ij (lse_i - (z_ij - m_i)), or lse_i - (z_iy - m_i) for a label y.
+template <typename T>
+double softmax_xent_forward(T* p, T* m, T* lse, const T* z, const int64_t* labels, const T* t, const T* c,
+                            int64_t n, int64_t k) {
+  softmax_probs<T>(p, m, lse, z, n, k);
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T* zi = z + i * k;
+    T li;
+    if (labels) {
+      li = lse[i] - (zi[labels[i]] - m[i]);
+    } else {
+      li = 0;
+      for (int64_t j = 0; j < k; ++j) li += t[i * k + j] * (lse[i] - (zi[j] - m[i]));
+    }
+    total += double(c[i]) * double(li);
+  }
+  return total;
+}
+
+// delta = c (p sum_j t_j - t), which is c (p - t) for rows summing to one; c (p - onehot(y)) for labels.
+template <typename T>
+void softmax_xent_backward(T* delta, const T* p, const int64_t* labels, const T* t, const T* c, int64_t n,
+                           int64_t k) {
+  for (int64_t i = 0; i < n; ++i) {
+    T* di = delta + i * k;
+    const T* pi = p + i * k;
+    if (labels) {
+      for (int64_t j = 0; j < k; ++j) di[j] = c[i] * pi[j];
+      di[labels[i]] = c[i] * (pi[labels[i]] - T(1));
+    } else {
+      const T* ti = t + i * k;
+      T st = 0;
+      for (int64_t j = 0; j < k; ++j) st += ti[j];
+      for (int64_t j = 0; j < k; ++j) di[j] = c[i] * (pi[j] * st - ti[j]);
+    }
+  }
+}
+
+}  // namespace mlpgrad::MLPGRAD_ISA

@@ -1,0 +1,119 @@
+// SIMD vectors (GCC/Clang vector extensions) and the vectorized exp and sigmoid.
+// Compiled once per instruction set (see isa_*.cpp): the vector width follows the compiler flags of
+// the translation unit, and everything lives in the namespace mlpgrad::MLPGRAD_ISA.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#ifndef MLPGRAD_ISA
+#error "define MLPGRAD_ISA (the per-ISA namespace) before including the kernels"
+#endif
+
+namespace mlpgrad::MLPGRAD_ISA {
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX2__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+
+template <typename T> struct VecTraits;
+template <> struct VecTraits<float> {
+  typedef float V __attribute__((vector_size(kVecBytes)));
+  typedef uint32_t U __attribute__((vector_size(kVecBytes)));
+};
+template <> struct VecTraits<double> {
+  typedef double V __attribute__((vector_size(kVecBytes)));
+  typedef uint64_t U __attribute__((vector_size(kVecBytes)));
+};
+template <typename T> using Vec = typename VecTraits<T>::V;
+template <typename T> constexpr int kLanes = kVecBytes / static_cast<int>(sizeof(T));
+
+template <typename T> inline Vec<T> load(const T* p) { Vec<T> v; std::memcpy(&v, p, sizeof v); return v; }
+template <typename T> inline void store(T* p, Vec<T> v) { std::memcpy(p, &v, sizeof v); }
+template <typename T> inline Vec<T> splat(T x) { return Vec<T>{} + x; }
+
+template <typename To, typename From> inline To bitcast(From v) {
+  static_assert(sizeof(To) == sizeof(From));
+  To r; std::memcpy(&r, &v, sizeof r); return r;
+}
+
+// exp(x) lane by lane: x = n ln2 + r, |r| <= ln2/2, exp(r) by its Taylor polynomial (degree 7 for
+// float, 13 for double: truncation below 0.5 ulp), times 2^n built in the exponent bits.
+// Results below the smallest normal number flush to 0; x > hi (a little below the largest finite
+// result) gives +inf. The kernels only take exp of x <= 0.
+// NaN gives NaN. Rounding n uses the 1.5 * 2^mantissa trick, whose low bits then hold n.
+template <typename T> struct ExpConst;
+template <> struct ExpConst<float> {
+  static constexpr float lo = -87.3365447505531f;   // log(FLT_MIN)
+  static constexpr float hi = 88.37f;               // just below 127.5 ln 2: n stays <= 127
+  static constexpr float round = 12582912.0f;       // 1.5 * 2^23
+  static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  static constexpr int degree = 7;
+  static constexpr uint32_t bias = 127, shift = 23;
+};
+template <> struct ExpConst<double> {
+  static constexpr double lo = -708.3964185322641;  // log(DBL_MIN)
+  static constexpr double hi = 709.43;              // just below 1023.5 ln 2: n stays <= 1023
+  static constexpr double round = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double ln2_hi = 0.693145751953125, ln2_lo = 1.42860682030941723212e-6;
+  static constexpr int degree = 13;
+  static constexpr uint64_t bias = 1023, shift = 52;
+};
+
+template <typename T>
+inline Vec<T> vexp(Vec<T> x) {
+  using C = ExpConst<T>;
+  using U = typename VecTraits<T>::U;
+  using UInt = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+  const T log2e = T(1.4426950408889634073599);
+  Vec<T> xc = x < C::lo ? splat<T>(C::lo) : x;  // NaN compares false and stays NaN
+  xc = xc > C::hi ? splat<T>(C::hi) : xc;
+  Vec<T> t = xc * log2e + C::round;
+  Vec<T> n = t - C::round;
+  Vec<T> r = (xc - n * C::ln2_hi) - n * C::ln2_lo;
+  T inv_fact[C::degree + 1];  // 1 / i!, folded to constants by the compiler
+  inv_fact[0] = T(1);
+  for (int i = 1; i <= C::degree; ++i) inv_fact[i] = inv_fact[i - 1] / T(i);
+  Vec<T> p = splat<T>(inv_fact[C::degree]);
+#pragma GCC unroll 16
+  for (int i = C::degree; i >= 1; --i) p = p * r + inv_fact[i - 1];  // Horner
+  U ni = bitcast<U>(t) - bitcast<UInt>(C::round);  // n in the low bits (two's complement)
+  U bits = (ni + C::bias) << C::shift;
+  Vec<T> result = p * bitcast<Vec<T>>(bits);
+  result = x < C::lo ? splat<T>(T(0)) : result;
+  result = x > C::hi ? splat<T>(std::numeric_limits<T>::infinity()) : result;
+  return result;
+}
+
+// sigmoid(z) = 1 / (1 + e) for z >= 0 and e / (1 + e) for z < 0, with e = exp(-|z|) in (0, 1]:
+// no overflow for any z. Also returns e, which the losses reuse for softplus.
+template <typename T>
+inline Vec<T> vsigmoid(Vec<T> z, Vec<T>* e_out = nullptr) {
+  Vec<T> a = z < 0 ? -z : z;
+  Vec<T> e = vexp<T>(-a);
+  Vec<T> r = T(1) / (T(1) + e);
+  if (e_out) *e_out = e;
+  return z >= 0 ? r : e * r;
+}
+
+// Apply a vector function to n contiguous values in place; the tail goes through the same vector
+// code (padded), so every element gets bit-identical treatment wherever it sits.
+template <typename T, typename F>
+inline void map_inplace(T* x, int64_t n, F f) {
+  constexpr int W = kLanes<T>;
+  int64_t i = 0;
+  for (; i + W <= n; i += W) store<T>(x + i, f(load<T>(x + i)));
+  if (i < n) {
+    T tmp[W] = {};
+    std::memcpy(tmp, x + i, sizeof(T) * (n - i));
+    store<T>(tmp, f(load<T>(tmp)));
+    std::memcpy(x + i, tmp, sizeof(T) * (n - i));
+  }
+}
+
+}  // namespace mlpgrad::MLPGRAD_ISA

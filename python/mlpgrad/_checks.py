@@ -1,0 +1,224 @@
+"""Argument checking shared by the native API and the NumPy reference.
+
+Every public function runs its arguments through :func:`check_problem` (or
+:func:`check_network` + :func:`check_inputs` for ``forward``) so that both
+implementations accept exactly the same inputs and raise the same errors.
+Nothing here modifies the caller's arrays: conversions make new arrays and
+the originals are only read.
+
+Rules (documented in the README, "Input rules"):
+
+* ``weights``: a non-empty list/tuple of 2-D arrays ``W_l`` of shape
+  ``(d_{l-1}, d_l)``, all float32 or all float64 (the computation dtype).
+* ``biases``: a list/tuple of the same length, ``b_l`` of shape ``(d_l,)`` and
+  the same dtype as the weights.
+* ``X``: 2-D ``(N, d_0)``, real (integer or floating); converted once to the
+  weights' dtype.  ``N = 0`` is allowed (see ``reduction``).
+* ``y``: sigmoid head: ``(N,)`` when ``k == 1`` or ``(N, k)``, values in
+  ``[0, 1]``.  Softmax head: integer labels ``(N,)`` in ``[0, k)`` (integral
+  floats are accepted as labels), or ``(N, k)`` non-negative float targets.
+* ``sample_weight``: ``None`` or ``(N,)`` finite and ``>= 0``.
+* ``reduction``: ``"sum"`` or ``"mean"``; ``"mean"`` needs a positive total
+  weight (``N > 0`` and, with sample weights, a positive sum).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+HEADS = ("sigmoid", "softmax")
+REDUCTIONS = ("sum", "mean")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, np.ndarray):
+        return f"array of shape {obj.shape} and dtype {obj.dtype}"
+    return f"{type(obj).__name__}"
+
+
+def _as_array(obj, name: str) -> np.ndarray:
+    """np.asarray with a clear TypeError for things that are not numeric arrays."""
+    if obj is None or isinstance(obj, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be an array, got {_describe(obj)}")
+    try:
+        arr = np.asarray(obj)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array, got {_describe(obj)} ({exc})") from None
+    if arr.dtype == object or arr.dtype.kind in "USVMm":
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def _check_ndim(arr: np.ndarray, ndim: int, name: str, what: str) -> None:
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {what}, got {arr.ndim}-D array of shape {arr.shape}")
+
+
+def check_head(head) -> str:
+    if not isinstance(head, str):
+        raise TypeError(f"head must be one of {HEADS}, got {_describe(head)}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    return head
+
+
+def check_reduction(reduction) -> str:
+    if not isinstance(reduction, str):
+        raise TypeError(f"reduction must be one of {REDUCTIONS}, got {_describe(reduction)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_network(weights, biases):
+    """Return (weights, biases, dtype) as lists of arrays of one float dtype."""
+    for name, seq in (("weights", weights), ("biases", biases)):
+        if isinstance(seq, np.ndarray) or not isinstance(seq, (list, tuple)):
+            raise TypeError(f"{name} must be a list or tuple of arrays, got {_describe(seq)}")
+    if len(weights) == 0:
+        raise ValueError("weights must hold at least one layer, got an empty sequence")
+    if len(biases) != len(weights):
+        raise ValueError(f"biases must have one entry per layer: expected {len(weights)}, got {len(biases)}")
+
+    Ws = [_as_array(W, f"weights[{i}]") for i, W in enumerate(weights)]
+    dtype = Ws[0].dtype
+    for i, W in enumerate(Ws):
+        if W.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"weights[{i}] must have dtype float32 or float64, got {W.dtype}")
+        if W.dtype != dtype:
+            raise TypeError(f"weights must share one dtype: weights[0] is {dtype}, weights[{i}] is {W.dtype}")
+        _check_ndim(W, 2, f"weights[{i}]", "(d_in, d_out)")
+        if 0 in W.shape:
+            raise ValueError(f"weights[{i}] has a zero width: shape {W.shape}; every layer width must be >= 1")
+        if i > 0 and W.shape[0] != Ws[i - 1].shape[1]:
+            raise ValueError(
+                f"weights[{i}] must have {Ws[i - 1].shape[1]} rows to follow weights[{i - 1}] of shape "
+                f"{Ws[i - 1].shape}, got shape {W.shape}")
+
+    bs = []
+    for i, b in enumerate(biases):
+        b = _as_array(b, f"biases[{i}]")
+        if b.dtype != dtype:
+            raise TypeError(f"biases[{i}] must have the weights' dtype {dtype}, got {b.dtype}")
+        _check_ndim(b, 1, f"biases[{i}]", "(d_out,)")
+        if b.shape[0] != Ws[i].shape[1]:
+            raise ValueError(f"biases[{i}] must have shape ({Ws[i].shape[1]},) to match weights[{i}] of shape "
+                             f"{Ws[i].shape}, got {b.shape}")
+        bs.append(b)
+    return Ws, bs, dtype
+
+
+def check_X(X, d0: int, dtype) -> np.ndarray:
+    X = _as_array(X, "X")
+    if X.dtype.kind not in "iuf":
+        raise TypeError(f"X must be a real array (integer or floating), got dtype {X.dtype}")
+    _check_ndim(X, 2, "X", "(N, d_0)")
+    if X.shape[1] != d0:
+        raise ValueError(f"X must have {d0} columns to match weights[0] of shape ({d0}, ...), got shape {X.shape}")
+    return X.astype(dtype, copy=False)
+
+
+@dataclass
+class Problem:
+    """Checked and converted arguments: what both implementations compute on."""
+    weights: list
+    biases: list
+    X: np.ndarray              # (N, d_0), dtype
+    labels: Optional[np.ndarray]   # (N,) int64, softmax labels
+    targets: Optional[np.ndarray]  # (N, k) dtype: sigmoid targets or softmax distributions
+    sample_weight: Optional[np.ndarray]  # (N,) dtype
+    head: str
+    reduction: str
+    dtype: np.dtype
+
+    @property
+    def scale(self) -> float:
+        """Factor applied to the summed loss: 1 for "sum", 1/total weight for "mean"."""
+        if self.reduction == "sum":
+            return 1.0
+        n = self.X.shape[0]
+        total = float(n) if self.sample_weight is None else float(np.sum(self.sample_weight, dtype=np.float64))
+        return 1.0 / total
+
+
+def _check_y(y, head: str, n: int, k: int, dtype):
+    """Return (labels, targets): exactly one is not None."""
+    y = _as_array(y, "y")
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"y must be a real array, got dtype {y.dtype}")
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y must be 1-D (N,) or 2-D (N, {k}), got {y.ndim}-D array of shape {y.shape}")
+    if y.shape[0] != n:
+        raise ValueError(f"y must have {n} rows to match X, got shape {y.shape}")
+    if y.ndim == 2 and y.shape[1] != k:
+        raise ValueError(f"y must have shape ({n}, {k}) to match the {k} outputs, got {y.shape}")
+
+    if head == "sigmoid":
+        if y.ndim == 1 and k != 1:
+            raise ValueError(f"y of shape ({n},) needs one output unit; the network has {k}: pass y of shape ({n}, {k})")
+        t = y.astype(dtype, copy=False).reshape(n, k)
+        if not np.all((t >= 0) & (t <= 1)):  # also rejects NaN
+            raise ValueError("y must hold values in [0, 1] for the sigmoid head")
+        return None, t
+
+    # softmax
+    if y.ndim == 1:
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
+            raise ValueError("y as 1-D labels must hold integers; got non-integral or non-finite floats")
+        if n and (y.min() < 0 or y.max() >= k):  # checked before the cast, so nothing wraps
+            raise ValueError(f"y labels must lie in [0, {k}), got values in [{y.min()}, {y.max()}]")
+        labels = y.astype(np.int64)
+        return labels, None
+    t = y.astype(dtype, copy=False)
+    if not np.all((t >= 0) & np.isfinite(t)):
+        raise ValueError("y as 2-D softmax targets must be finite and >= 0")
+    return None, t
+
+
+def check_sample_weight(sample_weight, n: int, dtype):
+    if sample_weight is None:
+        return None
+    w = _as_array(sample_weight, "sample_weight")
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must be a real array, got dtype {w.dtype}")
+    _check_ndim(w, 1, "sample_weight", f"({n},)")
+    if w.shape[0] != n:
+        raise ValueError(f"sample_weight must have shape ({n},) to match X, got {w.shape}")
+    w = w.astype(dtype, copy=False)
+    if not np.all(np.isfinite(w) & (w >= 0)):
+        raise ValueError("sample_weight must be finite and >= 0")
+    return w
+
+
+def check_problem(weights, biases, X, y, head, reduction, sample_weight) -> Problem:
+    head = check_head(head)
+    reduction = check_reduction(reduction)
+    Ws, bs, dtype = check_network(weights, biases)
+    X = check_X(X, Ws[0].shape[0], dtype)
+    n, k = X.shape[0], Ws[-1].shape[1]
+    labels, targets = _check_y(y, head, n, k, dtype)
+    w = check_sample_weight(sample_weight, n, dtype)
+    p = Problem(Ws, bs, X, labels, targets, w, head, reduction, dtype)
+    if reduction == "mean":
+        total = n if w is None else float(np.sum(w, dtype=np.float64))
+        if not total > 0:
+            raise ValueError("reduction='mean' needs a positive total weight: "
+                             + ("X has no rows (N = 0)" if n == 0 else "sample_weight sums to 0"))
+    return p
+
+
+def check_n_threads(n_threads) -> int:
+    if n_threads is None:
+        return 0
+    try:
+        value = operator.index(n_threads)
+    except TypeError:
+        raise TypeError(f"n_threads must be None or an int >= 1, got {_describe(n_threads)}") from None
+    if value < 1:
+        raise ValueError(f"n_threads must be None or an int >= 1, got {value}")
+    return value
