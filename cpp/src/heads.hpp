@@ -34,14 +34,16 @@ void sigmoid_probs(T* p, T* e, const T* z, int64_t count) {
   }
 }
 
-// l_i = sum_j softplus(z_ij) - t_ij z_ij,  softplus(z) = max(z, 0) + log1p(exp(-|z|)).
+// l_i = sum_j t softplus(-z) + (1 - t) softplus(z)  (= softplus(z) - t z, but a confident right answer keeps
+// its small loss's precision), with softplus(+-z) = max(+-z, 0) + log1p(exp(-|z|)).
 template <typename T>
 double sigmoid_xent_forward(T* p, T* e, const T* z, const T* t, const T* c, int64_t n, int64_t k) {
   sigmoid_probs<T>(p, e, z, n * k);
   double total = 0;
   for (int64_t i = 0; i < n; ++i) {
     T li = 0;
-    for (int64_t j = i * k; j < (i + 1) * k; ++j) li += std::max(z[j], T(0)) + std::log1p(e[j]) - t[j] * z[j];
+    for (int64_t j = i * k; j < (i + 1) * k; ++j)
+      li += std::log1p(e[j]) + t[j] * std::max(-z[j], T(0)) + (T(1) - t[j]) * std::max(z[j], T(0));
     total += double(c[i]) * double(li);
   }
   return total;
@@ -54,7 +56,8 @@ void sigmoid_xent_backward(T* delta, const T* p, const T* t, const T* c, int64_t
     for (int64_t j = i * k; j < (i + 1) * k; ++j) delta[j] = c[i] * (p[j] - t[j]);
 }
 
-// p = softmax(z) row by row; m (n,) receives the row maxima and lse (n,) log sum_j exp(z_j - m).
+// p = softmax(z) row by row; m (n,) receives the row maxima and lse (n,) log sum_j exp(z_j - m), computed
+// as log1p of the sum without the maximum's own term (which is exactly 1), so a tiny sum stays exact.
 template <typename T>
 void softmax_probs(T* p, T* m, T* lse, const T* z, int64_t n, int64_t k) {
   for (int64_t i = 0; i < n; ++i) {
@@ -67,11 +70,14 @@ void softmax_probs(T* p, T* m, T* lse, const T* z, int64_t n, int64_t k) {
   map_inplace<T>(p, n * k, [](Vec<T> x) { return vexp<T>(x); });  // all arguments <= 0
   for (int64_t i = 0; i < n; ++i) {
     T* pi = p + i * k;
-    T s = 0;
-    for (int64_t j = 0; j < k; ++j) s += pi[j];
-    const T inv = T(1) / s;
+    const T* zi = z + i * k;
+    int64_t jmax = 0;  // the first column holding the maximum (none if the row has NaN: then all is NaN)
+    while (jmax < k && !(zi[jmax] == m[i])) ++jmax;
+    T rest = 0;
+    for (int64_t j = 0; j < k; ++j) rest += j == jmax ? T(0) : pi[j];
+    const T inv = T(1) / (T(1) + rest);
     for (int64_t j = 0; j < k; ++j) pi[j] *= inv;
-    lse[i] = std::log(s);
+    lse[i] = std::log1p(rest);
   }
 }
 

@@ -1,7 +1,7 @@
 """Argument checking shared by the native API and the NumPy reference.
 
 Every public function runs its arguments through :func:`check_problem` (or
-:func:`check_network` + :func:`check_inputs` for ``forward``) so that both
+:func:`check_network` + :func:`check_X` for ``forward``) so that both
 implementations accept exactly the same inputs and raise the same errors.
 Nothing here modifies the caller's arrays: conversions make new arrays and
 the originals are only read.
@@ -210,6 +210,12 @@ def check_problem(weights, biases, X, y, head, reduction, sample_weight) -> Prob
             raise ValueError("reduction='mean' needs a positive total weight: "
                              + ("X has no rows (N = 0)" if n == 0 else "sample_weight sums to 0"))
     return p
+
+
+def check_flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {_describe(value)}")
+    return bool(value)
 
 
 def check_n_threads(n_threads) -> int:

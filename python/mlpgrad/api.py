@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import _core
-from ._checks import check_head, check_n_threads, check_network, check_problem, check_X
+from ._checks import check_flag, check_head, check_n_threads, check_network, check_problem, check_X
 from ._types import Gradients
 
 __all__ = ["forward", "loss", "loss_and_grad"]
@@ -46,7 +44,5 @@ def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight
     parameters' shapes and dtype; ``input`` is dL/dX (N, d_0) if ``input_grad`` else None.
     """
     p = check_problem(weights, biases, X, y, head, reduction, sample_weight)
-    if not isinstance(input_grad, (bool, np.bool_)):
-        raise TypeError(f"input_grad must be a bool, got {type(input_grad).__name__}")
-    value, dWs, dbs, dX = _run(p, True, bool(input_grad), n_threads)
+    value, dWs, dbs, dX = _run(p, True, check_flag(input_grad, "input_grad"), n_threads)
     return value, Gradients(list(dWs), list(dbs), dX)

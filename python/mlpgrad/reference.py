@@ -11,6 +11,7 @@ convention, a batch of N rows at a time:
 Per-sample losses from the logits (finite for every finite input):
 
     sigmoid head:  l_i = sum_j softplus(z_ij) - y_ij z_ij          (binary cross-entropy)
+                       = sum_j y_ij softplus(-z_ij) + (1 - y_ij) softplus(z_ij)
     softmax head:  l_i = sum_j y_ij (logsumexp(z_i) - z_ij)          (cross-entropy)
 
     L = sum_i w_i l_i  ("sum")   or   sum_i w_i l_i / sum_i w_i  ("mean")
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_head, check_network, check_problem, check_X
+from ._checks import check_flag, check_head, check_network, check_problem, check_X
 from ._types import Gradients
 
 __all__ = ["forward", "loss", "loss_and_grad"]
@@ -70,8 +71,12 @@ def softplus(z):
 
 
 def sigmoid_xent_forward(z, t):
-    """Per-sample binary cross-entropy summed over units: (N,). t: (N, k) in [0, 1]."""
-    return (softplus(z) - t * z).sum(axis=1)
+    """Per-sample binary cross-entropy summed over units: (N,). t: (N, k) in [0, 1].
+
+    -[t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))] = t softplus(-z) + (1 - t) softplus(z)
+    (= softplus(z) - t z, written so that a confident right answer keeps its small loss's precision).
+    """
+    return (t * softplus(-z) + (1 - t) * softplus(z)).sum(axis=1)
 
 
 def sigmoid_xent_backward(z, t, c):
@@ -80,8 +85,13 @@ def sigmoid_xent_backward(z, t, c):
 
 
 def log_softmax(z):
-    m = z.max(axis=1, keepdims=True)
-    return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+    """z - logsumexp(z) by rows. With m the row maximum (at column j*), logsumexp(z) = m + log1p(s),
+    s = sum over j != j* of exp(z_j - m): every exponent <= 0, and log1p keeps tiny s exact."""
+    rows, jmax = np.arange(z.shape[0]), z.argmax(axis=1)
+    m = z[rows, jmax][:, None]
+    e = np.exp(z - m)
+    e[rows, jmax] = 0
+    return (z - m) - np.log1p(e.sum(axis=1, keepdims=True))
 
 
 def softmax_forward(z):
@@ -141,6 +151,7 @@ def loss(weights, biases, X, y, *, head, reduction="sum", sample_weight=None):
 
 def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight=None, input_grad=False):
     p = check_problem(weights, biases, X, y, head, reduction, sample_weight)
+    input_grad = check_flag(input_grad, "input_grad")
     t = _dense_targets(p)
     c = _sample_scale(p)
     hs, z = _forward_pass(p.weights, p.biases, p.X)
