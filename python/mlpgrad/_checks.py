@@ -54,6 +54,14 @@ def _as_array(obj, name: str) -> np.ndarray:
     return arr
 
 
+def _cast(arr: np.ndarray, dtype) -> np.ndarray:
+    """A converted copy (or arr itself if it already has dtype). Values beyond the range of dtype become
+    +-inf without a warning: targets and weights are then rejected as non-finite; X carries them
+    (documented: inf and NaN in X are not screened)."""
+    with np.errstate(over="ignore"):
+        return arr.astype(dtype, copy=False)
+
+
 def _check_ndim(arr: np.ndarray, ndim: int, name: str, what: str) -> None:
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D {what}, got {arr.ndim}-D array of shape {arr.shape}")
@@ -120,7 +128,7 @@ def check_X(X, d0: int, dtype) -> np.ndarray:
     _check_ndim(X, 2, "X", "(N, d_0)")
     if X.shape[1] != d0:
         raise ValueError(f"X must have {d0} columns to match weights[0] of shape ({d0}, ...), got shape {X.shape}")
-    return X.astype(dtype, copy=False)
+    return _cast(X, dtype)
 
 
 @dataclass
@@ -161,7 +169,7 @@ def _check_y(y, head: str, n: int, k: int, dtype):
     if head == "sigmoid":
         if y.ndim == 1 and k != 1:
             raise ValueError(f"y of shape ({n},) needs one output unit; the network has {k}: pass y of shape ({n}, {k})")
-        t = y.astype(dtype, copy=False).reshape(n, k)
+        t = _cast(y, dtype).reshape(n, k)
         if not np.all((t >= 0) & (t <= 1)):  # also rejects NaN
             raise ValueError("y must hold values in [0, 1] for the sigmoid head")
         return None, t
@@ -174,7 +182,7 @@ def _check_y(y, head: str, n: int, k: int, dtype):
             raise ValueError(f"y labels must lie in [0, {k}), got values in [{y.min()}, {y.max()}]")
         labels = y.astype(np.int64)
         return labels, None
-    t = y.astype(dtype, copy=False)
+    t = _cast(y, dtype)
     if not np.all((t >= 0) & np.isfinite(t)):
         raise ValueError("y as 2-D softmax targets must be finite and >= 0")
     return None, t
@@ -189,7 +197,7 @@ def check_sample_weight(sample_weight, n: int, dtype):
     _check_ndim(w, 1, "sample_weight", f"({n},)")
     if w.shape[0] != n:
         raise ValueError(f"sample_weight must have shape ({n},) to match X, got {w.shape}")
-    w = w.astype(dtype, copy=False)
+    w = _cast(w, dtype)
     if not np.all(np.isfinite(w) & (w >= 0)):
         raise ValueError("sample_weight must be finite and >= 0")
     return w
