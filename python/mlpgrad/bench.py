@@ -1,43 +1,79 @@
-"""Benchmark: the native core against the NumPy reference (``python -m mlpgrad bench``).
+"""Benchmark: the native core against the NumPy reference and peers (``python -m mlpgrad bench``).
 
 Each call computes the loss, every dW_l and db_l, and dL/dX (``input_grad=True``) with
 ``reduction="sum"``: integer labels for the softmax head, 0/1 targets for the sigmoid head.
 Data come from a fixed seed; weights ~ N(0, 1/d_in), biases ~ N(0, 0.1^2), X ~ N(0, 1).
+
+Implementations (columns): ``reference`` (NumPy), ``native`` (the C++ core) and, when importable,
+the peers ``torch`` (PyTorch eager) and ``jax`` (``jax.jit(jax.value_and_grad(...))``).  The peers
+compute the same thing in the same layout and dtype: ``z = h @ W + b`` with W of shape
+(d_in, d_out), sigmoid hidden layers, the loss summed over rows (softmax cross-entropy from the
+logits via log_softmax, or sigmoid binary cross-entropy with logits), and the gradients of every
+W, b and of X.  They are never required: they are imported lazily, only when asked for.
+
+- torch: inputs are tensors made once with ``torch.from_numpy`` (W, b, X with requires_grad);
+  a call is the forward (``torch.addmm(b, h, W)``, the fused bias + matmul that ``nn.Linear``
+  lowers to, then ``torch.sigmoid``; ``F.cross_entropy`` = log_softmax + NLL, or
+  ``F.binary_cross_entropy_with_logits``) and ``torch.autograd.grad(loss, [X, *Ws, *bs])``, which
+  returns the gradients without accumulating into ``.grad`` (no zeroing pass, no in-place adds):
+  the fastest idiomatic eager way.  Threads: ``torch.set_num_threads(T)``.
+- jax: ``jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1, 2)))`` over (Ws, bs, X), the inputs put
+  on the device once, ``jax.block_until_ready`` on the outputs inside the timed call.  float64
+  needs ``jax_enable_x64``: it is switched on (process-wide) before the first float64 arrays are
+  made; float32 arrays stay float32.  Threads: the CPU client sizes its thread pool when it is
+  created, from the environment; with ``--threads T`` the bench sets, in its own process and
+  before jax is imported, ``XLA_FLAGS+=--xla_cpu_multi_thread_eigen=(T>1) intra_op_parallelism_threads=T``
+  and ``PJRT_NPROC=T``.  With jax 0.10.2 measured here only ``PJRT_NPROC`` changes anything (a
+  2048^3 matmul ran 2.0 CPU-seconds per second with XLA_FLAGS alone, 1.0 with PJRT_NPROC=1); the
+  XLA flags are kept for older jaxlibs.  If jax's CPU client already exists when the bench starts
+  (jax used earlier in the same process) its thread count cannot be changed: the header says so.
 
 Method (the machine may be shared and noisy):
 
 1. build the inputs once per (config, dtype); each implementation converts them once;
 2. warm up and validate: call every implementation once and compare its results with the
    reference (max-norm relative error <= 1e-3 for float32, 1e-10 for float64; a WARNING line
-   is printed otherwise);
-3. time interleaved rounds (A B A B ...): in each round every implementation in turn first
+   is printed otherwise; with ``--no-reference`` the peers are compared with native);
+3. time interleaved rounds (A B C D A B C D ...): in each round every implementation in turn first
    *settles* (is called, untimed, for >= ``settle`` seconds, 0.15 s by default), then makes a
    block of calls, each timed alone with ``time.perf_counter``; report the median per
-   implementation over all its timed calls (R calls in all; ~1.2 s of timed calls, ~2.5 s in all
-   per config by default).
+   implementation over all its timed calls (R calls in all; ~1.2 s of timed calls per config by
+   default, shared by the implementations).
 
 Why the settle phase: NumPy's OpenBLAS keeps its worker threads spinning for ~0.1 s after each
-BLAS call (libgomp's threads spin briefly after a parallel region too); on a 2-core machine those
-spinners steal cores from the next library's threads.  Measured here, a native call made right
-after a reference call took ~20 ms instead of ~1 ms (seed1_small, N=4096) until the spinning
-stopped.  Strictly alternating single calls measures that contention, not the implementations;
-calling the same implementation continuously for a while first measures each in the steady state
-of a loop that calls only it, while rounds still spread the machine's noise over all of them.
+BLAS call (libgomp's threads spin briefly after a parallel region too, and torch ships its own
+OpenMP runtime, and XLA its own thread pool); on a 2-core machine those spinners steal cores from
+the next library's threads.  Measured here, a native call made right after a reference call took
+~20 ms instead of ~1 ms (seed1_small, N=4096) until the spinning stopped.  Strictly alternating
+single calls measures that contention, not the implementations; calling the same implementation
+continuously for a while first measures each in the steady state of a loop that calls only it,
+while rounds still spread the machine's noise over all of them.
 
-The speed-up is median(reference) / median(native).  GFLOP/s count the matrix products
-only: forward 2 N sum(d_{l-1} d_l), dW the same, dH the same (layer 1 included because dL/dX
-is requested), so 6 N sum(d_{l-1} d_l) per call; elementwise work is not counted.
+Speed-ups are ratios of medians: "vs ref" = ref / native, "vs torch" = torch / native, "vs jax" =
+jax / native (> 1: native is faster).  GFLOP/s count the matrix products only: forward
+2 N sum(d_{l-1} d_l), dW the same, dH the same (layer 1 included because dL/dX is requested), so
+6 N sum(d_{l-1} d_l) per call; elementwise work is not counted.  "% of GEMM" is native's GFLOP/s
+over the GFLOP/s of a square matmul (2048^3; 1024^3 with ``--quick``) of the same dtype measured in
+the same run, with the same thread count and the same timing method, by ``torch.mm`` if torch is
+importable, else NumPy's ``@`` (see :func:`measure_gemm`).
 
-Implementations are a dict of named factories (``IMPLEMENTATIONS``) so that a peer (torch,
-jax, ...) is a few lines: a factory gets a :class:`Problem` and returns a zero-argument
-callable computing ``(loss, Gradients-like)`` (anything ``np.asarray`` accepts), or None if
-the peer is unavailable.  :func:`run` is the entry point for tests; :func:`main` is the CLI.
+Other modes: ``--plot FILE.png`` (throughput against batch size N, log-log, for one config),
+``--scaling`` (native with 1 and T threads on the large configs: issue 3 asks for >= 1.9x with 2
+threads) and ``--linear`` (native's time per row from 1k to 1M rows on a small config; it should be
+flat).
+
+Implementations are a dict of named factories (``IMPLEMENTATIONS``): a factory gets a
+:class:`Problem` and returns a zero-argument callable computing ``(loss, Gradients-like)``
+(anything ``np.asarray`` accepts), or None if the implementation is unavailable.  :func:`run`,
+:func:`measure_gemm`, :func:`scaling`, :func:`linear` and :func:`sweep` are the entry points for
+tests; :func:`main` is the CLI.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import math
 import os
@@ -49,13 +85,19 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Config", "SUITE", "IMPLEMENTATIONS", "Problem", "make_problem", "flop_count", "run",
-           "header_info", "format_header", "format_table", "main"]
+from ._types import Gradients
+
+__all__ = ["Config", "SUITE", "IMPLEMENTATIONS", "PEERS", "Problem", "make_problem", "flop_count",
+           "run", "measure_gemm", "scaling", "linear", "sweep", "plot", "available_peers",
+           "setup_peers", "header_info", "format_header", "format_table", "format_gemm",
+           "format_scaling", "format_linear", "main"]
 
 SEED = 0
 QUICK_FACTOR = 16  # --quick divides every N by this
 TOLERANCE = {"float32": 1e-3, "float64": 1e-10}
 LOAD_WARNING = 0.5
+LARGE_FLOPS = 1e9     # --scaling's default configs: at least this many FLOPs per call
+SCALING_TARGET = 0.95  # issue 3: T threads at least 0.95 T times faster than 1 (1.9x for 2)
 
 
 # -- configurations ---------------------------------------------------------------------------------
@@ -175,11 +217,169 @@ def _native(p: Problem):
     return call
 
 
+# -- peers (torch, jax): imported lazily, never required ---------------------------------------------
+
+PEERS = ("torch", "jax")
+_PEER_STATE: Dict[str, dict] = {}  # name -> {"module": ..., "error": ..., "threads": ..., ...}
+
+
+def available_peers() -> List[str]:
+    """The peers whose package is installed (found without importing it)."""
+    out = []
+    for name in PEERS:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                out.append(name)
+        except (ImportError, ValueError):
+            pass
+    return out
+
+
+def _setup_torch(threads: Optional[int]):
+    """Import torch (once) and apply ``threads``; return the module or None."""
+    st = _PEER_STATE.setdefault("torch", {})
+    if "module" not in st and "error" not in st:
+        try:
+            import torch
+        except Exception as exc:  # not installed or broken: the column is just absent
+            st["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            st.update(module=torch, version=torch.__version__)
+    torch = st.get("module")
+    if torch is None:
+        return None
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    st["threads"] = torch.get_num_threads()
+    return torch
+
+
+def _jax_backend_initialized() -> bool:
+    xb = sys.modules.get("jax._src.xla_bridge")
+    try:
+        return bool(xb is not None and xb.backends_are_initialized())
+    except Exception:
+        return False
+
+
+def _setup_jax(threads: Optional[int], x64: bool = False):
+    """Import jax (once), its thread flags set first; enable float64 if ``x64``; return jax or None."""
+    st = _PEER_STATE.setdefault("jax", {})
+    if "module" not in st and "error" not in st:
+        env = {}
+        if _jax_backend_initialized():
+            st["note"] = ("jax's CPU client existed before the bench started: its thread count is "
+                          "whatever it was created with")
+        elif threads is not None:
+            flags = os.environ.get("XLA_FLAGS", "")
+            env["XLA_FLAGS"] = (flags + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+                                f" intra_op_parallelism_threads={threads}").strip()
+            env["PJRT_NPROC"] = str(threads)
+            os.environ.update(env)
+        try:
+            import jax
+            jax.devices("cpu")  # create the CPU client now, with the environment above
+        except Exception as exc:
+            st["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            st.update(module=jax, version=jax.__version__, threads=threads, env=env)
+    jax = st.get("module")
+    if jax is None:
+        return None
+    if threads != st.get("threads") and "threads_note" not in st:
+        st["threads_note"] = (f"jax's thread pool was sized at its first use (threads={st.get('threads')}); "
+                              f"later requests (threads={threads}) do not change it")
+    if x64 and not jax.config.read("jax_enable_x64"):
+        jax.config.update("jax_enable_x64", True)
+    st["x64"] = bool(jax.config.read("jax_enable_x64"))
+    return jax
+
+
+def setup_peers(names: Sequence[str], threads: Optional[int], dtypes=("float32",)) -> Dict[str, dict]:
+    """Import the peers in ``names`` with their thread settings (jax: before its first use); return
+    {name: {"version", "threads", ... or "error"}} for the header."""
+    want64 = "float64" in _dtype_list(dtypes)
+    out = {}
+    for name in names:
+        if name == "torch":
+            _setup_torch(threads)
+        elif name == "jax":
+            _setup_jax(threads, want64)
+        else:
+            raise ValueError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
+        out[name] = {k: v for k, v in _PEER_STATE.get(name, {}).items() if k != "module"}
+    return out
+
+
+def _torch(p: Problem):
+    torch = _setup_torch(p.threads)
+    if torch is None:
+        return None
+    import torch.nn.functional as F
+
+    def leaf(a):
+        return torch.from_numpy(a).requires_grad_(True)
+    Ws = [leaf(W) for W in p.weights]
+    bs = [leaf(b) for b in p.biases]
+    X = leaf(p.X)
+    if p.head == "softmax":
+        y = torch.from_numpy(np.ascontiguousarray(p.y, dtype=np.int64))
+    else:
+        y = torch.from_numpy(p.y.reshape(len(p.y), -1))
+    inputs = [X] + Ws + bs
+    L = len(Ws)
+
+    def call():
+        h = X
+        for l in range(L - 1):
+            h = torch.sigmoid(torch.addmm(bs[l], h, Ws[l]))
+        z = torch.addmm(bs[-1], h, Ws[-1])
+        if p.head == "softmax":
+            loss = F.cross_entropy(z, y, reduction="sum")
+        else:
+            loss = F.binary_cross_entropy_with_logits(z, y, reduction="sum")
+        g = torch.autograd.grad(loss, inputs)
+        return loss.detach(), Gradients(list(g[1:L + 1]), list(g[L + 1:]), g[0])
+    return call
+
+
+def _jax(p: Problem):
+    jax = _setup_jax(p.threads, x64=p.dtype == "float64")
+    if jax is None:
+        return None
+    import jax.numpy as jnp
+
+    def loss_fn(Ws, bs, X, y):
+        h = X
+        for W, b in zip(Ws[:-1], bs[:-1]):
+            h = jax.nn.sigmoid(h @ W + b)
+        z = h @ Ws[-1] + bs[-1]
+        if p.head == "softmax":
+            return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(z, axis=1), y[:, None], axis=1))
+        return jnp.sum(jax.nn.softplus(z) - y * z)  # sigmoid BCE with logits
+
+    f = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1, 2)))
+    Ws = [jnp.asarray(W) for W in p.weights]
+    bs = [jnp.asarray(b) for b in p.biases]
+    X = jnp.asarray(p.X)
+    y = jnp.asarray(p.y) if p.head == "softmax" else jnp.asarray(p.y.reshape(len(p.y), -1))
+    if X.dtype != np.dtype(p.dtype):
+        raise RuntimeError(f"jax made {X.dtype} arrays from {p.dtype} data")
+
+    def call():
+        out = jax.block_until_ready(f(Ws, bs, X, y))
+        loss, (dWs, dbs, dX) = out
+        return loss, Gradients(list(dWs), list(dbs), dX)
+    return call
+
+
 # name -> factory(Problem) -> callable() -> (loss, grads), or None if unavailable.
 # The first entry is the baseline every other implementation is validated against.
 IMPLEMENTATIONS: Dict[str, Callable] = {
     "reference": _reference,
     "native": _native,
+    "torch": _torch,
+    "jax": _jax,
 }
 BASELINE = "reference"
 LABELS = {"reference": "ref"}  # short column names in the table
@@ -203,7 +403,7 @@ def _rel_err(a, b) -> float:
 def _compare(result, expected) -> Dict[str, float]:
     """Relative error of every output: {'loss': .., 'dW[0]': .., 'db[0]': .., ..., 'dX': ..}."""
     (loss, g), (ref_loss, rg) = result, expected
-    errs = {"loss": _rel_err(np.float64(loss), np.float64(ref_loss))}
+    errs = {"loss": _rel_err(np.asarray(loss, dtype=np.float64), np.asarray(ref_loss, dtype=np.float64))}
     if len(g.weights) != len(rg.weights) or len(g.biases) != len(rg.biases):
         errs["layers"] = math.inf
     for l, (a, b) in enumerate(zip(g.weights, rg.weights)):
@@ -212,6 +412,24 @@ def _compare(result, expected) -> Dict[str, float]:
         errs[f"db[{l}]"] = _rel_err(a, b)
     errs["dX"] = _rel_err(g.input, rg.input)
     return errs
+
+
+def _validate(calls: Dict[str, Callable], baseline: str, tol: float, where: str, log) -> tuple:
+    """Call each implementation once (the warm-up) and compare with ``baseline``: (max_err, ok)."""
+    results = {name: fn() for name, fn in calls.items()}
+    max_err, ok = {}, True
+    for name, res in results.items():
+        if name == baseline:
+            continue
+        errs = _compare(res, results[baseline])
+        worst = max(errs, key=errs.get)
+        max_err[name] = errs[worst]
+        if not errs[worst] <= tol:
+            ok = False
+            log(f"WARNING: {name} disagrees with {baseline} on {where}: "
+                f"relative error {errs[worst]:.2e} in {worst} > {tol:.0e}")
+    del results
+    return max_err, ok
 
 
 SETTLE = 0.15       # seconds each implementation is called untimed before each timed block
@@ -269,36 +487,35 @@ def _time_rounds(calls: Dict[str, Callable], repeat: Optional[int], quick: bool,
     return times
 
 
-def _bench_one(config: Config, dtype: str, threads, repeat, quick, settle, log) -> dict:
+def _stats(times: Dict[str, List[float]]) -> dict:
+    return {
+        "calls": {name: len(t) for name, t in times.items()},
+        "ms": {name: 1e3 * float(np.median(t)) for name, t in times.items()},
+        "ms_quartiles": {name: [1e3 * float(q) for q in np.percentile(t, [25, 75])]
+                         for name, t in times.items()},
+    }
+
+
+def _bench_one(config: Config, dtype: str, threads, repeat, quick, settle, log,
+               impls: Sequence[str], gemm_peak: Optional[Dict[str, float]] = None) -> dict:
     problem = make_problem(config, dtype, threads)
     calls = {}
-    for name, factory in IMPLEMENTATIONS.items():
-        fn = factory(problem)
+    for name in impls:
+        fn = IMPLEMENTATIONS[name](problem)
         if fn is not None:
             calls[name] = fn
-    if BASELINE not in calls:
-        raise RuntimeError(f"the baseline implementation {BASELINE!r} is unavailable")
+        elif name in (BASELINE, "native"):
+            raise RuntimeError(f"the implementation {name!r} is unavailable")
+    baseline = BASELINE if BASELINE in calls else next(iter(calls))
 
-    # warm-up: validate against the baseline
-    results = {name: fn() for name, fn in calls.items()}
     tol = TOLERANCE[dtype]
-    max_err, ok = {}, True
-    for name, res in results.items():
-        if name == BASELINE:
-            continue
-        errs = _compare(res, results[BASELINE])
-        worst = max(errs, key=errs.get)
-        max_err[name] = errs[worst]
-        if not errs[worst] <= tol:
-            ok = False
-            log(f"WARNING: {name} disagrees with {BASELINE} on {config.name} {dtype}: "
-                f"relative error {errs[worst]:.2e} in {worst} > {tol:.0e}")
-    del results
-
-    times = _time_rounds(calls, repeat, quick, settle)
+    max_err, ok = _validate(calls, baseline, tol, f"{config.name} {dtype}", log)
+    stats = _stats(_time_rounds(calls, repeat, quick, settle))
     flops = flop_count(config.sizes, config.n, input_grad=True)
-    ms = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+    ms = stats["ms"]
     native_ms = ms.get("native")
+    gflops = {name: flops / (v * 1e-3) / 1e9 for name, v in ms.items()}
+    peak = (gemm_peak or {}).get(dtype)
     return {
         "config": config.name,
         "layers": config.layers,
@@ -307,13 +524,15 @@ def _bench_one(config: Config, dtype: str, threads, repeat, quick, settle, log) 
         "n": config.n,
         "dtype": dtype,
         "threads": threads,
-        "calls": {name: len(t) for name, t in times.items()},
         "settle_s": settle,
         "flops": flops,
-        "ms": ms,
-        "ms_quartiles": {name: [1e3 * float(q) for q in np.percentile(t, [25, 75])] for name, t in times.items()},
-        "speedup": ms[BASELINE] / native_ms if native_ms else None,
-        "gflops": {name: flops / (v * 1e-3) / 1e9 for name, v in ms.items()},
+        **stats,
+        "speedup": ms[BASELINE] / native_ms if native_ms and BASELINE in ms else None,
+        "speedup_vs": {name: v / native_ms for name, v in ms.items() if native_ms and name != "native"},
+        "gflops": gflops,
+        "gemm_gflops": peak,
+        "native_pct_gemm": 100.0 * gflops["native"] / peak if peak and "native" in gflops else None,
+        "validated_against": baseline,
         "max_rel_err": max_err,
         "tolerance": tol,
         "ok": ok,
@@ -334,17 +553,38 @@ def _dtype_list(dtypes) -> List[str]:
     return out
 
 
+def _impl_list(peers, reference: bool) -> List[str]:
+    """reference (if asked), native, then the peers: 'auto' = the installed ones."""
+    if peers is None:
+        peers = ()
+    elif isinstance(peers, str):
+        peers = available_peers() if peers == "auto" else ([] if peers == "none" else peers.split(","))
+    for p in peers:
+        if p not in PEERS:
+            raise ValueError(f"unknown peer {p!r}; choose from {', '.join(PEERS)}")
+    return ([BASELINE] if reference else []) + ["native"] + [p for p in PEERS if p in peers]
+
+
 def run(configs: Sequence = tuple(SUITE), dtypes=("float32",), threads: Optional[int] = None,
         repeat: Optional[int] = None, *, quick: bool = False, settle: float = SETTLE,
-        log: Callable = print, progress: Optional[Callable] = None) -> List[dict]:
+        log: Callable = print, progress: Optional[Callable] = None, peers=(),
+        reference: bool = True, gemm_peak: Optional[Dict[str, float]] = None,
+        fast: Optional[bool] = None) -> List[dict]:
     """Benchmark ``configs`` (names or :class:`Config`) in each of ``dtypes`` ("float32", "float64",
     "both"); return one row dict per (config, dtype).
 
-    ``threads``: n_threads for the native calls (None: OpenMP's default).  ``repeat``: timed calls
-    per implementation (None: ~1.2 s of timed calls per config).  ``quick``: divide every N by 16 and
-    time less.  ``settle``: seconds of untimed calls before each timed block (0 for tests).  ``log``
-    prints validation warnings; ``progress`` (if given) gets a line per finished row.
+    ``threads``: n_threads for the native calls and the peers' thread count (None: their defaults).
+    ``repeat``: timed calls per implementation (None: ~1.2 s of timed calls per config).  ``quick``:
+    divide every N by 16 and time less.  ``settle``: seconds of untimed calls before each timed block
+    (0 for tests).  ``peers``: a list from :data:`PEERS`, "auto" (the installed ones) or ()
+    (default); a peer that fails to import is left out.  ``reference=False`` skips the NumPy
+    reference (the peers are then validated against native).  ``gemm_peak``: {dtype: GFLOP/s} from
+    :func:`measure_gemm` for the "% of GEMM" column.  ``fast``: time less without changing N
+    (default: ``quick``).  ``log`` prints validation warnings; ``progress`` (if given) gets a line
+    per finished row.
     """
+    impls = _impl_list(peers, reference)
+    fast = quick if fast is None else fast
     rows = []
     for name in configs:
         config = get_config(name)
@@ -352,16 +592,250 @@ def run(configs: Sequence = tuple(SUITE), dtypes=("float32",), threads: Optional
             config = config.quick()
         for dtype in _dtype_list(dtypes):
             t0 = time.perf_counter()
-            row = _bench_one(config, dtype, threads, repeat, quick, settle, log)
+            row = _bench_one(config, dtype, threads, repeat, fast, settle, log, impls, gemm_peak)
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
             if progress is not None:
                 calls = ", ".join(f"{k} x{v}" for k, v in row["calls"].items())
-                progress(f"{row['config']} {dtype}: {calls} timed calls in {row['seconds']:.1f} s")
+                progress(f"{row['config']} N={row['n']} {dtype}: {calls} timed calls in {row['seconds']:.1f} s")
     return rows
 
 
-# -- header and table -------------------------------------------------------------------------------
+# -- GEMM: the "peak" in the same run -----------------------------------------------------------------
+
+# (label, M, K, N, A transposed): C (M, N) = A (M, K) @ B (K, N); the first is the "peak".
+GEMM_SHAPES = [
+    ("square", 2048, 2048, 2048, False),
+    ("mnist X@W1", 4096, 784, 256, False),      # mnist's first layer, forward
+    ("mnist h^T@delta", 784, 4096, 256, True),  # mnist's dW1 = X^T delta_1 (A is a transposed view)
+]
+
+
+def _gemm_shapes(quick: bool) -> list:
+    if not quick:
+        return list(GEMM_SHAPES)
+    return [("square", 1024, 1024, 1024, False),
+            ("mnist X@W1", 256, 784, 256, False),
+            ("mnist h^T@delta", 784, 256, 256, True)]
+
+
+def measure_gemm(dtypes=("float32",), threads: Optional[int] = None, backend: str = "auto", *,
+                 quick: bool = False, shapes: Optional[list] = None, repeat: Optional[int] = None,
+                 settle: float = SETTLE, progress: Optional[Callable] = None) -> Optional[dict]:
+    """Time matmuls (``GEMM_SHAPES``, or ``shapes``) per dtype with ``torch.mm`` ("torch"), NumPy's
+    ``@`` ("numpy"; threads limited with threadpoolctl if installed, else the environment's) or
+    "auto" (torch if importable); same interleaved settle-then-block rounds as :func:`run`.
+
+    Returns {"backend", "threads", "results": [{label, m, k, n, transposed, dtype, ms, gflops}],
+    "peak": {dtype: GFLOP/s of the first shape}}, or None for backend "none".
+    """
+    if backend == "none":
+        return None
+    if backend not in ("auto", "torch", "numpy"):
+        raise ValueError(f"backend must be auto, torch, numpy or none, got {backend!r}")
+    torch = _setup_torch(threads) if backend in ("auto", "torch") else None
+    if backend == "torch" and torch is None:
+        raise RuntimeError(f"torch is not importable: {_PEER_STATE['torch'].get('error')}")
+    used = "torch.mm" if torch is not None else "numpy.matmul"
+    shapes = _gemm_shapes(quick) if shapes is None else shapes
+    rng = np.random.default_rng(SEED)
+    calls, meta = {}, {}
+    for dtype in _dtype_list(dtypes):
+        for label, m, k, n, trans in shapes:
+            a = rng.standard_normal((k, m) if trans else (m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            key = f"{label} {dtype}"
+            if torch is not None:
+                ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+                calls[key] = (lambda ta=ta, tb=tb: torch.mm(ta.t(), tb)) if trans else (lambda ta=ta, tb=tb: torch.mm(ta, tb))
+            else:
+                calls[key] = (lambda a=a, b=b: a.T @ b) if trans else (lambda a=a, b=b: a @ b)
+            meta[key] = dict(label=label, m=m, k=k, n=n, transposed=trans, dtype=dtype, flops=2 * m * k * n)
+
+    blas_threads = None
+    limiter = None
+    if torch is None and threads is not None:
+        try:
+            from threadpoolctl import threadpool_limits
+            limiter = threadpool_limits(limits=threads, user_api="blas")
+            blas_threads = threads
+        except ImportError:
+            pass
+    try:
+        t0 = time.perf_counter()
+        for fn in calls.values():  # warm-up
+            fn()
+        stats = _stats(_time_rounds(calls, repeat, quick, settle))
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+    results, peak = [], {}
+    for key, m in meta.items():
+        ms = stats["ms"][key]
+        res = {**m, "ms": ms, "ms_quartiles": stats["ms_quartiles"][key], "calls": stats["calls"][key],
+               "gflops": m["flops"] / (ms * 1e-3) / 1e9}
+        results.append(res)
+        peak.setdefault(m["dtype"], res["gflops"])
+    if progress is not None:
+        progress(f"GEMM ({used}): {len(calls)} matmuls timed in {time.perf_counter() - t0:.1f} s")
+    if torch is not None:
+        thr = torch.get_num_threads()
+    else:
+        thr = blas_threads if blas_threads is not None else "set by the environment"
+    return {"backend": used, "threads": thr, "results": results, "peak": peak}
+
+
+# -- modes: thread scaling, time against N, the plot sweep ------------------------------------------
+
+def large_configs() -> List[str]:
+    """Suite configs with at least ``LARGE_FLOPS`` matmul FLOPs per call (the --scaling default)."""
+    return [c.name for c in SUITE.values() if flop_count(c.sizes, c.n) >= LARGE_FLOPS]
+
+
+def scaling(configs: Optional[Sequence] = None, dtypes=("float32",), threads: Sequence[int] = (1, 2),
+            repeat: Optional[int] = None, *, quick: bool = False, settle: float = SETTLE,
+            log: Callable = print, progress: Optional[Callable] = None) -> List[dict]:
+    """Native with each thread count in ``threads`` (interleaved rounds, validated against the first);
+    one row per (config, dtype) with ms per thread count and the speed-up ms[first] / ms[last].
+    ``configs`` default: :func:`large_configs`."""
+    from . import api
+    threads = list(threads)
+    rows = []
+    for name in (large_configs() if configs is None else configs):
+        config = get_config(name)
+        if quick:
+            config = config.quick()
+        for dtype in _dtype_list(dtypes):
+            t0 = time.perf_counter()
+            p = make_problem(config, dtype)
+            calls = {}
+            for t in threads:
+                def call(t=t):
+                    return api.loss_and_grad(p.weights, p.biases, p.X, p.y, head=p.head, reduction="sum",
+                                             input_grad=True, n_threads=t)
+                calls[f"native[{t}]"] = call
+            first, last = f"native[{threads[0]}]", f"native[{threads[-1]}]"
+            max_err, ok = _validate(calls, first, TOLERANCE[dtype], f"{config.name} {dtype}", log)
+            stats = _stats(_time_rounds(calls, repeat, quick, settle))
+            ratio = stats["ms"][first] / stats["ms"][last]
+            target = SCALING_TARGET * threads[-1] / threads[0]
+            rows.append({
+                "config": config.name, "layers": config.layers, "n": config.n, "dtype": dtype,
+                "threads": threads, **stats, "speedup": ratio, "target": target,
+                "meets_target": ratio >= target, "max_rel_err": max_err, "ok": ok,
+                "seconds": time.perf_counter() - t0,
+            })
+            if progress is not None:
+                progress(f"scaling {config.name} {dtype}: {ratio:.2f}x in {rows[-1]['seconds']:.1f} s")
+    return rows
+
+
+LINEAR_SIZES = tuple(2 ** k for k in range(10, 21))  # 1k .. 1M rows
+
+
+def linear(config="seed1_small", dtype: str = "float32", threads: Optional[int] = None,
+           ns: Sequence[int] = LINEAR_SIZES, repeat: Optional[int] = None, *,
+           settle: float = SETTLE, progress: Optional[Callable] = None) -> List[dict]:
+    """Native alone on ``config`` at each batch size in ``ns``: ms per call and ns per row (which
+    should be flat in N once the per-call overhead is amortized)."""
+    from . import api
+    base = get_config(config)
+    rows = []
+    for n in ns:
+        t0 = time.perf_counter()
+        p = make_problem(replace(base, n=int(n)), np.dtype(dtype).name, threads)
+
+        def call():
+            return api.loss_and_grad(p.weights, p.biases, p.X, p.y, head=p.head, reduction="sum",
+                                     input_grad=True, n_threads=p.threads)
+        call()
+        stats = _stats(_time_rounds({"native": call}, repeat, True, settle))
+        ms = stats["ms"]["native"]
+        rows.append({"config": base.name, "layers": base.layers, "n": int(n), "dtype": p.dtype,
+                     "threads": threads, **stats, "ns_per_row": 1e6 * ms / n,
+                     "gflops": flop_count(base.sizes, n) / (ms * 1e-3) / 1e9,
+                     "seconds": time.perf_counter() - t0})
+        del p
+        if progress is not None:
+            progress(f"linear {base.name} N={n}: {ms:.3f} ms in {rows[-1]['seconds']:.1f} s")
+    last = rows[-1]["ns_per_row"] if rows else None
+    for r in rows:
+        r["per_row_vs_largest"] = r["ns_per_row"] / last
+    return rows
+
+
+PLOT_MIN_N = 2 ** 6
+PLOT_MAX_N = 2 ** 20
+PLOT_FLOP_BUDGET = 2e11  # default largest N: ~200 GFLOP per call (mnist: 2^16 rows)
+
+
+def plot_sizes(config, max_n: Optional[int] = None) -> List[int]:
+    """Powers of two from 2^6 to ``max_n`` (default: the largest with <= ~200 GFLOP per call, at
+    most 2^20: mnist 2^16, seed1_small 2^20)."""
+    config = get_config(config)
+    if max_n is None:
+        per_row = flop_count(config.sizes, 1)
+        max_n = 2 ** int(math.floor(math.log2(max(PLOT_FLOP_BUDGET / per_row, 1))))
+        max_n = min(PLOT_MAX_N, max(max_n, 2 ** 10))
+    out, n = [], PLOT_MIN_N
+    while n <= max_n:
+        out.append(n)
+        n *= 2
+    return out or [int(max_n)]
+
+
+def sweep(config="mnist", dtypes=("float32",), threads: Optional[int] = None,
+          ns: Optional[Sequence[int]] = None, repeat: Optional[int] = None, *,
+          settle: float = SETTLE, log: Callable = print, progress: Optional[Callable] = None,
+          peers=(), reference: bool = True, gemm_peak: Optional[Dict[str, float]] = None) -> List[dict]:
+    """:func:`run` on ``config`` at each batch size in ``ns`` (default :func:`plot_sizes`), with the
+    shorter timing of --quick: the data of the plot."""
+    base = get_config(config)
+    ns = plot_sizes(base) if ns is None else ns
+    configs = [replace(base, n=int(n)) for n in ns]
+    return run(configs, dtypes, threads, repeat, settle=settle, log=log, progress=progress,
+               peers=peers, reference=reference, gemm_peak=gemm_peak, fast=True)
+
+
+_STYLE = {"reference": ("ref (NumPy)", "o", "tab:gray"), "native": ("native", "s", "tab:red"),
+          "torch": ("torch eager", "^", "tab:blue"), "jax": ("jax jit", "v", "tab:green")}
+
+
+def plot(rows: List[dict], path: str, gemm: Optional[dict] = None, title: str = "") -> str:
+    """Write a log-log PNG of GFLOP/s (left axis; rows/s on the right) against N, one panel per dtype,
+    one line per implementation, the GEMM's GFLOP/s as a dashed line; needs matplotlib."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    dtypes = [d for d in ("float32", "float64") if any(r["dtype"] == d for r in rows)]
+    fig = Figure(figsize=(6.4 * len(dtypes), 4.8), layout="constrained")
+    axes = fig.subplots(1, len(dtypes), squeeze=False)[0]
+    for ax, dtype in zip(axes, dtypes):
+        rs = sorted((r for r in rows if r["dtype"] == dtype), key=lambda r: r["n"])
+        for name in IMPLEMENTATIONS:
+            pts = [(r["n"], r["gflops"][name]) for r in rs if name in r["gflops"]]
+            if pts:
+                label, marker, color = _STYLE.get(name, (name, "x", None))
+                ax.plot(*zip(*pts), marker=marker, color=color, label=label)
+        for g in (gemm or {}).get("results", []):
+            if g["dtype"] == dtype and g["label"] == "square":
+                ax.axhline(g["gflops"], color="black", linestyle="--", linewidth=1,
+                           label=f"{gemm['backend']} {g['m']}x{g['k']}x{g['n']}: {g['gflops']:.0f} GFLOP/s")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size N (rows)")
+        ax.set_ylabel("GFLOP/s (matmuls only, 6 N sum d_{l-1} d_l)")
+        per_row = rs[0]["flops"] / rs[0]["n"] if rs else 1.0
+        sec = ax.secondary_yaxis("right", functions=(lambda g, k=per_row: g * 1e9 / k,
+                                                     lambda r, k=per_row: r * k / 1e9))
+        sec.set_ylabel("rows/s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(f"{title} {dtype}".strip())
+        ax.legend(fontsize="small", loc="lower right")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# -- header and tables ------------------------------------------------------------------------------
 
 def _blas_info() -> str:
     try:
@@ -373,7 +847,8 @@ def _blas_info() -> str:
     return (", ".join(libs) or "none found") + ", set by the environment"
 
 
-def header_info(threads: Optional[int] = None) -> dict:
+def header_info(threads: Optional[int] = None, peers: Optional[Dict[str, dict]] = None) -> dict:
+    """Build, versions, threads and load; ``peers`` from :func:`setup_peers`."""
     from ._build import build_info
     build = dict(build_info())
     try:
@@ -388,11 +863,29 @@ def header_info(threads: Optional[int] = None) -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "OPENBLAS_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                                    "OPENBLAS_NUM_THREADS") if k in os.environ},
         "threads": threads,
         "native_threads": threads if threads is not None else build.get("max_threads"),
+        "peers": peers or {},
         "loadavg": load,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def _peer_line(name: str, st: dict) -> str:
+    if "error" in st:
+        return f"- {name}: not importable ({st['error']})"
+    if name == "torch":
+        return f"- torch {st.get('version')}: eager, torch.set_num_threads -> {st.get('threads')} threads"
+    env = st.get("env") or {}
+    thr = (f"threads={st.get('threads')} via " + ", ".join(f"{k}={v!r}" for k, v in env.items())
+           if env else "threads: jax's default (all CPUs)")
+    line = f"- jax {st.get('version')}: jit, x64={'on' if st.get('x64') else 'off'}, {thr}"
+    for k in ("note", "threads_note"):
+        if k in st:
+            line += f"; NOTE: {st[k]}"
+    return line
 
 
 def format_header(info: dict) -> List[str]:
@@ -400,14 +893,18 @@ def format_header(info: dict) -> List[str]:
     t = info["threads"]
     threads = (f"n_threads={t}" if t is not None else
                f"n_threads=None (OpenMP default: {info['native_threads']})")
+    blas_env = info.get("OPENBLAS_env") or {}
     lines = [
         "mlpgrad bench: loss + every dW, db + dL/dX (input_grad=True), reduction='sum'",
         f"- build: {build}",
-        f"- numpy {info['numpy']}; BLAS threads: {info['numpy_blas_threads']}",
+        f"- numpy {info['numpy']}; BLAS threads: {info['numpy_blas_threads']}"
+        + ("; " + " ".join(f"{k}={v}" for k, v in blas_env.items()) if blas_env else ""),
         f"- python {info['python']} on {info['platform']}, {info['cpu_count']} CPUs",
         f"- OMP_NUM_THREADS={info['OMP_NUM_THREADS'] if info['OMP_NUM_THREADS'] is not None else '(unset)'}",
         f"- native threads: {threads}",
     ]
+    for name, st in (info.get("peers") or {}).items():
+        lines.append(_peer_line(name, st))
     load = info["loadavg"]
     if load is None:
         lines.append("- load average: unavailable")
@@ -418,6 +915,19 @@ def format_header(info: dict) -> List[str]:
                          "the machine is busy, timings will be noisy")
     lines.append("- timing: median per call over interleaved rounds, each implementation settling "
                  "(called untimed) before its timed block; GFLOP/s from 6*N*sum(d_{l-1}*d_l) (matmuls only)")
+    return lines
+
+
+def format_gemm(gemm: Optional[dict]) -> List[str]:
+    """Header lines with the GEMM GFLOP/s (the '% of GEMM' denominator is the first shape)."""
+    if not gemm:
+        return []
+    lines = [f"- GEMM ({gemm['backend']}, {gemm['threads']} threads; the first shape is the "
+             "'% of GEMM' denominator):"]
+    for dtype in sorted({r["dtype"] for r in gemm["results"]}):
+        parts = [f"{r['m']}x{r['k']}{'(T)' if r['transposed'] else ''}x{r['n']} {r['gflops']:.1f}"
+                 for r in gemm["results"] if r["dtype"] == dtype]
+        lines.append(f"  - {dtype} GFLOP/s: " + ", ".join(parts))
     return lines
 
 
@@ -437,19 +947,11 @@ def _fmt_gflops(x: Optional[float]) -> str:
     return "-" if x is None else (f"{x:.1f}" if x >= 10 else f"{x:.2f}")
 
 
-def format_table(rows: List[dict]) -> str:
-    """The rows as a Markdown table: config, layers, N, dtype, <impl> ms..., speed-up, <impl> GFLOP/s..."""
-    impls = [name for name in IMPLEMENTATIONS if any(name in r["ms"] for r in rows)]
-    label = [LABELS.get(name, name) for name in impls]
-    head = (["config", "layers", "N", "dtype"] + [f"{l} ms" for l in label] + ["speed-up"]
-            + [f"{l} GFLOP/s" for l in label])
-    right = [False, False, True, False] + [True] * (len(head) - 4)
-    body = []
-    for r in rows:
-        body.append([r["config"], r["layers"], str(r["n"]), r["dtype"]]
-                    + [_fmt_ms(r["ms"].get(name)) for name in impls]
-                    + ["-" if r["speedup"] is None else f"{r['speedup']:.2f}x"]
-                    + [_fmt_gflops(r["gflops"].get(name)) for name in impls])
+def _fmt_ratio(x: Optional[float]) -> str:
+    return "-" if x is None else (f"{x:.1f}x" if x >= 10 else f"{x:.2f}x")
+
+
+def _markdown(head: List[str], body: List[List[str]], right: List[bool]) -> str:
     widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
 
     def line(cells):
@@ -458,6 +960,69 @@ def format_table(rows: List[dict]) -> str:
     sep = "|" + "|".join(("-" * (w + 1) + ":") if rj else ("-" * (w + 2))
                          for w, rj in zip(widths, right)) + "|"
     return "\n".join([line(head), sep] + [line(b) for b in body])
+
+
+def format_table(rows: List[dict]) -> str:
+    """config, layers, N, dtype, <impl> ms..., native's speed-up vs each other, native GFLOP/s, % of GEMM."""
+    impls = [name for name in IMPLEMENTATIONS if any(name in r["ms"] for r in rows)]
+    others = [name for name in impls if name != "native"]
+    label = {name: LABELS.get(name, name) for name in impls}
+    pct = any(r.get("native_pct_gemm") is not None for r in rows)
+    head = (["config", "layers", "N", "dtype"] + [f"{label[n]} ms" for n in impls]
+            + [f"vs {label[n]}" for n in others] + ["native GFLOP/s"] + (["% of GEMM"] if pct else []))
+    right = [False, False, True, False] + [True] * (len(head) - 4)
+    body = []
+    for r in rows:
+        vs = r.get("speedup_vs", {})
+        cells = ([r["config"], r["layers"], str(r["n"]), r["dtype"]]
+                 + [_fmt_ms(r["ms"].get(n)) for n in impls]
+                 + [_fmt_ratio(vs.get(n)) for n in others]
+                 + [_fmt_gflops(r["gflops"].get("native"))])
+        if pct:
+            p = r.get("native_pct_gemm")
+            cells.append("-" if p is None else f"{p:.0f}%" if p >= 10 else f"{p:.2g}%")
+        body.append(cells)
+    return _markdown(head, body, right)
+
+
+def table_legend(rows: List[dict]) -> str:
+    impls = [name for name in IMPLEMENTATIONS if any(name in r["ms"] for r in rows)]
+    others = [LABELS.get(n, n) for n in impls if n != "native"]
+    text = "ms: median per call."
+    if others:
+        text += (" vs X: native's speed-up, X ms / native ms (> 1: native faster)"
+                 f" for X in {', '.join(others)}.")
+    if any(r.get("native_pct_gemm") is not None for r in rows):
+        text += " % of GEMM: native GFLOP/s / the square GEMM's GFLOP/s of that dtype (header)."
+    return text
+
+
+def format_scaling(rows: List[dict]) -> str:
+    if not rows:
+        return ""
+    ts = rows[0]["threads"]
+    head = (["config", "layers", "N", "dtype"] + [f"{t} thread{'s' if t > 1 else ''} ms" for t in ts]
+            + [f"{ts[0]}->{ts[-1]} speed-up", "target", "meets"])
+    right = [False, False, True, False] + [True] * (len(head) - 4)
+    body = [[r["config"], r["layers"], str(r["n"]), r["dtype"]]
+            + [_fmt_ms(r["ms"][f"native[{t}]"]) for t in ts]
+            + [_fmt_ratio(r["speedup"]), f">= {r['target']:.2f}x", "yes" if r["meets_target"] else "NO"]
+            for r in rows]
+    return _markdown(head, body, right)
+
+
+def format_linear(rows: List[dict]) -> str:
+    if not rows:
+        return ""
+    head = ["N", "native ms", "ns/row", "per row vs largest N", "GFLOP/s"]
+    body = [[str(r["n"]), _fmt_ms(r["ms"]["native"]), f"{r['ns_per_row']:.2f}",
+             f"{r['per_row_vs_largest']:.2f}", _fmt_gflops(r["gflops"])] for r in rows]
+    table = _markdown(head, body, [True] * len(head))
+    tail = [r["ns_per_row"] for r in rows if r["n"] >= 16384]
+    if len(tail) >= 2:
+        table += (f"\n\nns/row for N >= 16384: {min(tail):.2f} .. {max(tail):.2f} "
+                  f"(max/min {max(tail) / min(tail):.2f}; 1.00 = perfectly linear in N)")
+    return table
 
 
 # -- command line -----------------------------------------------------------------------------------
@@ -492,6 +1057,26 @@ def _layer_sizes(text: str) -> tuple:
     return sizes
 
 
+def _peer_list(text: str):
+    text = text.strip().lower()
+    if text in ("none", ""):
+        return []
+    if text == "auto":
+        return "auto"
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in PEERS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown peer(s) {', '.join(bad)}; choose from {','.join(PEERS)} or none")
+    return names
+
+
+def _config_name(text: str) -> str:
+    try:
+        return get_config(text).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _SUITE_HELP = "\n".join(f"  {c.name:<18} {c.layers:<20} {c.head:<8} N={c.n}" for c in SUITE.values())
 
 _BENCH_EPILOG = f"""\
@@ -499,34 +1084,61 @@ built-in suite (default: all):
 {_SUITE_HELP}
 
 Each call computes the loss, every dW and db and dL/dX (input_grad=True), reduction "sum".
-Timing: each implementation is called once and validated against the reference; then in
-interleaved rounds each implementation first settles (is called untimed for --settle seconds, so
-that the other library's idle threads, e.g. OpenBLAS's, which spin ~0.1 s after each call, stop
-competing for the cores) and then makes a block of calls, each timed alone.  The table shows the
-median ms per call, the speed-up median(ref)/median(native), and GFLOP/s counted from the matrix
-products only, 6*N*sum(d_(l-1)*d_l) per call (elementwise work is not counted).
---threads sets the native core's threads only; NumPy's BLAS threads are whatever the environment
-sets (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS).
+Columns: the NumPy reference, native, and the peers torch (eager; forward + torch.autograd.grad)
+and jax (jit of value_and_grad) when importable.  Every implementation is called once and
+validated against the reference; then in interleaved rounds each implementation first settles
+(is called untimed for --settle seconds, so that the other libraries' idle threads, e.g.
+OpenBLAS's, libgomp's, torch's and XLA's, which spin after each call, stop competing for the
+cores) and then makes a block of calls, each timed alone.  The table shows the median ms per call,
+native's speed-up against each other column (their ms / native ms), native's GFLOP/s counted from
+the matrix products only, 6*N*sum(d_(l-1)*d_l) per call, and that as a percentage of a square
+matmul's GFLOP/s (same dtype, same threads) measured at the start of the run with torch.mm, or
+NumPy's matmul without torch (--gemm).
+
+Threads: --threads T sets native's n_threads, torch.set_num_threads(T), and for jax (before it
+is imported) XLA_FLAGS="--xla_cpu_multi_thread_eigen=... intra_op_parallelism_threads=T" and
+PJRT_NPROC=T (jax 0.10's CPU client only honours PJRT_NPROC).  NumPy's BLAS threads (the reference)
+are whatever the environment sets (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS).
+
+NumPy's OpenBLAS can be slowed on some machines by OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the
+environment; the bench never changes them.  To compare against NumPy's matmul (--gemm numpy) or
+a fair reference, unset both for the benchmark command only:
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m mlpgrad bench --gemm numpy ...
+
+Modes (instead of the table above; they combine): --plot FILE.png (throughput against N for
+--plot-config, log-log), --scaling (native, 1 thread vs --threads T, default 2, on the suite's
+configs with >= 1 GFLOP per call or --config; issue 3 asks for >= 1.9x with 2), --linear [CONFIG]
+(native's time per row from N=1k to 1M rows; should be flat).
 """
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "bench", help="time the native core against the NumPy reference",
-        description="Time mlpgrad.loss_and_grad (native) against mlpgrad.reference.loss_and_grad.",
+        "bench", help="time the native core against the NumPy reference, torch and jax",
+        description="Time mlpgrad.loss_and_grad (native) against mlpgrad.reference.loss_and_grad "
+                    "and, when importable, PyTorch eager and JAX jit.",
         epilog=_BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=_positive_int, metavar="T",
-                   help="n_threads for the native calls (default: OpenMP's default)")
+                   help="threads for native (n_threads), torch (set_num_threads) and jax (XLA_FLAGS, "
+                        "PJRT_NPROC) (default: each library's default)")
     p.add_argument("--dtype", choices=["float32", "float64", "both"], default="float32",
                    help="computation dtype (default: float32)")
+    p.add_argument("--peers", type=_peer_list, default="auto", metavar="torch,jax|none",
+                   help="peer columns (default: those importable); a peer that fails to import is "
+                        "left out with a note")
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="do not run the NumPy reference (peers are then validated against native)")
+    p.add_argument("--gemm", choices=["auto", "torch", "numpy", "none"], default="auto",
+                   help="matmul timed for '%% of GEMM' (default auto: torch.mm if importable, else numpy)")
     p.add_argument("--repeat", type=_positive_int, metavar="R",
                    help="timed calls per implementation and config (default: ~1.2 s of timed calls "
-                        "per config, ~2.5 s in all)")
+                        "per config in all)")
     p.add_argument("--settle", type=_non_negative_float, default=SETTLE, metavar="SECONDS",
                    help=f"seconds of untimed calls before each timed block (default: {SETTLE}; "
                         "at least one call either way)")
     p.add_argument("--config", nargs="+", metavar="NAME",
-                   help="configs to run (default: the whole suite, unless --layers is given)")
+                   help="configs to run (default: the whole suite, unless --layers is given; "
+                        "with --scaling: its configs)")
     p.add_argument("--layers", type=_layer_sizes, metavar="D0-D1-...",
                    help="also run a custom network, e.g. 5-3-5 (with --n and --head)")
     p.add_argument("--n", type=_positive_int, default=1024, metavar="N",
@@ -535,6 +1147,17 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                    help="head of the --layers network (default: softmax)")
     p.add_argument("--quick", action="store_true",
                    help=f"divide every N by {QUICK_FACTOR} and time less (a smoke test)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="plot GFLOP/s and rows/s against N (2^6 .. up to 2^20) for --plot-config, "
+                        "log-log (needs matplotlib: pip install mlpgrad[bench])")
+    p.add_argument("--plot-config", type=_config_name, default="mnist", metavar="NAME",
+                   help="the network of --plot (default: mnist)")
+    p.add_argument("--plot-max-n", type=_positive_int, metavar="N",
+                   help="largest N of --plot (default: ~200 GFLOP per call, at most 2^20; mnist 2^16)")
+    p.add_argument("--scaling", action="store_true",
+                   help="native with 1 vs T threads (--threads, default 2) on the large configs")
+    p.add_argument("--linear", nargs="?", const="seed1_small", type=_config_name, metavar="CONFIG",
+                   help="native's time per row for N = 2^10 .. 2^20 on CONFIG (default seed1_small)")
     p.add_argument("--json", metavar="FILE", help="also write the header and rows as JSON to FILE")
     p.set_defaults(func=_cmd_bench, parser=p)
     return p
@@ -542,7 +1165,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 
 def _cmd_bench(args) -> int:
     parser = args.parser
-    names = list(args.config) if args.config else ([] if args.layers else list(SUITE))
+    modes = bool(args.plot or args.scaling or args.linear)
+    names = list(args.config) if args.config else ([] if args.layers or modes else list(SUITE))
     configs = []
     for name in names:
         try:
@@ -553,23 +1177,84 @@ def _cmd_bench(args) -> int:
         configs.append(Config("custom", args.layers, args.n, args.head))
     elif args.n != parser.get_default("n") or args.head != parser.get_default("head"):
         parser.error("--n and --head describe the --layers network; pass --layers too")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (fail before the long run, not after)
+        except ImportError:
+            parser.error("--plot needs matplotlib (pip install 'mlpgrad[bench]')")
 
-    info = header_info(args.threads)
-    print("\n".join(format_header(info)))
-    print(flush=True)
+    table_configs = configs if (not modes or (not args.scaling and configs)) else []
+    need_peers = bool(table_configs or args.plot)
+    requested = args.peers if need_peers else []
+    peers = available_peers() if requested == "auto" else list(requested)
+
+    info = header_info(args.threads, setup_peers(peers, args.threads, args.dtype))
+    print("\n".join(format_header(info)), flush=True)
 
     def progress(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    rows = run(configs, args.dtype, args.threads, args.repeat, quick=args.quick, settle=args.settle,
-               log=lambda msg: print(msg, flush=True), progress=progress)
-    print()
-    print(format_table(rows))
+    def log(msg):
+        print(msg, flush=True)
+
+    for name in peers:
+        if "error" in info["peers"].get(name, {}) and requested != "auto":
+            log(f"NOTE: peer {name} was asked for but is not importable; its column is left out")
+    peers = [name for name in peers if "error" not in info["peers"].get(name, {})]
+
+    out: dict = {"header": info}
+    gemm = None
+    if need_peers and args.gemm != "none":
+        gemm = measure_gemm(args.dtype, args.threads, args.gemm, quick=args.quick, settle=args.settle,
+                            progress=progress)
+        print("\n".join(format_gemm(gemm)), flush=True)
+        out["gemm"] = gemm
+    peak = gemm["peak"] if gemm else None
+    print(flush=True)
+
+    if table_configs:
+        rows = run(table_configs, args.dtype, args.threads, args.repeat, quick=args.quick,
+                   settle=args.settle, log=log, progress=progress, peers=peers,
+                   reference=args.reference, gemm_peak=peak)
+        print(format_table(rows))
+        print("\n" + table_legend(rows), flush=True)
+        out["rows"] = rows
+    if args.scaling:
+        t = args.threads if args.threads is not None else 2
+        if t == 1:
+            parser.error("--scaling compares 1 thread with --threads T: T must be >= 2")
+        srows = scaling(configs or None, args.dtype, (1, t), args.repeat, quick=args.quick,
+                        settle=args.settle, log=log, progress=progress)
+        print(f"\nthread scaling (native, 1 vs {t} threads; issue 3 target >= {SCALING_TARGET * t:.2f}x):\n")
+        print(format_scaling(srows), flush=True)
+        out["scaling"] = srows
+    if args.linear:
+        ns = LINEAR_SIZES if not args.quick else tuple(2 ** k for k in range(10, 17))
+        for dtype in _dtype_list(args.dtype):
+            lrows = linear(args.linear, dtype, args.threads, ns, args.repeat, settle=args.settle,
+                           progress=progress)
+            cfg = get_config(args.linear)
+            print(f"\ntime against N (native, {cfg.name} {cfg.layers} {dtype}):\n")
+            print(format_linear(lrows), flush=True)
+            out.setdefault("linear", []).extend(lrows)
+    if args.plot:
+        ns = plot_sizes(args.plot_config, args.plot_max_n)
+        prows = sweep(args.plot_config, args.dtype, args.threads, ns, args.repeat, settle=args.settle,
+                      log=log, progress=progress, peers=peers, reference=args.reference, gemm_peak=peak)
+        cfg = get_config(args.plot_config)
+        thr = args.threads if args.threads is not None else "default"
+        print(f"\nthroughput against N ({cfg.name} {cfg.layers}, threads={thr}):\n")
+        print(format_table(prows), flush=True)
+        plot(prows, args.plot, gemm, title=f"mlpgrad bench: {cfg.name} {cfg.layers}, threads={thr},")
+        print(f"\nwrote {args.plot}")
+        out["plot"] = {"file": args.plot, "config": cfg.name, "rows": prows}
     if args.json:
-        info["command"] = {"dtype": args.dtype, "repeat": args.repeat, "quick": args.quick,
-                           "settle": args.settle, "configs": [c.name for c in configs]}
+        info["command"] = {"argv": sys.argv[1:], "dtype": args.dtype, "repeat": args.repeat,
+                           "quick": args.quick, "settle": args.settle, "peers": peers,
+                           "reference": args.reference, "gemm": args.gemm,
+                           "configs": [c.name for c in configs]}
         with open(args.json, "w") as f:
-            json.dump({"header": info, "rows": rows}, f, indent=2)
+            json.dump(out, f, indent=2)
             f.write("\n")
         print(f"\nwrote {args.json}")
     return 0
