@@ -76,3 +76,30 @@ def test_sigmoid_probabilities_over_the_whole_range(dtype):
     ulps = np.max(np.abs(p[normal] - r[normal]) / r[normal]) / np.finfo(dtype).eps
     print(f"{np.dtype(dtype).name}: largest error {ulps:.2f} ulp")
     assert ulps <= 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("simd", mlpgrad.build_info()["simd_available"])
+def test_per_row_losses_over_a_dense_sweep(dtype, simd):
+    # Per-row sigmoid loss for y = 1 is log1p(exp(-z)) (z >= 0) and -z + log1p(exp(z)) (z < 0):
+    # each row checked, via sample weights that isolate it, against math.log1p in float64.
+    previous = mlpgrad._core.build_info()["simd"]
+    mlpgrad._core.set_simd(simd)
+    try:
+        z = np.concatenate([np.linspace(-30, 30, 301), [0.0, 1e-8, 1e-3, 0.5]]).astype(dtype)
+        Ws, bs = identity_net(1, dtype)
+        X = z[:, None]
+        y = np.ones(len(z), dtype=dtype)
+        worst = 0.0
+        for i in range(0, len(z), 7):
+            w = np.zeros(len(z))
+            w[i] = 1.0
+            got = mlpgrad.loss(Ws, bs, X, y, head="sigmoid", sample_weight=w)
+            zi = float(z[i])
+            expected = math.log1p(math.exp(-zi)) if zi >= 0 else -zi + math.log1p(math.exp(zi))
+            worst = max(worst, abs(got - expected) / expected)
+        eps = np.finfo(dtype).eps
+        print(f"{simd} {np.dtype(dtype).name}: largest relative error {worst / eps:.2f} ulp")
+        assert worst <= 8 * eps
+    finally:
+        mlpgrad._core.set_simd(previous)

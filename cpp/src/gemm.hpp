@@ -1,9 +1,9 @@
 // Cache-blocked matrix product on packed panels (the BLIS loop nest), single-threaded: the engine
-// runs one per thread on its own chunk of rows.
-//   C (m, n) = [C +] A (m, k) @ B (k, n)
-// A and B are read through strides (element (i, p) of A at A[i*rsa + p*csa]), so transposed
-// operands such as H^T or W^T need no copy beyond packing. B may come pre-packed (pack_b), which the
-// engine does once per call for every weight matrix.
+// gives each thread its own tiles of the output.
+//   C (m, n) = [C +] A (m, k) @ B (k, n), then an epilogue on each finished tile of C.
+// A is read through strides (element (i, p) at A[i*rsa + p*csa]), so H^T needs no copy beyond
+// packing. B is either packed here from strides, or pre-packed once per call (pack_b_panels, used for
+// every weight matrix) as "full-K panels": panel q holds columns [q NR, q NR + NR) for all k rows.
 #pragma once
 
 #include <algorithm>
@@ -52,41 +52,38 @@ void pack_a(int64_t mc, int64_t kc, const T* A, int64_t rsa, int64_t csa, T* Ap)
   }
 }
 
-// B block (kc, nc) -> NR-column panels; panel element (p, j) at p*NR + j; columns past nc are zeros.
+// B block (kc, nc) -> NR-column panels with panel stride `panel` (element (p, j) of panel q at
+// q*panel + p*NR + j); columns past nc are zeros. If colsum is not null it receives, added, the
+// column sums of the block (summed down the block's kc rows first, then added: blocked summation).
 template <typename T>
-void pack_b_block(int64_t kc, int64_t nc, const T* B, int64_t rsb, int64_t csb, T* Bp) {
+void pack_b(int64_t kc, int64_t nc, const T* B, int64_t rsb, int64_t csb, T* Bp, int64_t panel, T* colsum) {
   constexpr int NR = Tile<T>::NR;
-  for (int64_t jr = 0; jr < nc; jr += NR, Bp += NR * kc) {
+  for (int64_t jr = 0; jr < nc; jr += NR, Bp += panel) {
     const int64_t nr = std::min<int64_t>(NR, nc - jr);
+    T sums[NR] = {};
     for (int64_t p = 0; p < kc; ++p) {
       const T* src = B + p * rsb + jr * csb;
       T* dst = Bp + p * NR;
       for (int64_t j = 0; j < nr; ++j) dst[j] = src[j * csb];
       for (int64_t j = nr; j < NR; ++j) dst[j] = T(0);
+      if (colsum)
+        for (int64_t j = 0; j < NR; ++j) sums[j] += dst[j];
     }
+    if (colsum)
+      for (int64_t j = 0; j < nr; ++j) colsum[jr + j] += sums[j];
   }
 }
 
-// Whole B (k, n) pre-packed: block (jc, pc) of size kc x round_up(nc, NR) at offset jc*k + pc*ncp.
-template <typename T>
-int64_t packed_b_size(int64_t k, int64_t n) {
-  const int64_t full = n / config::kNC * config::kNC;
-  return k * (full + round_up(n - full, Tile<T>::NR));
-}
+// Whole B (k, n) as full-K panels: panel q at q*NR*k. Size in elements:
+template <typename T> int64_t panels_size(int64_t k, int64_t n) { return k * round_up(n, Tile<T>::NR); }
 
 template <typename T>
-void pack_b(int64_t k, int64_t n, const T* B, int64_t rsb, int64_t csb, T* Bp) {
-  for (int64_t jc = 0; jc < n; jc += config::kNC) {
-    const int64_t nc = std::min(config::kNC, n - jc), ncp = round_up(nc, Tile<T>::NR);
-    for (int64_t pc = 0; pc < k; pc += config::kKC) {
-      const int64_t kc = std::min(config::kKC, k - pc);
-      pack_b_block(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp + jc * k + pc * ncp);
-    }
-  }
+void pack_b_panels(int64_t k, int64_t n, const T* B, int64_t rsb, int64_t csb, T* Bp) {
+  pack_b<T>(k, n, B, rsb, csb, Bp, int64_t(Tile<T>::NR) * k, nullptr);
 }
 
 // The micro-kernel: C (MR, NR) = [C +] Ap (MR, kc) @ Bp (kc, NR). Sums start from zero and C is
-// added once at the end, so a full tile and an edge tile (done through `tile`) round alike.
+// added once at the end, so a full tile and an edge tile (done through a scratch tile) round alike.
 template <typename T>
 inline void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, T* __restrict C,
                          int64_t ldc, bool accumulate) {
@@ -116,33 +113,43 @@ inline void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict
   }
 }
 
-// C (m, n) = [C +] A (m, k) @ B (k, n). Bpacked: B pre-packed by pack_b, or null to pack here.
-template <typename T>
-void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa, const T* Bpacked,
-          const T* B, int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, GemmScratch<T> s) {
+// Epilogues, applied to a finished tile C[0:mr, 0:nr] (still in L1) at columns j0.. of the output.
+struct NoEpilogue {
+  template <typename T> void operator()(T*, int64_t, int64_t, int64_t, int64_t, int64_t) const {}
+};
+
+// C (m, n) = [C +] A (m, k) @ B (k, n), then epi(tile, ldc, row, col, mr, nr) on each finished tile.
+// Bpanels: B as full-K panels (pack_b_panels) starting at column 0 of this product, or null to pack
+// B here from strides. bsum: if not null (and B is packed here), receives += the column sums of B.
+template <typename T, typename Epilogue = NoEpilogue>
+void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa, const T* Bpanels,
+          const T* B, int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, GemmScratch<T> s,
+          const Epilogue& epi = Epilogue(), T* bsum = nullptr) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   if (m == 0 || n == 0) return;
   if (k == 0) {  // empty sum
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, T(0));
+    for (int64_t i = 0; i < m; i += MR)
+      for (int64_t j = 0; j < n; j += NR)
+        epi(C + i * ldc + j, ldc, i, j, std::min<int64_t>(MR, m - i), std::min<int64_t>(NR, n - j));
     return;
   }
   for (int64_t jc = 0; jc < n; jc += config::kNC) {  // loop 5: NC columns of B and C
-    const int64_t nc = std::min(config::kNC, n - jc), ncp = round_up(nc, NR);
+    const int64_t nc = std::min(config::kNC, n - jc);
     for (int64_t pc = 0; pc < k; pc += config::kKC) {  // loop 4: KC deep slice
       const int64_t kc = std::min(config::kKC, k - pc);
-      const bool acc = accumulate || pc > 0;
-      const T* Bp = Bpacked ? Bpacked + jc * k + pc * ncp : s.b;
-      if (!Bpacked) pack_b_block(kc, nc, B + pc * rsb + jc * csb, rsb, csb, s.b);
+      const bool acc = accumulate || pc > 0, last = pc + kc == k;
+      if (!Bpanels) pack_b<T>(kc, nc, B + pc * rsb + jc * csb, rsb, csb, s.b, NR * kc, bsum ? bsum + jc : nullptr);
       for (int64_t ic = 0; ic < m; ic += config::kMC) {  // loop 3: MC rows of A and C
         const int64_t mc = std::min(config::kMC, m - ic);
         pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, s.a);
         for (int64_t jr = 0; jr < nc; jr += NR) {  // loop 2: one B micro-panel
           const int64_t nr = std::min<int64_t>(NR, nc - jr);
+          const T* b = Bpanels ? Bpanels + (jc + jr) * k + pc * NR : s.b + jr * kc;
           for (int64_t ir = 0; ir < mc; ir += MR) {  // loop 1: one A micro-panel
             const int64_t mr = std::min<int64_t>(MR, mc - ir);
             const T* a = s.a + ir * kc;
-            const T* b = Bp + jr * kc;
             T* c = C + (ic + ir) * ldc + jc + jr;
             if (mr == MR && nr == NR) {
               micro_kernel<T>(kc, a, b, c, ldc, acc);
@@ -152,6 +159,7 @@ void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa,
                 for (int64_t j = 0; j < nr; ++j)
                   c[i * ldc + j] = acc ? c[i * ldc + j] + s.tile[i * NR + j] : s.tile[i * NR + j];
             }
+            if (last) epi(c, ldc, ic + ir, jc + jr, mr, nr);
           }
         }
       }

@@ -39,12 +39,28 @@ void sigmoid_probs(T* p, T* e, const T* z, int64_t count) {
 template <typename T>
 double sigmoid_xent_forward(T* p, T* e, const T* z, const T* t, const T* c, int64_t n, int64_t k) {
   sigmoid_probs<T>(p, e, z, n * k);
+  // e <- per-unit losses, vector by vector (the tail through a padded copy)
+  constexpr int W = kLanes<T>;
+  auto unit_loss = [](Vec<T> ev, Vec<T> zv, Vec<T> tv) {
+    const Vec<T> pos = zv > 0 ? zv : Vec<T>{}, neg = zv < 0 ? -zv : Vec<T>{};
+    return vlog1p_nonneg<T>(ev) + tv * neg + (T(1) - tv) * pos;
+  };
+  const int64_t count = n * k;
+  int64_t i = 0;
+  for (; i + W <= count; i += W) store<T>(e + i, unit_loss(load<T>(e + i), load<T>(z + i), load<T>(t + i)));
+  if (i < count) {
+    T et[W] = {}, zt[W] = {}, tt[W] = {};
+    std::copy(e + i, e + count, et);
+    std::copy(z + i, z + count, zt);
+    std::copy(t + i, t + count, tt);
+    store<T>(et, unit_loss(load<T>(et), load<T>(zt), load<T>(tt)));
+    std::copy(et, et + (count - i), e + i);
+  }
   double total = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t r = 0; r < n; ++r) {
     T li = 0;
-    for (int64_t j = i * k; j < (i + 1) * k; ++j)
-      li += std::log1p(e[j]) + t[j] * std::max(-z[j], T(0)) + (T(1) - t[j]) * std::max(z[j], T(0));
-    total += double(c[i]) * double(li);
+    for (int64_t j = r * k; j < (r + 1) * k; ++j) li += e[j];
+    total += double(c[r]) * double(li);
   }
   return total;
 }
@@ -77,8 +93,9 @@ void softmax_probs(T* p, T* m, T* lse, const T* z, int64_t n, int64_t k) {
     for (int64_t j = 0; j < k; ++j) rest += j == jmax ? T(0) : pi[j];
     const T inv = T(1) / (T(1) + rest);
     for (int64_t j = 0; j < k; ++j) pi[j] *= inv;
-    lse[i] = std::log1p(rest);
+    lse[i] = rest;
   }
+  map_inplace<T>(lse, n, [](Vec<T> r) { return vlog1p_nonneg<T>(r); });
 }
 
 // l_i = sum_j t_ij (lse_i - (z_ij - m_i)), or lse_i - (z_iy - m_i) for a label y.

@@ -1,56 +1,104 @@
-// The layers of the network on one chunk of n rows: linear (matrix product + bias) and sigmoid,
-// each a forward/backward pair with one argument order: outputs, saved inputs, parameters, sizes.
+// The layers of the network: linear (matrix product + bias) and sigmoid, each a forward/backward pair
+// with one argument order: outputs, saved inputs, parameters, sizes. The element-wise work is done in
+// the epilogue of each output tile of the matrix products (bias + sigmoid on the forward, the factor
+// h (1 - h) on the backward), while the tile is still in L1; the bias gradient is summed while the
+// delta is packed for dW.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "gemm.hpp"
 #include "simd.hpp"
 
 namespace mlpgrad::MLPGRAD_ISA {
 
-// z (n, d_out) = h (n, d_in) @ W (d_in, d_out) + b (d_out,).   Wp: W packed by pack_b.
-template <typename T>
-void linear_forward(T* z, const T* h, const T* Wp, const T* b, int64_t n, int64_t d_in, int64_t d_out,
-                    GemmScratch<T> s) {
-  gemm<T>(n, d_out, d_in, h, d_in, 1, Wp, nullptr, 0, 0, z, d_out, false, s);
-  for (int64_t i = 0; i < n; ++i) {
-    T* row = z + i * d_out;
-    for (int64_t j = 0; j < d_out; ++j) row[j] += b[j];
+// Apply f to the vectors of a tile's rows: two full vectors per row when nr == NR, otherwise through a
+// zero-padded copy (same arithmetic lane by lane, so an element's value never depends on its tile).
+template <typename T, typename F>
+inline void tile_rows(T* c, int64_t ldc, int64_t mr, int64_t nr, F f) {
+  constexpr int W = kLanes<T>, NR = Tile<T>::NR;
+  for (int64_t i = 0; i < mr; ++i) {
+    T* row = c + i * ldc;
+    if (nr == NR) {
+      store<T>(row, f(load<T>(row), i, 0));
+      store<T>(row + W, f(load<T>(row + W), i, W));
+    } else {
+      for (int64_t j0 = 0; j0 < nr; j0 += W) {
+        T tmp[W] = {};
+        const int64_t len = std::min<int64_t>(W, nr - j0);
+        std::memcpy(tmp, row + j0, sizeof(T) * len);
+        store<T>(tmp, f(load<T>(tmp), i, j0));
+        std::memcpy(row + j0, tmp, sizeof(T) * len);
+      }
+    }
   }
+}
+
+template <typename T> inline Vec<T> load_padded(const T* p, int64_t len) {
+  if (len >= kLanes<T>) return load<T>(p);
+  T tmp[kLanes<T>] = {};
+  std::memcpy(tmp, p, sizeof(T) * len);
+  return load<T>(tmp);
+}
+
+// Forward epilogue: z + b, then sigmoid for a hidden layer (logits keep z + b).
+template <typename T> struct BiasActivation {
+  const T* b;
+  bool sigmoid;
+  void operator()(T* c, int64_t ldc, int64_t, int64_t j0, int64_t mr, int64_t nr) const {
+    tile_rows<T>(c, ldc, mr, nr, [&](Vec<T> z, int64_t, int64_t j) {
+      z += load_padded<T>(b + j0 + j, nr - j);
+      return sigmoid ? vsigmoid_fast<T>(z) : z;
+    });
+  }
+};
+
+// Backward epilogue: dh -> delta = dh * h (1 - h), with h the layer's saved output (same layout).
+template <typename T> struct SigmoidGrad {
+  const T* h;
+  int64_t ldh;
+  void operator()(T* c, int64_t ldc, int64_t i0, int64_t j0, int64_t mr, int64_t nr) const {
+    tile_rows<T>(c, ldc, mr, nr, [&](Vec<T> dh, int64_t i, int64_t j) {
+      const Vec<T> hv = load_padded<T>(h + (i0 + i) * ldh + j0 + j, nr - j);
+      return dh * (hv * (T(1) - hv));
+    });
+  }
+};
+
+// z (n, d_out) = act(h (n, d_in) @ W (d_in, d_out) + b). Wp: W as full-K panels (pack_b_panels),
+// starting at column 0 of z; ldz: row stride of z (>= d_out, to write a column block of a wider z).
+template <typename T>
+void linear_forward(T* z, int64_t ldz, const T* h, int64_t ldh, const T* Wp, const T* b, int64_t n, int64_t d_in,
+                    int64_t d_out, bool sigmoid, GemmScratch<T> s) {
+  gemm<T>(n, d_out, d_in, h, ldh, 1, Wp, nullptr, 0, 0, z, ldz, false, s, BiasActivation<T>{b, sigmoid});
 }
 
 // Given delta = dL/dz (n, d_out) and the layer's input h (n, d_in):
-//   dW (d_in, d_out) [+]= h^T (d_in, n) @ delta (n, d_out)
-//   db (d_out,)      [+]= column sums of delta
-//   dh (n, d_in)       = delta (n, d_out) @ W^T (d_out, d_in)     when dh is not null; WTp: W^T packed
-// accumulate=false overwrites dW and db (the first chunk of a group), true adds to them.
+//   dW (d_in, d_out) [+]= h^T (d_in, n) @ delta (n, d_out)          (accumulate: add to dW)
+//   db (d_out,)        += column sums of delta                         (if db is not null)
+// Row strides: ldh for h, ldd for delta, lddw for dW (column blocks of wider matrices).
 template <typename T>
-void linear_backward(T* dW, T* db, T* dh, const T* delta, const T* h, const T* WTp, int64_t n, int64_t d_in,
-                     int64_t d_out, bool accumulate, GemmScratch<T> s) {
-  gemm<T>(d_in, d_out, n, h, 1, d_in, nullptr, delta, d_out, 1, dW, d_out, accumulate, s);
-  if (!accumulate)
-    for (int64_t j = 0; j < d_out; ++j) db[j] = T(0);
-  for (int64_t i = 0; i < n; ++i) {
-    const T* row = delta + i * d_out;
-    for (int64_t j = 0; j < d_out; ++j) db[j] += row[j];
-  }
-  if (dh) gemm<T>(n, d_in, d_out, delta, d_out, 1, WTp, nullptr, 0, 0, dh, d_in, false, s);
+void linear_backward_weights(T* dW, int64_t lddw, T* db, const T* delta, int64_t ldd, const T* h, int64_t ldh,
+                             int64_t n, int64_t d_in, int64_t d_out, bool accumulate, GemmScratch<T> s) {
+  gemm<T>(d_in, d_out, n, h, 1, ldh, nullptr, delta, ldd, 1, dW, lddw, accumulate, s, NoEpilogue(), db);
 }
 
-// h = sigmoid(z), in place over `count` values.
+//   dh (n, d_in) = delta (n, d_out) @ W^T (d_out, d_in), times h_in (1 - h_in) when h_in is given
+//   (then dh is the previous layer's delta). WTp: W^T as full-K panels starting at column 0 of dh.
+template <typename T>
+void linear_backward_input(T* dh, int64_t lddh, const T* delta, int64_t ldd, const T* WTp, const T* h_in,
+                           int64_t ldh, int64_t n, int64_t d_in, int64_t d_out, GemmScratch<T> s) {
+  if (h_in)
+    gemm<T>(n, d_in, d_out, delta, ldd, 1, WTp, nullptr, 0, 0, dh, lddh, false, s, SigmoidGrad<T>{h_in, ldh});
+  else
+    gemm<T>(n, d_in, d_out, delta, ldd, 1, WTp, nullptr, 0, 0, dh, lddh, false, s);
+}
+
+// h = sigmoid(z), in place over `count` values (the head's probabilities use the exact form in heads.hpp).
 template <typename T>
 void sigmoid_forward(T* hz, int64_t count) {
   map_inplace<T>(hz, count, [](Vec<T> z) { return vsigmoid<T>(z); });
-}
-
-// delta = dh * h * (1 - h), from the saved output h. delta may overwrite h or dh.
-template <typename T>
-void sigmoid_backward(T* delta, const T* dh, const T* h, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) {
-    const T hi = h[i];
-    delta[i] = dh[i] * (hi * (T(1) - hi));
-  }
 }
 
 }  // namespace mlpgrad::MLPGRAD_ISA

@@ -1,16 +1,23 @@
-// The network: forward and backward through every layer, chunk by chunk, in parallel.
+// The network: forward and backward through every layer, in parallel. Two schedules, chosen from the
+// shapes alone (never from the thread count), both deterministic:
 //
-// The batch is cut into chunks of `rows` rows (sized so that a chunk's activations stay in L2). A
-// thread carries its chunk forward through every layer, through the head, and back, so activations
-// are written once and re-read from cache. Consecutive chunks form groups (at most kMaxGroups);
-// each group accumulates its weight gradients into its own buffer, one thread per group at a time,
-// and the group buffers are summed in a fixed pairwise order at the end. Chunks, groups and the
-// order of every sum depend on the problem's shape only, never on the number of threads, so the
-// results are bit-identical for any thread count.
+// * chunked (many rows): the batch is cut into chunks of `rows` rows, sized so that a chunk's
+//   activations stay in L2. A thread carries its chunk forward through every layer, through the head
+//   and back, so activations are written once and re-read from cache. Consecutive chunks form groups
+//   (at most kMaxGroups); each group accumulates its weight gradients in its own buffer, one thread
+//   per group at a time, and the group buffers are summed in a fixed pairwise order at the end.
+//
+// * layered (few rows for the size of the weights): one layer at a time over the whole batch, each
+//   product cut into 2-D output tiles shared among the threads. Every output element, dW included,
+//   is summed by one tile over the full inner dimension in a fixed order: no reduction at all.
+//
+// Either way, chunks, groups and the order of every sum depend on the shapes only, so results are
+// bit-identical for any thread count.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <vector>
@@ -27,42 +34,57 @@
 
 namespace mlpgrad::MLPGRAD_ISA {
 
-// An uninitialized, 64-byte aligned array (no time spent zeroing what is overwritten anyway).
-template <typename T> class Buffer {
+inline int64_t align16(int64_t x) { return round_up(x, 16); }
+
+// One 64-byte aligned allocation per calling thread, grown when a call needs more and reused by the
+// next call: a repeated call with the same shapes allocates nothing. Contents are not initialized.
+template <typename T> class Workspace {
  public:
-  explicit Buffer(int64_t n)
-      : p_(n > 0 ? static_cast<T*>(::operator new[](sizeof(T) * n, std::align_val_t(64))) : nullptr) {}
-  ~Buffer() { if (p_) ::operator delete[](p_, std::align_val_t(64)); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  T* get() const { return p_; }
+  T* get(int64_t n) {
+    if (n > size_) {
+      release();
+      p_ = static_cast<T*>(::operator new[](sizeof(T) * n, std::align_val_t(64)));
+      size_ = n;
+    }
+    return p_;
+  }
+  ~Workspace() { release(); }
+
  private:
-  T* p_;
+  void release() {
+    if (p_) ::operator delete[](p_, std::align_val_t(64));
+    p_ = nullptr;
+    size_ = 0;
+  }
+  T* p_ = nullptr;
+  int64_t size_ = 0;
 };
 
-inline int64_t align16(int64_t x) { return round_up(x, 16); }
+template <typename T> Workspace<T>& thread_workspace() {
+  static thread_local Workspace<T> ws;
+  return ws;
+}
 
 // Sizes and offsets for one call, computed once from the shapes (never from the thread count).
 template <typename T> struct Plan {
-  int64_t L, n, k, rows, n_chunks, n_groups;
-  std::vector<int64_t> d;             // d_0 .. d_L
-  std::vector<int64_t> wp, wtp;       // offsets of W_l and W_l^T packed, in `packed`
-  int64_t packed_size = 0;
-  std::vector<int64_t> gw, gb;        // offsets of dW_l, db_l in one group's gradient buffer
-  int64_t n_params = 0;
-  std::vector<int64_t> act;           // per thread: act[l] holds h_l (rows, d_l), l = 1..L (h_L: logits)
-  int64_t dh = 0, p = 0, e = 0, m = 0, lse = 0, c = 0, gemm = 0, per_thread = 0;
+  int64_t L, n, k;
+  std::vector<int64_t> d;        // d_0 .. d_L
+  bool layered = false;
+  int64_t rows = 0, n_chunks = 0, n_groups = 0;
+  // offsets into one workspace allocation
+  std::vector<int64_t> wp, wtp;  // W_l and W_l^T as full-K panels
+  std::vector<int64_t> gw, gb;   // dW_l, db_l inside one group's gradient buffer (chunked)
+  int64_t n_params = 0, groups = 0;
+  std::vector<int64_t> act;      // h_l (rows, d_l), l = 1..L (h_L: logits, then delta_L)
+  int64_t delta0 = 0, delta1 = 0, p = 0, e = 0, m = 0, lse = 0, c = 0, gemm = 0;
+  int64_t per_thread = 0, shared = 0, shared_rows = 0;
 
   Plan(const std::vector<int64_t>& sizes, int64_t n_rows, Mode mode, bool input_grad)
       : L(int64_t(sizes.size()) - 1), n(n_rows), k(sizes.back()), d(sizes) {
-    int64_t max_hidden = 0, sum_d = 0;
+    int64_t max_hidden = 1, sum_d = 0;
     for (int64_t l = 1; l <= L; ++l) sum_d += d[l];
     for (int64_t l = 1; l < L; ++l) max_hidden = std::max(max_hidden, d[l]);
     for (int64_t l = 0; l < L; ++l) {
-      wp.push_back(packed_size);
-      packed_size += align16(packed_b_size<T>(d[l], d[l + 1]));
-      wtp.push_back(packed_size);
-      if (mode == Mode::grad && (l > 0 || input_grad)) packed_size += align16(packed_b_size<T>(d[l + 1], d[l]));
       gw.push_back(n_params);  // no padding: the pairwise sum reads every element, all of them written
       n_params += d[l] * d[l + 1];
       gb.push_back(n_params);
@@ -72,31 +94,58 @@ template <typename T> struct Plan {
     // scratch. When the weight gradients are larger than that, take at least 256 rows so that adding
     // a chunk's dW into its group buffer (memory traffic ~ parameters) is paid for by the 2*rows
     // flops per parameter of the chunk's dW product.
-    const int64_t row_bytes = int64_t(sizeof(T)) * (d[0] + sum_d + max_hidden + 3 * k + 3);
+    const int64_t row_bytes = int64_t(sizeof(T)) * (d[0] + sum_d + 2 * max_hidden + 2 * k + 3);
     rows = config::kChunkBytes / row_bytes / config::kChunkRowMultiple * config::kChunkRowMultiple;
     rows = std::clamp(rows, config::kMinChunkRows, config::kMaxChunkRows);
     if (mode == Mode::grad && n_params * int64_t(sizeof(T)) > config::kChunkBytes) rows = std::max<int64_t>(rows, 256);
     rows = std::max<int64_t>(1, std::min(rows, n));
     n_chunks = (n + rows - 1) / rows;
-    n_groups = std::min(n_chunks, config::kMaxGroups);
+    // The layered schedule when the batch makes too few chunks to share among threads; the engine
+    // choice can be forced for experiments with MLPGRAD_SCHEDULE=chunked|layered.
+    layered = n_chunks < config::kMinChunksForChunked;
+    if (const char* env = std::getenv("MLPGRAD_SCHEDULE")) {
+      if (std::strcmp(env, "layered") == 0) layered = true;
+      if (std::strcmp(env, "chunked") == 0) layered = false;
+    }
+    if (layered) { rows = n; n_chunks = 1; }
+    n_groups = layered ? 0 : std::min(n_chunks, config::kMaxGroups);
 
     int64_t off = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      wp.push_back(off);
+      off += align16(panels_size<T>(d[l], d[l + 1]));
+      wtp.push_back(off);
+      if (mode == Mode::grad && (l > 0 || input_grad)) off += align16(panels_size<T>(d[l + 1], d[l]));
+    }
+    groups = off;
+    if (mode == Mode::grad && !layered) off += align16(n_params) * n_groups;
+    // Activations and head scratch: per thread for a chunk, or shared for the whole batch (layered).
+    int64_t a = 0;
     act.assign(L + 1, 0);
-    for (int64_t l = 1; l <= L; ++l) { act[l] = off; off += align16(rows * d[l]); }
-    dh = off;  off += align16(rows * max_hidden);
-    p = off;   off += align16(rows * k);
-    e = off;   off += align16(rows * k);
-    m = off;   off += align16(rows);
-    lse = off; off += align16(rows);
-    c = off;   off += align16(rows);
-    gemm = off; off += align16(GemmScratch<T>::size);
-    per_thread = off;
+    for (int64_t l = 1; l <= L; ++l) { act[l] = a; a += align16(rows * d[l]); }
+    delta0 = a; a += align16(rows * max_hidden);
+    delta1 = a; a += align16(rows * max_hidden);
+    p = a;      a += align16(rows * k);
+    e = a;      a += align16(rows * k);
+    m = a;      a += align16(rows);
+    lse = a;    a += align16(rows);
+    c = a;      a += align16(rows);
+    if (layered) {
+      shared = off;
+      off += a;
+      gemm = 0;
+      per_thread = align16(GemmScratch<T>::size);
+    } else {
+      gemm = a;
+      per_thread = a + align16(GemmScratch<T>::size);
+    }
+    shared_rows = off;  // per-thread scratch starts here
   }
   int64_t group_begin(int64_t g) const { return g * n_chunks / n_groups; }  // first chunk of group g
+  int64_t workspace_size(int threads) const { return shared_rows + per_thread * threads; }
 };
 
-template <typename T>
-int thread_count(int requested, int64_t tasks) {
+inline int thread_count(int requested, int64_t tasks) {
 #ifdef _OPENMP
   const int64_t want = requested > 0 ? requested : omp_get_max_threads();
 #else
@@ -124,13 +173,78 @@ inline double pairwise_sum(const double* v, int64_t n) {
   return pairwise_sum(v, n / 2) + pairwise_sum(v + n / 2, n - n / 2);
 }
 
+// A 2-D tiling of an (rows, cols) output: tiles of mt x nt (multiples of MR and NR), made smaller
+// until there are at least `want` tiles. Any tiling gives the same bits: each element is summed by
+// one tile over the full inner dimension.
+template <typename T> struct Tiling {
+  int64_t rows, cols, mt, nt, row_tiles, col_tiles;
+  Tiling(int64_t r, int64_t c, int64_t want) : rows(r), cols(c) {
+    mt = round_up(std::min<int64_t>(r, config::kMC), Tile<T>::MR);
+    nt = round_up(std::min<int64_t>(c, 256), Tile<T>::NR);
+    for (;;) {
+      row_tiles = (rows + mt - 1) / mt;
+      col_tiles = (cols + nt - 1) / nt;
+      if (row_tiles * col_tiles >= want) break;
+      if (nt > Tile<T>::NR && nt >= mt / 2) nt = round_up(nt / 2, Tile<T>::NR);
+      else if (mt > Tile<T>::MR) mt = round_up(mt / 2, Tile<T>::MR);
+      else break;
+    }
+  }
+  int64_t count() const { return row_tiles * col_tiles; }
+  // tile t: rows [r0, r0 + mr), columns [c0, c0 + nc)
+  void get(int64_t t, int64_t& r0, int64_t& mr, int64_t& c0, int64_t& nc) const {
+    r0 = t / col_tiles * mt;
+    c0 = t % col_tiles * nt;
+    mr = std::min(mt, rows - r0);
+    nc = std::min(nt, cols - c0);
+  }
+};
+
+// Scratch for the head on m rows: p, e (m, k); m, lse, c (m,).
+template <typename T> struct HeadScratch {
+  T *p, *e, *m, *lse, *c;
+  // rows [r0, ...) of the buffers laid out by `plan` from `base` (for plan.rows rows)
+  HeadScratch(const Plan<T>& plan, T* base, int64_t r0)
+      : p(base + plan.p + r0 * plan.k), e(base + plan.e + r0 * plan.k), m(base + plan.m + r0),
+        lse(base + plan.lse + r0), c(base + plan.c + r0) {}
+};
+
+// The head on rows [r0, r0 + m): logits z (m, k) -> loss of these rows (returned), and for gradients
+// delta_L written over z. probs mode writes the probabilities to `probs` instead.
+template <typename T>
+double head_rows(int64_t k, Head head, const Batch<T>& batch, double scale, Mode mode, T* probs, T* z,
+                 const HeadScratch<T>& s, int64_t r0, int64_t m) {
+  if (mode == Mode::probs) {
+    T* out = probs + r0 * k;
+    if (head == Head::sigmoid) {
+      std::memcpy(out, z, sizeof(T) * m * k);
+      sigmoid_forward<T>(out, m * k);
+    } else {
+      softmax_probs<T>(out, s.m, s.lse, z, m, k);
+    }
+    return 0.0;
+  }
+  for (int64_t i = 0; i < m; ++i) s.c[i] = batch.sample_weight ? batch.sample_weight[r0 + i] * T(scale) : T(scale);
+  const T* t = batch.targets ? batch.targets + r0 * k : nullptr;
+  const int64_t* y = batch.labels ? batch.labels + r0 : nullptr;
+  double loss;
+  if (head == Head::sigmoid) {
+    loss = sigmoid_xent_forward<T>(s.p, s.e, z, t, s.c, m, k);
+    if (mode == Mode::grad) sigmoid_xent_backward<T>(z, s.p, t, s.c, m, k);
+  } else {
+    loss = softmax_xent_forward<T>(s.p, s.m, s.lse, z, y, t, s.c, m, k);
+    if (mode == Mode::grad) softmax_xent_backward<T>(z, s.p, y, t, s.c, m, k);
+  }
+  return loss;
+}
+
 // One call: probabilities (mode probs), the loss, or the loss and every gradient.
 template <typename T>
 double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, const Gradients<T>* grads,
            T* probs, Mode mode, int n_threads) {
   const bool input_grad = grads && grads->dX;
   const Plan<T> plan(net.sizes, batch.n, mode, input_grad);
-  const int64_t L = plan.L, n = batch.n, k = plan.k;
+  const int64_t L = plan.L, n = batch.n;
   const std::vector<int64_t>& d = plan.d;
 
   if (n == 0) {  // empty sums: loss 0, gradients 0
@@ -152,106 +266,151 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
     scale = 1.0 / total;
   }
 
-  Buffer<T> packed(plan.packed_size);
-  const int64_t tasks = mode == Mode::grad ? plan.n_groups : plan.n_chunks;
-  const int nt = thread_count<T>(n_threads, tasks);
-  Buffer<T> scratch(plan.per_thread * nt);
-  Buffer<T> group_grads(mode == Mode::grad ? plan.n_params * plan.n_groups : 0);
-  std::vector<double> chunk_loss(plan.n_chunks, 0.0);
+#ifdef _OPENMP
+  const int64_t max_tasks = plan.layered ? int64_t(omp_get_max_threads()) * 64 + (n_threads > 0 ? n_threads : 0)
+                                         : (mode == Mode::grad ? plan.n_groups : plan.n_chunks);
+#else
+  const int64_t max_tasks = 1;
+#endif
+  const int nt = thread_count(n_threads, max_tasks);
+  T* ws = thread_workspace<T>().get(plan.workspace_size(nt));
+  T* shared = ws + plan.shared;
+  const int64_t n_blocks = plan.layered ? (n + 255) / 256 : plan.n_chunks;  // units of the loss sum
+  std::vector<double> block_loss(n_blocks, 0.0);
 
-  // Forward (and, for gradients, backward) through every layer for rows [r0, r0 + m).
+  // chunked: forward (and, for gradients, backward) through every layer for rows [r0, r0 + m).
   auto do_chunk = [&](int64_t chunk, T* buf, T* acc, bool first_in_group) {
     const int64_t r0 = chunk * plan.rows, m = std::min(plan.rows, n - r0);
     GemmScratch<T> gs(buf + plan.gemm);
     const T* h = batch.X + r0 * d[0];
     for (int64_t l = 0; l < L; ++l) {
       T* z = buf + plan.act[l + 1];
-      linear_forward<T>(z, h, packed.get() + plan.wp[l], net.b[l], m, d[l], d[l + 1], gs);
-      if (l < L - 1) sigmoid_forward<T>(z, m * d[l + 1]);
+      linear_forward<T>(z, d[l + 1], h, d[l], ws + plan.wp[l], net.b[l], m, d[l], d[l + 1], l < L - 1, gs);
       h = z;
     }
-    T* z = buf + plan.act[L];  // logits (m, k)
-    if (mode == Mode::probs) {
-      T* out = probs + r0 * k;
-      if (head == Head::sigmoid) {
-        std::memcpy(out, z, sizeof(T) * m * k);
-        sigmoid_forward<T>(out, m * k);
-      } else {
-        softmax_probs<T>(out, buf + plan.m, buf + plan.lse, z, m, k);
-      }
-      return;
-    }
-
-    T* c = buf + plan.c;  // each row's factor in the loss
-    for (int64_t i = 0; i < m; ++i)
-      c[i] = batch.sample_weight ? batch.sample_weight[r0 + i] * T(scale) : T(scale);
-    T* p = buf + plan.p;
-    const T* t = batch.targets ? batch.targets + r0 * k : nullptr;
-    const int64_t* y = batch.labels ? batch.labels + r0 : nullptr;
-    if (head == Head::sigmoid) {
-      chunk_loss[chunk] = sigmoid_xent_forward<T>(p, buf + plan.e, z, t, c, m, k);
-      if (mode == Mode::grad) sigmoid_xent_backward<T>(z, p, t, c, m, k);
-    } else {
-      chunk_loss[chunk] = softmax_xent_forward<T>(p, buf + plan.m, buf + plan.lse, z, y, t, c, m, k);
-      if (mode == Mode::grad) softmax_xent_backward<T>(z, p, y, t, c, m, k);
-    }
+    block_loss[chunk] = head_rows<T>(plan.k, head, batch, scale, mode, probs, buf + plan.act[L],
+                                     HeadScratch<T>(plan, buf, 0), r0, m);
     if (mode != Mode::grad) return;
 
-    // Backward: the forward reversed. act[l + 1] holds delta_{l+1}, which overwrote h_{l+1}.
+    // Backward: the forward reversed. delta_L overwrote the logits; the others alternate two buffers.
+    const T* delta = buf + plan.act[L];
     for (int64_t l = L - 1; l >= 0; --l) {
-      const T* delta = buf + plan.act[l + 1];
       const T* h_in = l > 0 ? buf + plan.act[l] : batch.X + r0 * d[0];
-      T* dh = l > 0 ? buf + plan.dh : (input_grad ? grads->dX + r0 * d[0] : nullptr);
-      linear_backward<T>(acc + plan.gw[l], acc + plan.gb[l], dh, delta, h_in, packed.get() + plan.wtp[l], m, d[l],
-                         d[l + 1], !first_in_group, gs);
-      if (l > 0) sigmoid_backward<T>(buf + plan.act[l], dh, buf + plan.act[l], m * d[l]);
+      T* db = acc + plan.gb[l];
+      if (first_in_group) std::fill(db, db + d[l + 1], T(0));
+      linear_backward_weights<T>(acc + plan.gw[l], d[l + 1], db, delta, d[l + 1], h_in, d[l], m, d[l], d[l + 1],
+                                 !first_in_group, gs);
+      if (l > 0) {
+        T* next = buf + (delta == buf + plan.delta0 ? plan.delta1 : plan.delta0);
+        linear_backward_input<T>(next, d[l], delta, d[l + 1], ws + plan.wtp[l], h_in, d[l], m, d[l], d[l + 1], gs);
+        delta = next;
+      } else if (input_grad) {
+        linear_backward_input<T>(grads->dX + r0 * d[0], d[0], delta, d[1], ws + plan.wtp[0], nullptr, 0, m, d[0],
+                                 d[1], gs);
+      }
     }
   };
 
 #pragma omp parallel num_threads(nt)
   {
+    const int tid = thread_id();
+    T* mine = ws + plan.shared_rows + plan.per_thread * tid;  // this thread's scratch
     // Pack every weight matrix once: W_l for h @ W, W_l^T for delta @ W^T.
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < 2 * L; ++task) {
       const int64_t l = task / 2;
       if (task % 2 == 0) {
-        pack_b<T>(d[l], d[l + 1], net.W[l], d[l + 1], 1, packed.get() + plan.wp[l]);
+        pack_b_panels<T>(d[l], d[l + 1], net.W[l], d[l + 1], 1, ws + plan.wp[l]);
       } else if (mode == Mode::grad && (l > 0 || input_grad)) {
-        pack_b<T>(d[l + 1], d[l], net.W[l], 1, d[l + 1], packed.get() + plan.wtp[l]);
+        pack_b_panels<T>(d[l + 1], d[l], net.W[l], 1, d[l + 1], ws + plan.wtp[l]);
       }
     }
-    T* buf = scratch.get() + plan.per_thread * thread_id();
-    if (mode == Mode::grad) {
+
+    if (!plan.layered) {
+      T* groups = ws + plan.groups;
+      const int64_t stride = align16(plan.n_params);
+      if (mode == Mode::grad) {
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t g = 0; g < plan.n_groups; ++g) {
-        T* acc = group_grads.get() + g * plan.n_params;
-        for (int64_t chunk = plan.group_begin(g); chunk < plan.group_begin(g + 1); ++chunk)
-          do_chunk(chunk, buf, acc, chunk == plan.group_begin(g));
-      }
-      // Sum the group buffers pairwise, block by block: ((g0 + g1) + (g2 + g3)) + ...
-      const int64_t block = 4096, n_blocks = (plan.n_params + block - 1) / block;
+        for (int64_t g = 0; g < plan.n_groups; ++g)
+          for (int64_t chunk = plan.group_begin(g); chunk < plan.group_begin(g + 1); ++chunk)
+            do_chunk(chunk, mine, groups + g * stride, chunk == plan.group_begin(g));
+        // Sum the group buffers pairwise, block by block: ((g0 + g1) + (g2 + g3)) + ...
+        const int64_t block = 4096, n_sum_blocks = (plan.n_params + block - 1) / block;
 #pragma omp for schedule(static)
-      for (int64_t bi = 0; bi < n_blocks; ++bi) {
-        const int64_t lo = bi * block, hi = std::min(plan.n_params, lo + block);
-        for (int64_t step = 1; step < plan.n_groups; step *= 2)
-          for (int64_t g = 0; g + step < plan.n_groups; g += 2 * step) {
-            T* a = group_grads.get() + g * plan.n_params;
-            const T* b = group_grads.get() + (g + step) * plan.n_params;
-            for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
-          }
-      }
+        for (int64_t bi = 0; bi < n_sum_blocks; ++bi) {
+          const int64_t lo = bi * block, hi = std::min(plan.n_params, lo + block);
+          for (int64_t step = 1; step < plan.n_groups; step *= 2)
+            for (int64_t g = 0; g + step < plan.n_groups; g += 2 * step) {
+              T* a = groups + g * stride;
+              const T* b = groups + (g + step) * stride;
+              for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
+            }
+        }
 #pragma omp for schedule(static)
-      for (int64_t l = 0; l < L; ++l) {
-        const T* g0 = group_grads.get();
-        std::memcpy(grads->dW[l], g0 + plan.gw[l], sizeof(T) * d[l] * d[l + 1]);
-        std::memcpy(grads->db[l], g0 + plan.gb[l], sizeof(T) * d[l + 1]);
+        for (int64_t l = 0; l < L; ++l) {
+          std::memcpy(grads->dW[l], groups + plan.gw[l], sizeof(T) * d[l] * d[l + 1]);
+          std::memcpy(grads->db[l], groups + plan.gb[l], sizeof(T) * d[l + 1]);
+        }
+      } else {
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t chunk = 0; chunk < plan.n_chunks; ++chunk) do_chunk(chunk, mine, nullptr, true);
       }
     } else {
+      // layered: each product over the whole batch, cut into tiles shared among the threads.
+      GemmScratch<T> gs(mine + plan.gemm);
+      const int want = 4 * nt;
+      for (int64_t l = 0; l < L; ++l) {
+        const Tiling<T> tiles(n, d[l + 1], want);
+        const T* h = l == 0 ? batch.X : shared + plan.act[l];
+        T* z = shared + plan.act[l + 1];
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t chunk = 0; chunk < plan.n_chunks; ++chunk) do_chunk(chunk, buf, nullptr, true);
+        for (int64_t t = 0; t < tiles.count(); ++t) {
+          int64_t r0, mr, c0, nc;
+          tiles.get(t, r0, mr, c0, nc);
+          linear_forward<T>(z + r0 * d[l + 1] + c0, d[l + 1], h + r0 * d[l], d[l], ws + plan.wp[l] + c0 * d[l],
+                            net.b[l] + c0, mr, d[l], nc, l < L - 1, gs);
+        }
+      }
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t blk = 0; blk < n_blocks; ++blk) {
+        const int64_t r0 = blk * 256, m = std::min<int64_t>(256, n - r0);
+        block_loss[blk] = head_rows<T>(plan.k, head, batch, scale, mode, probs, shared + plan.act[L] + r0 * plan.k,
+                                       HeadScratch<T>(plan, shared, r0), r0, m);
+      }
+      if (mode == Mode::grad) {
+        const T* delta = shared + plan.act[L];
+        for (int64_t l = L - 1; l >= 0; --l) {
+          const T* h_in = l > 0 ? shared + plan.act[l] : batch.X;
+          T* next = nullptr;
+          if (l > 0) next = shared + (delta == shared + plan.delta0 ? plan.delta1 : plan.delta0);
+          const bool want_input = l > 0 || input_grad;
+          // dW_l tiles (d_l, d_{l+1}) and, beside them, the tiles of delta_l (n, d_l) or dX.
+          const Tiling<T> wtiles(d[l], d[l + 1], want);
+          const Tiling<T> itiles(n, d[l], want_input ? want : 0);
+          const int64_t n_wt = wtiles.count(), n_it = want_input ? itiles.count() : 0;
+#pragma omp for schedule(dynamic, 1)
+          for (int64_t t = 0; t < n_wt + n_it; ++t) {
+            int64_t r0, mr, c0, nc;
+            if (t < n_wt) {
+              wtiles.get(t, r0, mr, c0, nc);
+              T* db = r0 == 0 ? grads->db[l] + c0 : nullptr;  // column sums once, by the first row of tiles
+              if (db) std::fill(db, db + nc, T(0));
+              linear_backward_weights<T>(grads->dW[l] + r0 * d[l + 1] + c0, d[l + 1], db, delta + c0, d[l + 1],
+                                         h_in + r0, d[l], n, mr, nc, false, gs);
+            } else {
+              itiles.get(t - n_wt, r0, mr, c0, nc);
+              T* out = l > 0 ? next : grads->dX;
+              linear_backward_input<T>(out + r0 * d[l] + c0, d[l], delta + r0 * d[l + 1], d[l + 1],
+                                       ws + plan.wtp[l] + c0 * d[l + 1], l > 0 ? h_in + r0 * d[l] + c0 : nullptr,
+                                       d[l], mr, nc, d[l + 1], gs);
+            }
+          }
+          delta = next;
+        }
+      }
     }
   }
-  return pairwise_sum(chunk_loss.data(), plan.n_chunks);
+  return pairwise_sum(block_loss.data(), n_blocks);
 }
 
 }  // namespace mlpgrad::MLPGRAD_ISA

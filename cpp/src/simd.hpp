@@ -7,6 +7,10 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #ifndef MLPGRAD_ISA
 #error "define MLPGRAD_ISA (the per-ISA namespace) before including the kernels"
 #endif
@@ -25,10 +29,12 @@ template <typename T> struct VecTraits;
 template <> struct VecTraits<float> {
   typedef float V __attribute__((vector_size(kVecBytes)));
   typedef uint32_t U __attribute__((vector_size(kVecBytes)));
+  typedef int32_t I __attribute__((vector_size(kVecBytes)));
 };
 template <> struct VecTraits<double> {
   typedef double V __attribute__((vector_size(kVecBytes)));
   typedef uint64_t U __attribute__((vector_size(kVecBytes)));
+  typedef int64_t I __attribute__((vector_size(kVecBytes)));
 };
 template <typename T> using Vec = typename VecTraits<T>::V;
 template <typename T> constexpr int kLanes = kVecBytes / static_cast<int>(sizeof(T));
@@ -99,6 +105,69 @@ inline Vec<T> vsigmoid(Vec<T> z, Vec<T>* e_out = nullptr) {
   Vec<T> r = T(1) / (T(1) + e);
   if (e_out) *e_out = e;
   return z >= 0 ? r : e * r;
+}
+
+// 1 / x. AVX-512: the 14-bit reciprocal estimate refined by Newton steps r <- r (2 - x r) (one for
+// float, two for double: below 1 ulp of the division's error budget), several times cheaper than a
+// division; elsewhere a division.
+template <typename T>
+inline Vec<T> vrecip(Vec<T> x) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) {
+    Vec<T> r = bitcast<Vec<T>>(_mm512_rcp14_ps(bitcast<__m512>(x)));
+    return r * (T(2) - x * r);
+  } else {
+    Vec<T> r = bitcast<Vec<T>>(_mm512_rcp14_pd(bitcast<__m512d>(x)));
+    r = r * (T(2) - x * r);
+    return r * (T(2) - x * r);
+  }
+#else
+  return T(1) / x;
+#endif
+}
+
+// sigmoid(z) = 1 / (1 + exp(-z)) for the hidden layers: z is clamped to +-kSigmoidClamp first, so
+// exp(-z) stays finite and 1 + exp(-z) never overflows. Below -kSigmoidClamp the result is 0 (the true
+// value is under the smallest normal number, as vexp flushes); above, 1 (exactly its rounding).
+// NaN stays NaN.
+template <typename T> constexpr T kSigmoidClamp = sizeof(T) == 4 ? T(87) : T(707);
+
+template <typename T>
+inline Vec<T> vsigmoid_fast(Vec<T> z) {
+  Vec<T> zc = z < -kSigmoidClamp<T> ? splat<T>(-kSigmoidClamp<T>) : z;
+  zc = zc > kSigmoidClamp<T> ? splat<T>(kSigmoidClamp<T>) : zc;
+  const Vec<T> h = vrecip<T>(T(1) + vexp<T>(-zc));
+  return z < -kSigmoidClamp<T> ? Vec<T>{} : h;
+}
+
+// log1p(x) for x >= 0 (NaN stays NaN, +inf gives +inf): with u = 1 + x rounded, log1p(x) =
+// log(u) * x / (u - 1), which cancels the rounding of u (and is x itself when u == 1). log(u) for
+// u = 2^n m, m in [sqrt(1/2), sqrt(2)): n ln 2 + 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.1716,
+// by its odd series (to s^9 for float, s^21 for double: truncation below 0.5 ulp).
+template <typename T>
+inline Vec<T> vlog1p_nonneg(Vec<T> x) {
+  using U = typename VecTraits<T>::U;
+  constexpr int mant = sizeof(T) == 4 ? 23 : 52;
+  constexpr int terms = sizeof(T) == 4 ? 5 : 11;
+  using UInt = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+  const Vec<T> u = T(1) + x;
+  // u = 2^n m with m in [1, 2), then moved to [sqrt(1/2), sqrt(2)).
+  const U bits = bitcast<U>(u);
+  const U expo = (bits >> mant) - UInt(sizeof(T) == 4 ? 127 : 1023);
+  Vec<T> m = bitcast<Vec<T>>((bits & ((UInt(1) << mant) - 1)) | bitcast<UInt>(T(1)));
+  Vec<T> nf = __builtin_convertvector(bitcast<typename VecTraits<T>::I>(expo), Vec<T>);
+  const auto big = m > T(1.4142135623730951);
+  m = big ? m * T(0.5) : m;
+  nf = big ? nf + T(1) : nf;
+  const Vec<T> s = (m - T(1)) / (m + T(1)), s2 = s * s;
+  Vec<T> poly = splat<T>(T(1) / T(2 * terms - 1));
+#pragma GCC unroll 16
+  for (int i = terms - 2; i >= 0; --i) poly = poly * s2 + T(1) / T(2 * i + 1);
+  const Vec<T> log_u = nf * ExpConst<T>::ln2_hi + (nf * ExpConst<T>::ln2_lo + T(2) * s * poly);
+  const Vec<T> um1 = u - T(1);
+  Vec<T> r = um1 == 0 ? x : log_u * (x / (um1 == 0 ? splat<T>(T(1)) : um1));
+  r = x == std::numeric_limits<T>::infinity() ? x : r;
+  return r;
 }
 
 // Apply a vector function to n contiguous values in place; the tail goes through the same vector

@@ -19,6 +19,10 @@ constexpr int64_t kChunkRowMultiple = 16;
 // makes results bit-identical for any number of threads. 8 keeps 2..8 threads busy.
 constexpr int64_t kMaxGroups = 8;
 
+// Below this many chunks the batch is too short to share chunks among threads and to amortize the
+// per-group gradient buffers: the layered schedule (whole-batch products cut into 2-D tiles) runs.
+constexpr int64_t kMinChunksForChunked = 8;
+
 // Matrix-product cache blocking (BLIS names): the packed B micro-panel (KC x NR) stays in L1 (48 KiB),
 // the packed A block (MC x KC) in L2. KC=256: a 32 KiB B micro-panel for float (NR = 32); MC is a
 // multiple of every MR; NC bounds a packed B block (KC x NC x 4 bytes = 1 MiB).
