@@ -29,6 +29,7 @@
 #include "engines.hpp"
 #include "heads.hpp"
 #include "layers.hpp"
+#include "narrow.hpp"
 #include "mlpgrad/config.hpp"
 #include "mlpgrad/mlp.hpp"
 
@@ -69,7 +70,7 @@ template <typename T> Workspace<T>& thread_workspace() {
 template <typename T> struct Plan {
   int64_t L, n, k;
   std::vector<int64_t> d;        // d_0 .. d_L
-  bool layered = false;
+  bool layered = false, narrow = false;
   int64_t rows = 0, n_chunks = 0, n_groups = 0;
   // offsets into one workspace allocation
   std::vector<int64_t> wp, wtp;  // W_l and W_l^T as full-K panels
@@ -107,6 +108,14 @@ template <typename T> struct Plan {
       if (std::strcmp(env, "layered") == 0) layered = true;
       if (std::strcmp(env, "chunked") == 0) layered = false;
     }
+    narrow = is_narrow(sizes);
+    if (const char* env = std::getenv("MLPGRAD_SCHEDULE"))
+      if (std::strcmp(env, "narrow") != 0 && std::strcmp(env, "default") != 0) narrow = false;
+    if (narrow) {
+      layered = false;
+      rows = std::max<int64_t>(1, std::min(n, config::kNarrowChunkRows));
+      n_chunks = (n + rows - 1) / rows;
+    }
     if (layered) { rows = n; n_chunks = 1; }
     n_groups = layered ? 0 : std::min(n_chunks, config::kMaxGroups);
 
@@ -130,7 +139,10 @@ template <typename T> struct Plan {
     m = a;      a += align16(rows);
     lse = a;    a += align16(rows);
     c = a;      a += align16(rows);
-    if (layered) {
+    if (narrow) {
+      gemm = 0;
+      per_thread = align16(NarrowPlan<T>(sizes).size);
+    } else if (layered) {
       shared = off;
       off += a;
       gemm = 0;
@@ -279,8 +291,15 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
   std::vector<double> block_loss(n_blocks, 0.0);
 
   // chunked: forward (and, for gradients, backward) through every layer for rows [r0, r0 + m).
+  const NarrowPlan<T> narrow_plan(plan.narrow ? net.sizes : std::vector<int64_t>{1, 1});
   auto do_chunk = [&](int64_t chunk, T* buf, T* acc, bool first_in_group) {
     const int64_t r0 = chunk * plan.rows, m = std::min(plan.rows, n - r0);
+    if (plan.narrow) {
+      block_loss[chunk] = narrow_chunk<T>(narrow_plan, net, head, batch, T(scale), mode, probs,
+                                          input_grad ? grads->dX : nullptr, buf, r0, m, acc, plan.gw, plan.gb,
+                                          first_in_group);
+      return;
+    }
     GemmScratch<T> gs(buf + plan.gemm);
     const T* h = batch.X + r0 * d[0];
     for (int64_t l = 0; l < L; ++l) {
@@ -317,7 +336,7 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
     T* mine = ws + plan.shared_rows + plan.per_thread * tid;  // this thread's scratch
     // Pack every weight matrix once: W_l for h @ W, W_l^T for delta @ W^T.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < 2 * L; ++task) {
+    for (int64_t task = 0; task < (plan.narrow ? 0 : 2 * L); ++task) {
       const int64_t l = task / 2;
       if (task % 2 == 0) {
         pack_b_panels<T>(d[l], d[l + 1], net.W[l], d[l + 1], 1, ws + plan.wp[l]);

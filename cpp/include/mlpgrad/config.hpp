@@ -23,6 +23,11 @@ constexpr int64_t kMaxGroups = 8;
 // per-group gradient buffers: the layered schedule (whole-batch products cut into 2-D tiles) runs.
 constexpr int64_t kMinChunksForChunked = 8;
 
+// The narrow engine (lanes across rows, no matrix-product tiles) runs when every width is at most
+// this; its chunks have kNarrowChunkRows rows (a multiple of every lane count).
+constexpr int64_t kNarrowMaxWidth = 16;
+constexpr int64_t kNarrowChunkRows = 1024;
+
 // Matrix-product cache blocking (BLIS names): the packed B micro-panel (KC x NR) stays in L1 (48 KiB),
 // the packed A block (MC x KC) in L2. KC=256: a 32 KiB B micro-panel for float (NR = 32); MC is a
 // multiple of every MR; NC bounds a packed B block (KC x NC x 4 bytes = 1 MiB).

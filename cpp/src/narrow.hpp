@@ -1,0 +1,216 @@
+// The narrow engine: for networks whose every width is at most kNarrowMaxWidth (such as 5-3-5), a
+// matrix-product tile would be mostly padding. Here the SIMD lanes run across rows instead: a block
+// of V = kLanes rows is turned feature-major (one vector per feature), and every layer, the head and
+// the backward pass are vector operations on those feature vectors, all in L1. Weight gradients
+// accumulate per lane over a chunk (a blocked sum), are summed across lanes at the chunk's end, and
+// chunks are grouped and reduced exactly as in the chunked schedule: deterministic for any thread count.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "heads.hpp"
+#include "mlpgrad/config.hpp"
+#include "mlpgrad/mlp.hpp"
+#include "simd.hpp"
+
+namespace mlpgrad::MLPGRAD_ISA {
+
+inline bool is_narrow(const std::vector<int64_t>& sizes) {
+  return *std::max_element(sizes.begin(), sizes.end()) <= config::kNarrowMaxWidth;
+}
+
+// Offsets (in T) of one thread's narrow scratch; every array is a list of V-lane vectors.
+template <typename T> struct NarrowPlan {
+  static constexpr int V = kLanes<T>;
+  int64_t L, k;
+  std::vector<int64_t> d, h;  // h[l]: d_l vectors (h[0]: the X block; h[L]: logits, then delta_L)
+  std::vector<int64_t> gw, gb;  // lane accumulators of dW_l (d_l * d_{l+1} vectors) and db_l
+  int64_t delta0 = 0, delta1 = 0, t = 0, acc_begin = 0, acc_end = 0, size = 0;
+  explicit NarrowPlan(const std::vector<int64_t>& sizes) : L(int64_t(sizes.size()) - 1), k(sizes.back()), d(sizes) {
+    const int64_t maxd = *std::max_element(d.begin(), d.end());
+    int64_t off = 0;
+    for (int64_t l = 0; l <= L; ++l) { h.push_back(off); off += d[l] * V; }
+    delta0 = off; off += maxd * V;
+    delta1 = off; off += maxd * V;
+    t = off;      off += k * V;
+    acc_begin = off;
+    for (int64_t l = 0; l < L; ++l) {
+      gw.push_back(off); off += d[l] * d[l + 1] * V;
+      gb.push_back(off); off += d[l + 1] * V;
+    }
+    acc_end = off;
+    size = off;
+  }
+};
+
+// Rows [r0, r0 + m) of a chunk, m <= V (lanes past m are padding: zero inputs and zero weight).
+// Returns the weighted loss of these rows; for gradients adds to the lane accumulators, writes dX.
+template <typename T>
+double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, const Batch<T>& batch, T scale,
+                    Mode mode, T* probs, T* dX, T* s, int64_t r0, int64_t m) {
+  constexpr int V = NarrowPlan<T>::V;
+  using I = typename VecTraits<T>::I;
+  const std::vector<int64_t>& d = np.d;
+  const int64_t L = np.L, k = np.k;
+
+  // X rows -> feature vectors
+  T* h0 = s + np.h[0];
+  for (int64_t i = 0; i < d[0]; ++i)
+    for (int64_t r = 0; r < V; ++r) h0[i * V + r] = r < m ? batch.X[(r0 + r) * d[0] + i] : T(0);
+
+  // forward: z_j = b_j + sum_i W_ij h_i, then sigmoid for hidden layers
+  for (int64_t l = 0; l < L; ++l) {
+    const T* W = net.W[l];
+    const T* hin = s + np.h[l];
+    T* hout = s + np.h[l + 1];
+    for (int64_t j = 0; j < d[l + 1]; ++j) {
+      Vec<T> acc = splat<T>(net.b[l][j]);
+      for (int64_t i = 0; i < d[l]; ++i) acc += W[i * d[l + 1] + j] * load<T>(hin + i * V);
+      store<T>(hout + j * V, l < L - 1 ? vsigmoid_fast<T>(acc) : acc);
+    }
+  }
+
+  T* Z = s + np.h[L];
+  if (mode == Mode::probs) {
+    Vec<T> mx = load<T>(Z), sum = Vec<T>{};
+    if (head == Head::softmax) {
+      for (int64_t j = 1; j < k; ++j) { const Vec<T> z = load<T>(Z + j * V); mx = z > mx ? z : mx; }
+      for (int64_t j = 0; j < k; ++j) { const Vec<T> e = vexp<T>(load<T>(Z + j * V) - mx); store<T>(Z + j * V, e); sum += e; }
+    }
+    const Vec<T> inv = T(1) / sum;
+    for (int64_t j = 0; j < k; ++j) {
+      const Vec<T> z = load<T>(Z + j * V);
+      const Vec<T> p = head == Head::softmax ? z * inv : vsigmoid<T>(z);
+      for (int64_t r = 0; r < m; ++r) probs[(r0 + r) * k + j] = p[r];
+    }
+    return 0.0;
+  }
+
+  Vec<T> c = Vec<T>{};  // each row's factor in the loss; 0 on padding lanes
+  for (int64_t r = 0; r < m; ++r) c[r] = batch.sample_weight ? batch.sample_weight[r0 + r] * scale : scale;
+  T* tv = s + np.t;  // dense targets as feature vectors
+  if (batch.targets)
+    for (int64_t j = 0; j < k; ++j)
+      for (int64_t r = 0; r < V; ++r) tv[j * V + r] = r < m ? batch.targets[(r0 + r) * k + j] : T(0);
+  const bool grad = mode == Mode::grad;
+
+  Vec<T> loss = Vec<T>{};
+  if (head == Head::sigmoid) {
+    for (int64_t j = 0; j < k; ++j) {
+      const Vec<T> z = load<T>(Z + j * V), t = load<T>(tv + j * V);
+      Vec<T> e;
+      const Vec<T> p = vsigmoid<T>(z, &e);
+      const Vec<T> pos = z > 0 ? z : Vec<T>{}, neg = z < 0 ? -z : Vec<T>{};
+      loss += vlog1p_nonneg<T>(e) + t * neg + (T(1) - t) * pos;
+      if (grad) store<T>(Z + j * V, c * (p - t));
+    }
+  } else {
+    Vec<T> mx = load<T>(Z);
+    for (int64_t j = 1; j < k; ++j) { const Vec<T> z = load<T>(Z + j * V); mx = z > mx ? z : mx; }
+    // e_j = exp(z_j - max); rest: their sum without the (first) maximum's own term, which is 1
+    T* E = s + np.delta0;
+    Vec<T> rest = Vec<T>{};
+    I found = I{};
+    for (int64_t j = 0; j < k; ++j) {
+      const Vec<T> z = load<T>(Z + j * V);
+      const Vec<T> e = vexp<T>(z - mx);
+      store<T>(E + j * V, e);
+      const I is_max = (z == mx) & ~found;
+      found |= is_max;
+      rest += is_max ? Vec<T>{} : e;
+    }
+    const Vec<T> lse = vlog1p_nonneg<T>(rest), inv = T(1) / (T(1) + rest);
+    if (batch.labels) {
+      Vec<T> y = Vec<T>{};
+      for (int64_t r = 0; r < m; ++r) y[r] = T(batch.labels[r0 + r]);
+      Vec<T> zy = Vec<T>{};
+      for (int64_t j = 0; j < k; ++j) {
+        const I hit = y == T(j);
+        const Vec<T> z = load<T>(Z + j * V);
+        zy = hit ? z : zy;
+        if (grad) store<T>(Z + j * V, c * (load<T>(E + j * V) * inv - (hit ? splat<T>(T(1)) : Vec<T>{})));
+      }
+      loss = lse - (zy - mx);
+    } else {
+      Vec<T> st = Vec<T>{}, tz = Vec<T>{};
+      for (int64_t j = 0; j < k; ++j) {
+        const Vec<T> t = load<T>(tv + j * V);
+        st += t;
+        tz += t * (load<T>(Z + j * V) - mx);
+      }
+      loss = st * lse - tz;
+      if (grad)
+        for (int64_t j = 0; j < k; ++j)
+          store<T>(Z + j * V, c * (load<T>(E + j * V) * inv * st - load<T>(tv + j * V)));
+    }
+  }
+  double total = 0;
+  for (int64_t r = 0; r < m; ++r) total += double(c[r]) * double(loss[r]);
+  if (!grad) return total;
+
+  // backward: the forward reversed
+  const T* delta = Z;
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const T* W = net.W[l];
+    const T* hin = s + np.h[l];
+    const int64_t din = d[l], dout = d[l + 1];
+    T* aw = s + np.gw[l];
+    T* ab = s + np.gb[l];
+    for (int64_t j = 0; j < dout; ++j) store<T>(ab + j * V, load<T>(ab + j * V) + load<T>(delta + j * V));
+    for (int64_t i = 0; i < din; ++i) {
+      const Vec<T> hv = load<T>(hin + i * V);
+      for (int64_t j = 0; j < dout; ++j)
+        store<T>(aw + (i * dout + j) * V, load<T>(aw + (i * dout + j) * V) + hv * load<T>(delta + j * V));
+    }
+    if (l == 0 && !dX) break;
+    T* next = s + (delta == s + np.delta0 ? np.delta1 : np.delta0);
+    for (int64_t i = 0; i < din; ++i) {
+      Vec<T> acc = Vec<T>{};
+      for (int64_t j = 0; j < dout; ++j) acc += W[i * dout + j] * load<T>(delta + j * V);
+      if (l > 0) {
+        const Vec<T> hv = load<T>(hin + i * V);
+        store<T>(next + i * V, acc * (hv * (T(1) - hv)));
+      } else {
+        for (int64_t r = 0; r < m; ++r) dX[(r0 + r) * din + i] = acc[r];
+      }
+    }
+    delta = next;
+  }
+  return total;
+}
+
+// A chunk of rows [r0, r0 + rows): its loss (returned) and, for gradients, its dW/db written to
+// (first_in_group) or added to the group buffer `acc` laid out by gw/gb.
+template <typename T>
+double narrow_chunk(const NarrowPlan<T>& np, const Network<T>& net, Head head, const Batch<T>& batch, T scale,
+                    Mode mode, T* probs, T* dX, T* s, int64_t r0, int64_t rows, T* acc, const std::vector<int64_t>& gw,
+                    const std::vector<int64_t>& gb, bool first_in_group) {
+  constexpr int V = NarrowPlan<T>::V;
+  if (mode == Mode::grad) std::fill(s + np.acc_begin, s + np.acc_end, T(0));
+  double total = 0;
+  for (int64_t r = 0; r < rows; r += V)
+    total += narrow_block<T>(np, net, head, batch, scale, mode, probs, dX, s, r0 + r, std::min<int64_t>(V, rows - r));
+  if (mode != Mode::grad) return total;
+  auto lanes_sum = [&](const T* v) {  // fixed order
+    T x = 0;
+    for (int r = 0; r < V; ++r) x += v[r];
+    return x;
+  };
+  for (int64_t l = 0; l < np.L; ++l) {
+    const int64_t nw = np.d[l] * np.d[l + 1], nb = np.d[l + 1];
+    for (int64_t e = 0; e < nw; ++e) {
+      const T x = lanes_sum(s + np.gw[l] + e * V);
+      acc[gw[l] + e] = first_in_group ? x : acc[gw[l] + e] + x;
+    }
+    for (int64_t e = 0; e < nb; ++e) {
+      const T x = lanes_sum(s + np.gb[l] + e * V);
+      acc[gb[l] + e] = first_in_group ? x : acc[gb[l] + e] + x;
+    }
+  }
+  return total;
+}
+
+}  // namespace mlpgrad::MLPGRAD_ISA
