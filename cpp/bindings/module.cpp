@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,46 @@ mlpgrad::Network<T> network(const py::list& weights, const py::list& biases, std
     keep.push_back(b);
   }
   return net;
+}
+
+// Element-wise checks of the targets and weights, in one pass each; the messages are those of
+// mlpgrad/_checks.py (which makes the same checks for the reference).
+template <typename T>
+void check_values(const mlpgrad::Batch<T>& batch, int64_t k, int head, int reduction) {
+  const int64_t n = batch.n;
+  if (batch.labels && n > 0) {
+    int64_t lo = batch.labels[0], hi = batch.labels[0];
+    for (int64_t i = 1; i < n; ++i) {
+      lo = std::min(lo, batch.labels[i]);
+      hi = std::max(hi, batch.labels[i]);
+    }
+    if (lo < 0 || hi >= k)
+      throw py::value_error("y labels must lie in [0, " + std::to_string(k) + "), got values in [" +
+                            std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+  if (batch.targets) {
+    bool ok = true;
+    if (head == 0) {
+      for (int64_t i = 0; i < n * k; ++i) ok &= batch.targets[i] >= T(0) && batch.targets[i] <= T(1);
+      if (!ok) throw py::value_error("y must hold values in [0, 1] for the sigmoid head");
+    } else {
+      for (int64_t i = 0; i < n * k; ++i) ok &= std::isfinite(batch.targets[i]) && batch.targets[i] >= T(0);
+      if (!ok) throw py::value_error("y as 2-D softmax targets must be finite and >= 0");
+    }
+  }
+  double total = double(n);
+  if (batch.sample_weight) {
+    bool ok = true;
+    total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ok &= std::isfinite(batch.sample_weight[i]) && batch.sample_weight[i] >= T(0);
+      total += double(batch.sample_weight[i]);
+    }
+    if (!ok) throw py::value_error("sample_weight must be finite and >= 0");
+  }
+  if (reduction == 1 && !(total > 0))
+    throw py::value_error(std::string("reduction='mean' needs a positive total weight: ") +
+                          (n == 0 ? "X has no rows (N = 0)" : "sample_weight sums to 0"));
 }
 
 template <typename T>
@@ -101,6 +142,8 @@ py::tuple loss_and_grad_impl(const py::list& weights, const py::list& biases, py
     expect_dim(sample_weight.shape(0), n, "sample_weight length");
     batch.sample_weight = sample_weight.data();
   }
+
+  check_values<T>(batch, k, head, reduction);
 
   py::list dWs, dbs;
   mlpgrad::Gradients<T> grads;

@@ -43,6 +43,8 @@ def _describe(obj) -> str:
 
 def _as_array(obj, name: str) -> np.ndarray:
     """np.asarray with a clear TypeError for things that are not numeric arrays."""
+    if type(obj) is np.ndarray and obj.dtype.kind in "biuf":  # the common case, fast
+        return obj
     if obj is None or isinstance(obj, (str, bytes, dict, set)):
         raise TypeError(f"{name} must be an array, got {_describe(obj)}")
     try:
@@ -58,6 +60,8 @@ def _cast(arr: np.ndarray, dtype) -> np.ndarray:
     """A converted copy (or arr itself if it already has dtype). Values beyond the range of dtype become
     +-inf without a warning: targets and weights are then rejected as non-finite; X carries them
     (documented: inf and NaN in X are not screened)."""
+    if arr.dtype is dtype:
+        return arr
     with np.errstate(over="ignore"):
         return arr.astype(dtype, copy=False)
 
@@ -83,8 +87,32 @@ def check_reduction(reduction) -> str:
     return reduction
 
 
+def _network_is_plain(weights, biases) -> bool:
+    """The common case, tested cheaply: ndarrays of one float dtype whose shapes chain."""
+    if type(weights) not in (list, tuple) or type(biases) not in (list, tuple):
+        return False
+    if not weights or len(weights) != len(biases):
+        return False
+    dtype = getattr(weights[0], "dtype", None)
+    if dtype is not FLOAT_DTYPES[0] and dtype is not FLOAT_DTYPES[1]:
+        return False
+    prev = None
+    for W, b in zip(weights, biases):
+        if type(W) is not np.ndarray or type(b) is not np.ndarray or W.dtype is not dtype or b.dtype is not dtype:
+            return False
+        if W.ndim != 2 or b.ndim != 1:
+            return False
+        rows, cols = W.shape
+        if rows == 0 or cols == 0 or b.shape[0] != cols or (prev is not None and rows != prev):
+            return False
+        prev = cols
+    return True
+
+
 def check_network(weights, biases):
     """Return (weights, biases, dtype) as lists of arrays of one float dtype."""
+    if _network_is_plain(weights, biases):
+        return list(weights), list(biases), weights[0].dtype
     for name, seq in (("weights", weights), ("biases", biases)):
         if isinstance(seq, np.ndarray) or not isinstance(seq, (list, tuple)):
             raise TypeError(f"{name} must be a list or tuple of arrays, got {_describe(seq)}")
@@ -154,8 +182,9 @@ class Problem:
         return 1.0 / total
 
 
-def _check_y(y, head: str, n: int, k: int, dtype):
-    """Return (labels, targets): exactly one is not None."""
+def _check_y(y, head: str, n: int, k: int, dtype, values: bool):
+    """Return (labels, targets): exactly one is not None. values=False leaves the element-wise checks
+    (range of integer labels, range of targets) to the native binding, which makes them in one pass."""
     y = _as_array(y, "y")
     if y.dtype.kind not in "biuf":
         raise TypeError(f"y must be a real array, got dtype {y.dtype}")
@@ -170,7 +199,7 @@ def _check_y(y, head: str, n: int, k: int, dtype):
         if y.ndim == 1 and k != 1:
             raise ValueError(f"y of shape ({n},) needs one output unit; the network has {k}: pass y of shape ({n}, {k})")
         t = _cast(y, dtype).reshape(n, k)
-        if not np.all((t >= 0) & (t <= 1)):  # also rejects NaN
+        if values and not np.all((t >= 0) & (t <= 1)):  # also rejects NaN
             raise ValueError("y must hold values in [0, 1] for the sigmoid head")
         return None, t
 
@@ -178,17 +207,18 @@ def _check_y(y, head: str, n: int, k: int, dtype):
     if y.ndim == 1:
         if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
             raise ValueError("y as 1-D labels must hold integers; got non-integral or non-finite floats")
-        if n and (y.min() < 0 or y.max() >= k):  # checked before the cast, so nothing wraps
+        # floats and uint64 are range-checked here, before the cast, so nothing wraps
+        if (values or y.dtype.kind == "f" or y.dtype == np.uint64) and n and (y.min() < 0 or y.max() >= k):
             raise ValueError(f"y labels must lie in [0, {k}), got values in [{y.min()}, {y.max()}]")
-        labels = y.astype(np.int64)
+        labels = y.astype(np.int64, copy=False)
         return labels, None
     t = _cast(y, dtype)
-    if not np.all((t >= 0) & np.isfinite(t)):
+    if values and not np.all((t >= 0) & np.isfinite(t)):
         raise ValueError("y as 2-D softmax targets must be finite and >= 0")
     return None, t
 
 
-def check_sample_weight(sample_weight, n: int, dtype):
+def check_sample_weight(sample_weight, n: int, dtype, values: bool = True):
     if sample_weight is None:
         return None
     w = _as_array(sample_weight, "sample_weight")
@@ -198,21 +228,22 @@ def check_sample_weight(sample_weight, n: int, dtype):
     if w.shape[0] != n:
         raise ValueError(f"sample_weight must have shape ({n},) to match X, got {w.shape}")
     w = _cast(w, dtype)
-    if not np.all(np.isfinite(w) & (w >= 0)):
+    if values and not np.all(np.isfinite(w) & (w >= 0)):
         raise ValueError("sample_weight must be finite and >= 0")
     return w
 
 
-def check_problem(weights, biases, X, y, head, reduction, sample_weight) -> Problem:
+def check_problem(weights, biases, X, y, head, reduction, sample_weight, values: bool = True) -> Problem:
+    """values=False: the native binding makes the element-wise value checks (same messages)."""
     head = check_head(head)
     reduction = check_reduction(reduction)
     Ws, bs, dtype = check_network(weights, biases)
     X = check_X(X, Ws[0].shape[0], dtype)
     n, k = X.shape[0], Ws[-1].shape[1]
-    labels, targets = _check_y(y, head, n, k, dtype)
-    w = check_sample_weight(sample_weight, n, dtype)
+    labels, targets = _check_y(y, head, n, k, dtype, values)
+    w = check_sample_weight(sample_weight, n, dtype, values)
     p = Problem(Ws, bs, X, labels, targets, w, head, reduction, dtype)
-    if reduction == "mean":
+    if values and reduction == "mean":
         total = n if w is None else float(np.sum(w, dtype=np.float64))
         if not total > 0:
             raise ValueError("reduction='mean' needs a positive total weight: "

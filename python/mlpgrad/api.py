@@ -32,7 +32,7 @@ def _run(problem, want_grad, input_grad, n_threads):
 
 def loss(weights, biases, X, y, *, head, reduction="sum", sample_weight=None, n_threads=None):
     """The loss as a Python float (see ``loss_and_grad``)."""
-    p = check_problem(weights, biases, X, y, head, reduction, sample_weight)
+    p = check_problem(weights, biases, X, y, head, reduction, sample_weight, values=False)
     return _run(p, False, False, n_threads)[0]
 
 
@@ -43,6 +43,6 @@ def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight
     Returns ``(loss, Gradients(weights, biases, input))``: ``weights[l]`` / ``biases[l]`` have the
     parameters' shapes and dtype; ``input`` is dL/dX (N, d_0) if ``input_grad`` else None.
     """
-    p = check_problem(weights, biases, X, y, head, reduction, sample_weight)
+    p = check_problem(weights, biases, X, y, head, reduction, sample_weight, values=False)
     value, dWs, dbs, dX = _run(p, True, check_flag(input_grad, "input_grad"), n_threads)
     return value, Gradients(list(dWs), list(dbs), dX)
