@@ -17,6 +17,31 @@ using mlpgrad::Reduction;
 
 namespace {
 
+// Ctrl-C: the core calls this from the calling thread between chunks of work (GIL released). In the
+// main thread it takes the GIL and runs Python's signal handlers; a KeyboardInterrupt (or whatever a
+// handler raises) stops the call, and the error is re-raised when the core returns.
+unsigned long g_main_thread = 0;
+
+bool poll_signals(void*) {
+  if (PyThread_get_thread_ident() != g_main_thread) return false;  // only the main thread gets signals
+  py::gil_scoped_acquire gil;
+  return PyErr_CheckSignals() != 0;
+}
+
+const mlpgrad::Interrupt kInterrupt{&poll_signals, nullptr};
+
+// Runs a core call with the GIL released; an interrupt comes back as the Python error it raised.
+template <typename F>
+auto without_gil(F&& f) {
+  try {
+    py::gil_scoped_release release;
+    return f(&kInterrupt);
+  } catch (const mlpgrad::Interrupted&) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    throw;
+  }
+}
+
 template <typename T> using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 template <typename T>
@@ -103,10 +128,11 @@ py::array forward_impl(const py::list& weights, const py::list& biases, py::hand
   const py::ssize_t n = X.shape(0), k = net.n_outputs();
   py::array_t<T> probs({n, k});
   T* out = probs.mutable_data();
-  {
-    py::gil_scoped_release release;
-    mlpgrad::forward<T>(net, static_cast<Head>(head), n, X.data(), out, n_threads);
-  }
+  const T* x = X.data();
+  without_gil([&](const mlpgrad::Interrupt* intr) {
+    mlpgrad::forward<T>(net, static_cast<Head>(head), n, x, out, n_threads, intr);
+    return 0;
+  });
   return std::move(probs);
 }
 
@@ -162,14 +188,12 @@ py::tuple loss_and_grad_impl(const py::list& weights, const py::list& biases, py
       dX = dX_arr;
     }
   }
-  double value;
-  {
-    py::gil_scoped_release release;
-    value = want_grad ? mlpgrad::loss_and_grad<T>(net, static_cast<Head>(head), batch,
-                                                  static_cast<Reduction>(reduction), grads, n_threads)
-                      : mlpgrad::loss<T>(net, static_cast<Head>(head), batch, static_cast<Reduction>(reduction),
-                                         n_threads);
-  }
+  const double value = without_gil([&](const mlpgrad::Interrupt* intr) {
+    return want_grad ? mlpgrad::loss_and_grad<T>(net, static_cast<Head>(head), batch,
+                                                 static_cast<Reduction>(reduction), grads, n_threads, intr)
+                     : mlpgrad::loss<T>(net, static_cast<Head>(head), batch, static_cast<Reduction>(reduction),
+                                        n_threads, intr);
+  });
   return py::make_tuple(value, dWs, dbs, dX);
 }
 
@@ -191,6 +215,7 @@ void check_codes(int head, int reduction, int n_threads) {
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
+  g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
   m.doc() = "mlpgrad's native core (use the functions of the mlpgrad package, which check their arguments)";
 
   m.def(

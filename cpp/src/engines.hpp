@@ -12,7 +12,7 @@ enum class Mode { probs, loss, grad };
   using mlpgrad::Mode;                                                                                     \
   template <typename T>                                                                                    \
   double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,                 \
-             const Gradients<T>* grads, T* probs, Mode mode, int n_threads);                               \
+             const Gradients<T>* grads, T* probs, Mode mode, int n_threads, const Interrupt* interrupt);     \
   }
 
 MLPGRAD_DECLARE_ENGINE(generic)

@@ -15,15 +15,15 @@ namespace {
 
 template <typename T>
 double dispatch(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
-                const Gradients<T>* grads, T* probs, Mode mode, int n_threads) {
+                const Gradients<T>* grads, T* probs, Mode mode, int n_threads, const Interrupt* intr) {
   switch (active_isa()) {
 #ifdef MLPGRAD_HAVE_AVX512
-    case Isa::avx512: return avx512::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads);
+    case Isa::avx512: return avx512::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads, intr);
 #endif
 #ifdef MLPGRAD_HAVE_AVX2
-    case Isa::avx2: return avx2::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads);
+    case Isa::avx2: return avx2::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads, intr);
 #endif
-    default: return generic::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads);
+    default: return generic::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads, intr);
   }
 }
 
@@ -64,35 +64,37 @@ void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction re
 }
 
 template <typename T>
-void forward(const Network<T>& net, Head head, int64_t n, const T* X, T* probs, int n_threads) {
+void forward(const Network<T>& net, Head head, int64_t n, const T* X, T* probs, int n_threads,
+             const Interrupt* interrupt) {
   Batch<T> batch;
   batch.n = n;
   batch.X = X;
   check<T>(net, head, &batch, Reduction::sum, false);
-  dispatch<T>(net, head, batch, Reduction::sum, nullptr, probs, Mode::probs, n_threads);
+  dispatch<T>(net, head, batch, Reduction::sum, nullptr, probs, Mode::probs, n_threads, interrupt);
 }
 
 template <typename T>
-double loss(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, int n_threads) {
+double loss(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, int n_threads,
+            const Interrupt* interrupt) {
   check<T>(net, head, &batch, reduction, true);
-  return dispatch<T>(net, head, batch, reduction, nullptr, nullptr, Mode::loss, n_threads);
+  return dispatch<T>(net, head, batch, reduction, nullptr, nullptr, Mode::loss, n_threads, interrupt);
 }
 
 template <typename T>
 double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
-                     const Gradients<T>& grads, int n_threads) {
+                     const Gradients<T>& grads, int n_threads, const Interrupt* interrupt) {
   check<T>(net, head, &batch, reduction, true);
   if (int64_t(grads.dW.size()) != net.n_layers() || int64_t(grads.db.size()) != net.n_layers())
     fail("gradients: one dW and one db per layer expected");
-  return dispatch<T>(net, head, batch, reduction, &grads, nullptr, Mode::grad, n_threads);
+  return dispatch<T>(net, head, batch, reduction, &grads, nullptr, Mode::grad, n_threads, interrupt);
 }
 
 #define MLPGRAD_INSTANTIATE(T)                                                                          \
   template void check<T>(const Network<T>&, Head, const Batch<T>*, Reduction, bool);                  \
-  template void forward<T>(const Network<T>&, Head, int64_t, const T*, T*, int);                      \
-  template double loss<T>(const Network<T>&, Head, const Batch<T>&, Reduction, int);                  \
+  template void forward<T>(const Network<T>&, Head, int64_t, const T*, T*, int, const Interrupt*);    \
+  template double loss<T>(const Network<T>&, Head, const Batch<T>&, Reduction, int, const Interrupt*); \
   template double loss_and_grad<T>(const Network<T>&, Head, const Batch<T>&, Reduction,               \
-                                   const Gradients<T>&, int);
+                                   const Gradients<T>&, int, const Interrupt*);
 MLPGRAD_INSTANTIATE(float)
 MLPGRAD_INSTANTIATE(double)
 #undef MLPGRAD_INSTANTIATE

@@ -16,6 +16,8 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -175,6 +177,29 @@ inline int thread_id() {
 #endif
 }
 
+// Ctrl-C: the calling thread (OpenMP thread 0) polls the interrupt before a unit of work, at most every
+// kInterruptPollMs; every thread then sees `stopped` and skips its remaining units.
+class StopFlag {
+ public:
+  explicit StopFlag(const Interrupt* intr) : intr_(intr && intr->poll ? intr : nullptr) {}
+  bool stopped() {
+    if (intr_ && thread_id() == 0) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_) {
+        next_ = now + std::chrono::milliseconds(config::kInterruptPollMs);
+        if (intr_->poll(intr_->ctx)) stop_.store(true, std::memory_order_relaxed);
+      }
+    }
+    return stop_.load(std::memory_order_relaxed);
+  }
+  bool raised() const { return stop_.load(std::memory_order_relaxed); }
+
+ private:
+  const Interrupt* intr_;
+  std::atomic<bool> stop_{false};
+  std::chrono::steady_clock::time_point next_{};
+};
+
 // Sum of v[0..n) in a fixed pairwise order.
 inline double pairwise_sum(const double* v, int64_t n) {
   if (n <= 8) {
@@ -253,7 +278,8 @@ double head_rows(int64_t k, Head head, const Batch<T>& batch, double scale, Mode
 // One call: probabilities (mode probs), the loss, or the loss and every gradient.
 template <typename T>
 double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, const Gradients<T>* grads,
-           T* probs, Mode mode, int n_threads) {
+           T* probs, Mode mode, int n_threads, const Interrupt* interrupt) {
+  StopFlag stop(interrupt);
   const bool input_grad = grads && grads->dX;
   const Plan<T> plan(net.sizes, batch.n, mode, input_grad);
   const int64_t L = plan.L, n = batch.n;
@@ -352,7 +378,7 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
 #pragma omp for schedule(dynamic, 1)
         for (int64_t g = 0; g < plan.n_groups; ++g)
           for (int64_t chunk = plan.group_begin(g); chunk < plan.group_begin(g + 1); ++chunk)
-            do_chunk(chunk, mine, groups + g * stride, chunk == plan.group_begin(g));
+            if (!stop.stopped()) do_chunk(chunk, mine, groups + g * stride, chunk == plan.group_begin(g));
         // Sum the group buffers pairwise, block by block: ((g0 + g1) + (g2 + g3)) + ...
         const int64_t block = 4096, n_sum_blocks = (plan.n_params + block - 1) / block;
 #pragma omp for schedule(static)
@@ -372,7 +398,8 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
         }
       } else {
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t chunk = 0; chunk < plan.n_chunks; ++chunk) do_chunk(chunk, mine, nullptr, true);
+        for (int64_t chunk = 0; chunk < plan.n_chunks; ++chunk)
+          if (!stop.stopped()) do_chunk(chunk, mine, nullptr, true);
       }
     } else {
       // layered: each product over the whole batch, cut into tiles shared among the threads.
@@ -384,6 +411,7 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
         T* z = shared + plan.act[l + 1];
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < tiles.count(); ++t) {
+          if (stop.stopped()) continue;
           int64_t r0, mr, c0, nc;
           tiles.get(t, r0, mr, c0, nc);
           linear_forward<T>(z + r0 * d[l + 1] + c0, d[l + 1], h + r0 * d[l], d[l], ws + plan.wp[l] + c0 * d[l],
@@ -392,6 +420,7 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
       }
 #pragma omp for schedule(dynamic, 1)
       for (int64_t blk = 0; blk < n_blocks; ++blk) {
+        if (stop.stopped()) continue;
         const int64_t r0 = blk * 256, m = std::min<int64_t>(256, n - r0);
         block_loss[blk] = head_rows<T>(plan.k, head, batch, scale, mode, probs, shared + plan.act[L] + r0 * plan.k,
                                        HeadScratch<T>(plan, shared, r0), r0, m);
@@ -409,6 +438,7 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
           const int64_t n_wt = wtiles.count(), n_it = want_input ? itiles.count() : 0;
 #pragma omp for schedule(dynamic, 1)
           for (int64_t t = 0; t < n_wt + n_it; ++t) {
+            if (stop.stopped()) continue;
             int64_t r0, mr, c0, nc;
             if (t < n_wt) {
               wtiles.get(t, r0, mr, c0, nc);
@@ -429,6 +459,7 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
       }
     }
   }
+  if (stop.raised()) throw Interrupted();
   return pairwise_sum(block_loss.data(), n_blocks);
 }
 

@@ -28,6 +28,9 @@ constexpr int64_t kMinChunksForChunked = 8;
 constexpr int64_t kNarrowMaxWidth = 16;
 constexpr int64_t kNarrowChunkRows = 1024;
 
+// How often (at most) the calling thread polls for an interrupt (Ctrl-C) between chunks of work.
+constexpr int kInterruptPollMs = 20;
+
 // Matrix-product cache blocking (BLIS names): the packed B micro-panel (KC x NR) stays in L1 (48 KiB),
 // the packed A block (MC x KC) in L2. KC=256: a 32 KiB B micro-panel for float (NR = 32); MC is a
 // multiple of every MR; NC bounds a packed B block (KC x NC x 4 bytes = 1 MiB).

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 namespace mlpgrad {
@@ -38,18 +39,31 @@ struct Gradients {
   T* dX = nullptr;     // (n, d_0), or null when dL/dX is not wanted
 };
 
+// An optional interrupt check: the calling thread calls poll(ctx) between chunks of work, at most
+// every kInterruptPollMs; when it returns true the call abandons its remaining work (the outputs are
+// then unspecified) and throws Interrupted.
+struct Interrupt {
+  bool (*poll)(void* ctx) = nullptr;
+  void* ctx = nullptr;
+};
+struct Interrupted : std::runtime_error {
+  Interrupted() : std::runtime_error("interrupted") {}
+};
+
 // probs (n, k) = sigmoid(z_L) or softmax(z_L).
 template <typename T>
-void forward(const Network<T>& net, Head head, int64_t n, const T* X, T* probs, int n_threads);
+void forward(const Network<T>& net, Head head, int64_t n, const T* X, T* probs, int n_threads,
+             const Interrupt* interrupt = nullptr);
 
 // L = sum_i c_i l_i with c_i = w_i ("sum") or w_i / sum_j w_j ("mean"); l_i from the logits.
 template <typename T>
-double loss(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, int n_threads);
+double loss(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, int n_threads,
+            const Interrupt* interrupt = nullptr);
 
 // The loss and every gradient in one pass over the batch. Results do not depend on n_threads.
 template <typename T>
 double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
-                     const Gradients<T>& grads, int n_threads);
+                     const Gradients<T>& grads, int n_threads, const Interrupt* interrupt = nullptr);
 
 // Throws std::invalid_argument when sizes, pointers or the reduction's total weight are unusable.
 // The entry points above call it; the caller's own checks (in Python) give friendlier messages.
