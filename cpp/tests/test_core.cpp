@@ -1,0 +1,745 @@
+// The C++ core on its own, without Python: every entry point (forward, loss, loss_and_grad, check) on
+// awkward shapes, against a naive double-precision reference written below with plain loops.
+//
+// Shapes cross the matrix-product blocks (KC = 256, MC = 240, NC = 1024, micro-tiles 12 x 32, 6 x 16,
+// 6 x 8), the chunk boundaries of the engine (rows per chunk <= 1024, at most 8 groups) and its three
+// schedules (narrow, chunked, layered: the latter two also forced); each case runs both dtypes, every
+// SIMD level this CPU and build support and 1, 2 and 3 threads. Checked:
+//   - results within tolerance of the reference (relative max-norm: float 1e-4, double 1e-10);
+//   - results bit-identical for 1, 2 and 3 threads; outputs fully overwritten (pre-filled with NaN);
+//   - inputs unchanged;
+//   - bad problems throw std::invalid_argument.
+// Exit status 0 when everything passed, 1 otherwise. Meant to run under AddressSanitizer and UBSan
+// (cmake -DMLPGRAD_SANITIZE=ON -DMLPGRAD_BUILD_TESTS=ON, then ctest): the case list keeps it around
+// 40 s there on 2 cores, ~8 s in an optimized build. MLPGRAD_TEST_VERBOSE=1 prints one line per case.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "mlpgrad/mlp.hpp"
+
+namespace {
+
+using mlpgrad::Head;
+using mlpgrad::Isa;
+using mlpgrad::Reduction;
+
+int g_failures = 0;
+bool g_verbose = false;
+
+void fail(const std::string& what) {
+  ++g_failures;
+  if (g_failures <= 50) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
+  if (g_failures == 50) std::fprintf(stderr, "(further failures counted, not printed)\n");
+}
+
+#define EXPECT(cond, what)                                                                   \
+  do {                                                                                       \
+    if (!(cond)) fail(std::string(__FILE__ ":") + std::to_string(__LINE__) + ": " + (what)); \
+  } while (0)
+
+// splitmix64: small, deterministic, the same on every platform.
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed) {}
+  uint64_t next() {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return double(next() >> 11) * 0x1.0p-53; }  // [0, 1)
+  int64_t below(int64_t n) { return int64_t(next() % uint64_t(n)); }
+  double normal() {  // Box-Muller
+    const double u = 1.0 - uniform(), v = uniform();
+    return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
+  }
+};
+
+// Every value goes through float, so the float and the double runs see exactly the same problem.
+double f32(double x) { return double(float(x)); }
+
+std::string shape_str(const std::vector<int64_t>& sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? "," : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The problem (in double, every value exactly representable in float) and the variants run on it.
+
+struct Problem {
+  std::vector<int64_t> sizes;
+  int64_t n = 0;
+  std::vector<std::vector<double>> W, b;
+  std::vector<double> X, targets, sample_weight;  // targets (n, k) in [0, 1]; weights in [0, 2), some 0
+  std::vector<int64_t> labels;
+  int64_t L() const { return int64_t(sizes.size()) - 1; }
+  int64_t k() const { return sizes.back(); }
+};
+
+Problem make_problem(const std::vector<int64_t>& sizes, int64_t n, uint64_t seed, double weight_scale = 1.0) {
+  Rng rng(seed);
+  Problem P;
+  P.sizes = sizes;
+  P.n = n;
+  const int64_t L = P.L(), k = P.k();
+  for (int64_t l = 0; l < L; ++l) {
+    const double scale = weight_scale * 2.0 / std::sqrt(double(sizes[l]));  // logits of a few units
+    std::vector<double> W(sizes[l] * sizes[l + 1]), b(sizes[l + 1]);
+    for (double& w : W) w = f32(scale * rng.normal());
+    for (double& v : b) v = f32(0.5 * rng.normal());
+    P.W.push_back(std::move(W));
+    P.b.push_back(std::move(b));
+  }
+  P.X.resize(n * sizes[0]);
+  for (double& x : P.X) x = f32(rng.normal());
+  P.labels.resize(n);
+  for (int64_t& y : P.labels) y = rng.below(k);
+  P.targets.resize(n * k);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t kind = rng.below(4);  // 0: one-hot, 1: hard 0/1 entries, 2-3: soft
+    for (int64_t j = 0; j < k; ++j) {
+      double t = kind == 0 ? double(j == P.labels[i]) : kind == 1 ? double(rng.below(2)) : rng.uniform();
+      P.targets[i * k + j] = f32(t);
+    }
+  }
+  P.sample_weight.resize(n);
+  for (double& w : P.sample_weight) w = rng.below(5) == 0 ? 0.0 : f32(2.0 * rng.uniform());
+  return P;
+}
+
+enum class Targets { labels, dense };
+struct Variant {
+  Head head;
+  Targets targets;
+  bool weighted;
+  Reduction reduction;
+  bool input_grad;
+  std::string str() const {
+    return std::string(head == Head::sigmoid ? "sigmoid" : "softmax") +
+           (targets == Targets::labels ? " labels" : " dense") + (weighted ? " weighted" : "") +
+           (reduction == Reduction::mean ? " mean" : " sum") + (input_grad ? " dX" : "");
+  }
+};
+
+// All 24 variants: the sigmoid head takes dense targets only.
+std::vector<Variant> all_variants() {
+  std::vector<Variant> v;
+  for (Head head : {Head::sigmoid, Head::softmax})
+    for (Targets t : {Targets::labels, Targets::dense}) {
+      if (head == Head::sigmoid && t == Targets::labels) continue;
+      for (bool w : {false, true})
+        for (Reduction r : {Reduction::sum, Reduction::mean})
+          for (bool dx : {false, true}) v.push_back({head, t, w, r, dx});
+    }
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The reference: the definition, with plain loops, in double.
+
+double sigmoid_ref(double z) { return 1.0 / (1.0 + std::exp(-z)); }
+double softplus_ref(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x))); }
+
+struct Activations {
+  std::vector<std::vector<double>> h;  // h[0] = X, h[l] (n, d_l); h[L] = logits
+};
+
+Activations forward_ref(const Problem& P) {
+  const int64_t L = P.L(), n = P.n;
+  Activations A;
+  A.h.push_back(P.X);
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t din = P.sizes[l], dout = P.sizes[l + 1];
+    const std::vector<double>& h = A.h.back();
+    std::vector<double> z(n * dout);
+    for (int64_t i = 0; i < n; ++i) {
+      double* zi = &z[i * dout];
+      for (int64_t j = 0; j < dout; ++j) zi[j] = P.b[l][j];
+      for (int64_t p = 0; p < din; ++p) {
+        const double a = h[i * din + p];
+        const double* w = &P.W[l][p * dout];
+        for (int64_t j = 0; j < dout; ++j) zi[j] += a * w[j];
+      }
+      if (l < L - 1)
+        for (int64_t j = 0; j < dout; ++j) zi[j] = sigmoid_ref(zi[j]);
+    }
+    A.h.push_back(std::move(z));
+  }
+  return A;
+}
+
+std::vector<double> probs_ref(const std::vector<double>& z, int64_t n, int64_t k, Head head) {
+  std::vector<double> p(n * k);
+  for (int64_t i = 0; i < n; ++i) {
+    const double* zi = &z[i * k];
+    if (head == Head::sigmoid) {
+      for (int64_t j = 0; j < k; ++j) p[i * k + j] = sigmoid_ref(zi[j]);
+    } else {
+      const double m = *std::max_element(zi, zi + k);
+      double s = 0;
+      for (int64_t j = 0; j < k; ++j) s += std::exp(zi[j] - m);
+      for (int64_t j = 0; j < k; ++j) p[i * k + j] = std::exp(zi[j] - m) / s;
+    }
+  }
+  return p;
+}
+
+struct Result {  // what the library returns, or the reference
+  double loss = 0;
+  std::vector<std::vector<double>> dW, db;
+  std::vector<double> dX;
+};
+
+Result grad_ref(const Problem& P, const Activations& A, const Variant& v) {
+  const int64_t L = P.L(), n = P.n, k = P.k();
+  const std::vector<double>& z = A.h[L];
+  double scale = 1.0;
+  if (v.reduction == Reduction::mean) {
+    double total = v.weighted ? 0.0 : double(n);
+    if (v.weighted)
+      for (double w : P.sample_weight) total += w;
+    scale = 1.0 / total;
+  }
+  const std::vector<double> p = probs_ref(z, n, k, v.head);
+  Result R;
+  std::vector<double> delta(n * k);
+  for (int64_t i = 0; i < n; ++i) {
+    const double c = (v.weighted ? P.sample_weight[i] : 1.0) * scale;
+    const double* zi = &z[i * k];
+    const double* ti = &P.targets[i * k];
+    double li = 0;
+    if (v.head == Head::sigmoid) {
+      for (int64_t j = 0; j < k; ++j) {
+        li += ti[j] * softplus_ref(-zi[j]) + (1.0 - ti[j]) * softplus_ref(zi[j]);
+        delta[i * k + j] = c * (p[i * k + j] - ti[j]);
+      }
+    } else {
+      const double m = *std::max_element(zi, zi + k);
+      double s = 0;
+      for (int64_t j = 0; j < k; ++j) s += std::exp(zi[j] - m);
+      const double lse = m + std::log(s);
+      if (v.targets == Targets::labels) {
+        const int64_t y = P.labels[i];
+        li = lse - zi[y];
+        for (int64_t j = 0; j < k; ++j) delta[i * k + j] = c * (p[i * k + j] - double(j == y));
+      } else {
+        double st = 0;
+        for (int64_t j = 0; j < k; ++j) {
+          li += ti[j] * (lse - zi[j]);
+          st += ti[j];
+        }
+        for (int64_t j = 0; j < k; ++j) delta[i * k + j] = c * (p[i * k + j] * st - ti[j]);
+      }
+    }
+    R.loss += c * li;
+  }
+  R.dW.resize(L);
+  R.db.resize(L);
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const int64_t din = P.sizes[l], dout = P.sizes[l + 1];
+    const std::vector<double>& h = A.h[l];
+    std::vector<double>& dW = R.dW[l];
+    std::vector<double>& db = R.db[l];
+    dW.assign(din * dout, 0.0);
+    db.assign(dout, 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const double* di = &delta[i * dout];
+      for (int64_t j = 0; j < dout; ++j) db[j] += di[j];
+      for (int64_t q = 0; q < din; ++q) {
+        const double a = h[i * din + q];
+        double* row = &dW[q * dout];
+        for (int64_t j = 0; j < dout; ++j) row[j] += a * di[j];
+      }
+    }
+    if (l == 0 && !v.input_grad) break;
+    std::vector<double> g(n * din);  // dL/dh_l = delta W_l^T
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t q = 0; q < din; ++q) {
+        const double* w = &P.W[l][q * dout];
+        const double* di = &delta[i * dout];
+        double s = 0;
+        for (int64_t j = 0; j < dout; ++j) s += di[j] * w[j];
+        g[i * din + q] = s;
+      }
+    if (l == 0) {
+      R.dX = std::move(g);
+    } else {
+      for (int64_t i = 0; i < n * din; ++i) g[i] *= h[i] * (1.0 - h[i]);
+      delta = std::move(g);
+    }
+  }
+  return R;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Comparison.
+
+template <typename T> constexpr double tolerance() { return std::is_same<T, float>::value ? 1e-4 : 1e-10; }
+template <typename T> const char* dtype_name() { return std::is_same<T, float>::value ? "float" : "double"; }
+
+// max |a - r| / max |r| (absolute when r is all zeros); infinite when a has NaN or Inf.
+template <typename T>
+double rel_err(const T* a, const std::vector<double>& r) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < r.size(); ++i) {
+    if (!std::isfinite(double(a[i]))) return std::numeric_limits<double>::infinity();
+    num = std::max(num, std::fabs(double(a[i]) - r[i]));
+    den = std::max(den, std::fabs(r[i]));
+  }
+  return den > 0 ? num / den : num;
+}
+
+double rel_err_scalar(double a, double r) {
+  if (!std::isfinite(a)) return std::numeric_limits<double>::infinity();
+  return r != 0 ? std::fabs(a - r) / std::fabs(r) : std::fabs(a);
+}
+
+struct Worst {
+  double err = 0;
+  std::string where;
+};
+Worst g_worst[2];  // float, double
+
+template <typename T>
+void record(double err, const std::string& where) {
+  Worst& w = g_worst[std::is_same<T, float>::value ? 0 : 1];
+  if (err > w.err || w.where.empty()) w = {err, where};
+  if (!(err <= tolerance<T>())) {
+    char msg[96];
+    std::snprintf(msg, sizeof msg, ": relative error %.3g > %.0e", err, tolerance<T>());
+    fail(where + msg);
+  }
+}
+
+template <typename T> bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), sizeof(T) * a.size()) == 0);
+}
+bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// ---------------------------------------------------------------------------------------------------
+// The library, in dtype T.
+
+template <typename T> std::vector<T> as(const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); }
+
+template <typename T> struct Data {
+  std::vector<std::vector<T>> W, b;
+  std::vector<T> X, targets, sample_weight;
+  std::vector<int64_t> labels;
+  mlpgrad::Network<T> net;
+  explicit Data(const Problem& P)
+      : X(as<T>(P.X)), targets(as<T>(P.targets)), sample_weight(as<T>(P.sample_weight)), labels(P.labels) {
+    net.sizes = P.sizes;
+    for (int64_t l = 0; l < P.L(); ++l) {
+      W.push_back(as<T>(P.W[l]));
+      b.push_back(as<T>(P.b[l]));
+    }
+    for (int64_t l = 0; l < P.L(); ++l) {  // after every push_back: the pointers stay valid
+      net.W.push_back(W[l].data());
+      net.b.push_back(b[l].data());
+    }
+  }
+  bool operator==(const Data& o) const {
+    bool eq = same_bits(X, o.X) && same_bits(targets, o.targets) && same_bits(sample_weight, o.sample_weight) &&
+              same_bits(labels, o.labels);
+    for (size_t l = 0; l < W.size(); ++l) eq = eq && same_bits(W[l], o.W[l]) && same_bits(b[l], o.b[l]);
+    return eq;
+  }
+  mlpgrad::Batch<T> batch(const Variant& v) const {
+    mlpgrad::Batch<T> B;
+    B.n = int64_t(X.size()) / net.sizes[0];
+    B.X = X.data();
+    if (v.targets == Targets::labels)
+      B.labels = labels.data();
+    else
+      B.targets = targets.data();
+    if (v.weighted) B.sample_weight = sample_weight.data();
+    return B;
+  }
+};
+
+template <typename T> struct Out {  // one call's results; pre-filled with NaN so a missed write shows
+  double loss = 0, loss_only = 0;
+  std::vector<std::vector<T>> dW, db;
+  std::vector<T> dX;
+};
+
+template <typename T>
+Out<T> run_grad(const Data<T>& D, const Problem& P, const Variant& v, int threads) {
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  Out<T> o;
+  mlpgrad::Gradients<T> g;
+  for (int64_t l = 0; l < P.L(); ++l) {
+    o.dW.emplace_back(P.sizes[l] * P.sizes[l + 1], nan);
+    o.db.emplace_back(P.sizes[l + 1], nan);
+  }
+  for (int64_t l = 0; l < P.L(); ++l) {
+    g.dW.push_back(o.dW[l].data());
+    g.db.push_back(o.db[l].data());
+  }
+  if (v.input_grad) {
+    o.dX.assign(P.n * P.sizes[0], nan);
+    g.dX = o.dX.data();
+  }
+  const mlpgrad::Batch<T> B = D.batch(v);
+  o.loss = mlpgrad::loss_and_grad<T>(D.net, v.head, B, v.reduction, g, threads);
+  o.loss_only = mlpgrad::loss<T>(D.net, v.head, B, v.reduction, threads);
+  return o;
+}
+
+template <typename T>
+std::vector<T> run_forward(const Data<T>& D, const Problem& P, Head head, int threads) {
+  std::vector<T> probs(P.n * P.k(), std::numeric_limits<T>::quiet_NaN());
+  mlpgrad::forward<T>(D.net, head, P.n, D.X.data(), probs.data(), threads);
+  return probs;
+}
+
+std::vector<Isa> isas() {
+  std::vector<Isa> v;
+  for (int i = 0; i <= int(mlpgrad::best_isa()); ++i) v.push_back(Isa(i));
+  return v;
+}
+
+int64_t g_calls = 0;
+
+// One case in dtype T: every variant, SIMD level and thread count.
+template <typename T>
+void run_case(const Problem& P, const std::vector<Variant>& variants, const std::vector<Result>& refs,
+              const std::vector<std::vector<double>>& prob_refs, const std::string& name) {
+  const Data<T> D(P), pristine(P);
+  for (Isa isa : isas()) {
+    mlpgrad::set_active_isa(isa);
+    EXPECT(mlpgrad::active_isa() == isa, "set_active_isa");
+    const std::string at = name + " " + dtype_name<T>() + " " + mlpgrad::isa_name(isa);
+    for (Head head : {Head::sigmoid, Head::softmax}) {
+      if (prob_refs[int(head)].empty() && P.n > 0) continue;  // head not among this case's variants
+      const std::string where = at + (head == Head::sigmoid ? " forward sigmoid" : " forward softmax");
+      const std::vector<T> p1 = run_forward(D, P, head, 1);
+      record<T>(rel_err(p1.data(), prob_refs[int(head)]), where);
+      for (int threads : {2, 3}) {
+        EXPECT(same_bits(run_forward(D, P, head, threads), p1), where + ": differs with " + std::to_string(threads) + " threads");
+        ++g_calls;
+      }
+      ++g_calls;
+    }
+    for (size_t vi = 0; vi < variants.size(); ++vi) {
+      const Variant& v = variants[vi];
+      const Result& R = refs[vi];
+      const std::string where = at + " " + v.str();
+      const Out<T> o1 = run_grad(D, P, v, 1);
+      record<T>(rel_err_scalar(o1.loss, R.loss), where + " loss_and_grad loss");
+      record<T>(rel_err_scalar(o1.loss_only, R.loss), where + " loss()");
+      for (int64_t l = 0; l < P.L(); ++l) {
+        record<T>(rel_err(o1.dW[l].data(), R.dW[l]), where + " dW[" + std::to_string(l) + "]");
+        record<T>(rel_err(o1.db[l].data(), R.db[l]), where + " db[" + std::to_string(l) + "]");
+      }
+      if (v.input_grad) record<T>(rel_err(o1.dX.data(), R.dX), where + " dX");
+      for (int threads : {2, 3}) {
+        const Out<T> o = run_grad(D, P, v, threads);
+        bool same = same_bits(o.loss, o1.loss) && same_bits(o.loss_only, o1.loss_only) && same_bits(o.dX, o1.dX);
+        for (int64_t l = 0; l < P.L(); ++l) same = same && same_bits(o.dW[l], o1.dW[l]) && same_bits(o.db[l], o1.db[l]);
+        EXPECT(same, where + ": results differ between 1 and " + std::to_string(threads) + " threads");
+      }
+      g_calls += 6;
+    }
+  }
+  mlpgrad::set_active_isa(mlpgrad::best_isa());
+  EXPECT(D == pristine, name + " " + dtype_name<T>() + ": the inputs were modified");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The cases.
+
+struct Case {
+  std::vector<int64_t> sizes;
+  std::vector<int64_t> ns;
+};
+
+// Widths 1 2 3 15 16 17 31 33 65 129 257 1030 at the input, hidden and output positions; depth 1..5.
+// What they cross: NR (8 / 16 / 32 float, 4 / 8 / 16 double) and MR (6, 12) at the small widths;
+// KC = 256 as the inner dimension (d_in = 257, 1030; chunk rows > 256 in dW = h^T delta); MC = 240 as
+// rows (chunks of > 240 rows; d_in > 240 in dW); NC = 1024 as columns (d_out = 1030 forward, d_in = 1030
+// in dX). Rows per chunk: up to 1024 for narrow networks (N = 1023 one chunk, 1025 two, 3000 three);
+// ~112-240 for [1030, 1] (13-27 chunks in up to 8 groups); >= 256 when the weight gradients pass 1 MiB.
+// Schedules (cpp/src/network.hpp): narrow when every width is <= 16, else chunked with >= 8 chunks,
+// else layered (whole-batch products in 2-D tiles); main() also forces chunked and layered.
+std::vector<Case> cases() {
+  const std::vector<int64_t> all_n = {0, 1, 2, 17, 1023, 1025, 3000};
+  return {
+      {{1, 1}, all_n},
+      {{2, 3, 2}, all_n},
+      {{3, 1, 2, 1}, {1, 17, 1025}},
+      {{15, 16, 17}, {2, 1023, 3000}},
+      {{16, 17, 15, 16, 3}, {17, 1025}},
+      {{17, 31, 33, 2, 1, 3}, {2, 3000}},
+      {{1, 2, 3, 15, 16, 17}, {1025}},
+      {{31, 65, 17}, {17, 1025}},
+      {{33, 129, 1}, {1023}},
+      {{65, 257, 3}, {17, 300}},
+      {{129, 33, 65, 15}, {3000}},
+      {{257, 257, 17}, {300}},
+      {{1, 65, 129, 257, 31, 1}, {17}},
+      {{1030, 1}, {3000}},
+      {{1030, 257, 2}, {17}},
+      {{3, 1030, 16}, {17}},
+      {{2, 17, 1030}, {2, 33}},
+      {{16, 1030, 1030, 5}, {2}},
+      {{65, 15}, {0, 1023, 3000}},
+      // the narrow engine (every width <= 16; chunks of 1024 rows, lanes across rows)
+      {{16, 16, 16}, {17, 1025}},
+      {{5, 3, 5}, {1023, 9000}},
+      {{16, 15, 16, 1, 16, 3}, {2, 3000}},
+      // the chunked schedule without forcing it (>= 8 chunks)
+      {{17, 2}, {8200}},
+  };
+}
+
+// The cost of one (problem, variant), roughly, in flops of one loss_and_grad call: the products, plus
+// per-row work (head, reference, checks) that dominates for tiny widths, plus a fixed cost per call.
+double cost(const std::vector<int64_t>& sizes, int64_t n) {
+  double f = 0;
+  for (size_t l = 0; l + 1 < sizes.size(); ++l) f += double(sizes[l]) * double(sizes[l + 1]);
+  return 6.0 * f * double(n) + 2000.0 * double(n) + 1e5;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Bad problems.
+
+template <typename T>
+void expect_invalid(const std::function<void()>& f, const std::string& what) {
+  bool thrown = false;
+  try {
+    f();
+  } catch (const std::invalid_argument&) {
+    thrown = true;
+  } catch (...) {
+    fail(what + " (" + dtype_name<T>() + "): threw something other than std::invalid_argument");
+    return;
+  }
+  EXPECT(thrown, what + " (" + dtype_name<T>() + "): no std::invalid_argument");
+}
+
+template <typename T>
+void bad_inputs() {
+  const Problem P = make_problem({3, 4, 2}, 5, 7);
+  Data<T> D(P);
+  const Variant labels{Head::softmax, Targets::labels, false, Reduction::sum, false};
+  const Variant dense{Head::sigmoid, Targets::dense, true, Reduction::mean, false};
+  using Net = mlpgrad::Network<T>;
+  using Batch = mlpgrad::Batch<T>;
+
+  // The valid problem passes.
+  try {
+    mlpgrad::check<T>(D.net, Head::softmax, nullptr, Reduction::sum, false);
+    Batch B = D.batch(labels);
+    mlpgrad::check<T>(D.net, Head::softmax, &B, Reduction::mean, true);
+    B = D.batch(dense);
+    mlpgrad::check<T>(D.net, Head::sigmoid, &B, Reduction::mean, true);
+  } catch (const std::exception& e) {
+    fail(std::string("check on a valid problem threw: ") + e.what());
+  }
+
+  auto check_net = [&](Net net, const std::string& what) {
+    expect_invalid<T>([&] { mlpgrad::check<T>(net, Head::sigmoid, nullptr, Reduction::sum, false); }, what);
+    Batch B = D.batch(labels);
+    expect_invalid<T>([&] { mlpgrad::loss<T>(net, Head::softmax, B, Reduction::sum, 1); }, what + " via loss");
+  };
+  { Net n = D.net; n.W[1] = nullptr; check_net(n, "null W"); }
+  { Net n = D.net; n.b[0] = nullptr; check_net(n, "null b"); }
+  { Net n = D.net; n.sizes[1] = 0; check_net(n, "width 0"); }
+  { Net n = D.net; n.sizes[0] = -1; check_net(n, "negative width"); }
+  { Net n = D.net; n.sizes.pop_back(); check_net(n, "sizes one short"); }
+  { Net n = D.net; n.b.pop_back(); check_net(n, "b one short"); }
+  { Net n; n.sizes = {3}; check_net(n, "no layers"); }
+  expect_invalid<T>([&] { mlpgrad::check<T>(D.net, Head(7), nullptr, Reduction::sum, false); }, "unknown head");
+
+  auto check_batch = [&](Batch B, Head head, Reduction red, const std::string& what) {
+    expect_invalid<T>([&] { mlpgrad::check<T>(D.net, head, &B, red, true); }, what);
+    expect_invalid<T>([&] { mlpgrad::loss<T>(D.net, head, B, red, 1); }, what + " via loss");
+    std::vector<std::vector<T>> dW, db;
+    mlpgrad::Gradients<T> g;
+    for (int64_t l = 0; l < P.L(); ++l) {
+      dW.emplace_back(P.sizes[l] * P.sizes[l + 1]);
+      db.emplace_back(P.sizes[l + 1]);
+      g.dW.push_back(dW.back().data());
+      g.db.push_back(db.back().data());
+    }
+    expect_invalid<T>([&] { mlpgrad::loss_and_grad<T>(D.net, head, B, red, g, 1); }, what + " via loss_and_grad");
+  };
+  std::vector<int64_t> bad_labels = D.labels;
+  { Batch B = D.batch(labels); bad_labels[3] = 2; B.labels = bad_labels.data(); check_batch(B, Head::softmax, Reduction::sum, "label == k"); }
+  { Batch B = D.batch(labels); bad_labels[3] = -1; B.labels = bad_labels.data(); check_batch(B, Head::softmax, Reduction::sum, "label -1"); }
+  { Batch B = D.batch(labels); check_batch(B, Head::sigmoid, Reduction::sum, "labels with the sigmoid head"); }
+  { Batch B = D.batch(labels); B.X = nullptr; check_batch(B, Head::softmax, Reduction::sum, "null X"); }
+  { Batch B = D.batch(labels); B.n = -1; check_batch(B, Head::softmax, Reduction::sum, "negative n"); }
+  { Batch B = D.batch(dense); B.targets = nullptr; check_batch(B, Head::sigmoid, Reduction::sum, "no targets"); }
+  { Batch B = D.batch(labels); B.n = 0; check_batch(B, Head::softmax, Reduction::mean, "mean over N = 0"); }
+  std::vector<T> zeros(P.n, T(0));
+  { Batch B = D.batch(dense); B.sample_weight = zeros.data(); check_batch(B, Head::sigmoid, Reduction::mean, "mean, zero total weight"); }
+
+  // The forward pass checks the network and X too.
+  std::vector<T> probs(P.n * P.k());
+  { Net n = D.net; n.W[0] = nullptr;
+    expect_invalid<T>([&] { mlpgrad::forward<T>(n, Head::sigmoid, P.n, D.X.data(), probs.data(), 1); }, "forward, null W"); }
+  expect_invalid<T>([&] { mlpgrad::forward<T>(D.net, Head::sigmoid, P.n, nullptr, probs.data(), 1); }, "forward, null X");
+  expect_invalid<T>([&] { mlpgrad::forward<T>(D.net, Head::sigmoid, -2, D.X.data(), probs.data(), 1); }, "forward, n < 0");
+
+  // loss_and_grad: one dW and one db per layer.
+  {
+    Batch B = D.batch(labels);
+    std::vector<std::vector<T>> dW, db;
+    mlpgrad::Gradients<T> g;
+    for (int64_t l = 0; l < P.L(); ++l) {
+      dW.emplace_back(P.sizes[l] * P.sizes[l + 1]);
+      db.emplace_back(P.sizes[l + 1]);
+      g.dW.push_back(dW.back().data());
+      g.db.push_back(db.back().data());
+    }
+    g.dW.pop_back();
+    expect_invalid<T>([&] { mlpgrad::loss_and_grad<T>(D.net, Head::softmax, B, Reduction::sum, g, 1); }, "one dW short");
+  }
+  EXPECT(D == Data<T>(P), "bad-input calls modified the inputs");
+}
+
+// Saturated sigmoids and softmax, logits in the hundreds to thousands (exp clamps, exact 0 and 1
+// activations): finite losses and gradients, the same for every thread count, and in double still
+// within tolerance of the reference. NaN in a row of X: a NaN loss, no crash.
+template <typename T>
+void extremes() {
+  const Problem P = make_problem({5, 7, 4}, 50, 99, 300.0);
+  const Data<T> D(P);
+  const Activations A = forward_ref(P);
+  for (const Variant& v : {Variant{Head::sigmoid, Targets::dense, true, Reduction::sum, true},
+                           Variant{Head::softmax, Targets::labels, false, Reduction::mean, true},
+                           Variant{Head::softmax, Targets::dense, true, Reduction::sum, true}}) {
+    const Result R = grad_ref(P, A, v);
+    for (Isa isa : isas()) {
+      mlpgrad::set_active_isa(isa);
+      const std::string where = std::string("extreme logits ") + dtype_name<T>() + " " + mlpgrad::isa_name(isa) + " " + v.str();
+      const Out<T> o = run_grad(D, P, v, 1);
+      bool finite = std::isfinite(o.loss) && std::isfinite(o.loss_only);
+      for (int64_t l = 0; l < P.L(); ++l)
+        for (const std::vector<T>* a : {&o.dW[l], &o.db[l]})
+          for (T x : *a) finite = finite && std::isfinite(x);
+      for (T x : o.dX) finite = finite && std::isfinite(x);
+      EXPECT(finite, where + ": non-finite loss or gradient");
+      if (std::is_same<T, double>::value) {
+        record<T>(rel_err_scalar(o.loss, R.loss), where + " loss");
+        for (int64_t l = 0; l < P.L(); ++l) record<T>(rel_err(o.dW[l].data(), R.dW[l]), where + " dW[" + std::to_string(l) + "]");
+        record<T>(rel_err(o.dX.data(), R.dX), where + " dX");
+      }
+      const Out<T> o3 = run_grad(D, P, v, 3);
+      EXPECT(same_bits(o.loss, o3.loss) && same_bits(o.dX, o3.dX) && same_bits(o.dW[0], o3.dW[0]),
+             where + ": results differ between 1 and 3 threads");
+      g_calls += 4;
+    }
+  }
+  Data<T> bad(P);
+  bad.X[3 * P.sizes[0] + 1] = std::numeric_limits<T>::quiet_NaN();
+  const Variant v{Head::softmax, Targets::labels, false, Reduction::sum, true};
+  for (Isa isa : isas()) {
+    mlpgrad::set_active_isa(isa);
+    const Out<T> o = run_grad(bad, P, v, 2);
+    EXPECT(std::isnan(o.loss), std::string("NaN in X: loss not NaN, ") + dtype_name<T>() + " " + mlpgrad::isa_name(isa));
+    g_calls += 2;
+  }
+  mlpgrad::set_active_isa(mlpgrad::best_isa());
+}
+
+}  // namespace
+
+int main() {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  g_verbose = std::getenv("MLPGRAD_TEST_VERBOSE") && std::string(std::getenv("MLPGRAD_TEST_VERBOSE")) != "0";
+  std::printf("mlpgrad core test: %s, OpenMP %s (max threads %d), SIMD levels:", mlpgrad::compiler(),
+              mlpgrad::openmp_enabled() ? "on" : "off", mlpgrad::default_threads());
+  for (Isa isa : isas()) std::printf(" %s", mlpgrad::isa_name(isa));
+  std::printf("\n");
+
+  // set_active_isa clamps to the best level.
+  mlpgrad::set_active_isa(Isa::avx512);
+  EXPECT(mlpgrad::active_isa() == mlpgrad::best_isa(), "set_active_isa(avx512) is clamped to best_isa()");
+
+  bad_inputs<float>();
+  bad_inputs<double>();
+  extremes<float>();
+  extremes<double>();
+
+  // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
+  // with the engine's own choice of schedule; a quarter of them (at least one) again with the chunked
+  // and with the layered schedule forced (MLPGRAD_SCHEDULE, read by the engine on every call; forcing
+  // either also turns the narrow engine off), so every schedule meets every shape.
+  const std::vector<Variant> every = all_variants();
+  const double budget = 5e7;  // flops of one loss_and_grad, times variants, per (case, N)
+  int64_t n_problems = 0, n_variants = 0;
+  uint64_t seed = 1;
+  for (const Case& c : cases()) {
+    for (int64_t n : c.ns) {
+      const auto tc = clock::now();
+      const Problem P = make_problem(c.sizes, n, seed);
+      const int64_t count = std::clamp<int64_t>(int64_t(budget / cost(c.sizes, n)), 3, int64_t(every.size()));
+      std::vector<Variant> variants;
+      for (int64_t j = 0; j < count; ++j) {
+        Variant v = every[(seed * 5 + j * 7) % every.size()];  // 7 is coprime to 24: no repeats
+        if (n == 0) v.reduction = Reduction::sum;  // "mean" over nothing is invalid (tested above)
+        variants.push_back(v);
+      }
+      ++seed;
+      const Activations A = forward_ref(P);
+      std::vector<Result> refs;
+      std::vector<std::vector<double>> prob_refs(2);
+      for (const Variant& v : variants) {
+        refs.push_back(grad_ref(P, A, v));
+        if (prob_refs[int(v.head)].empty()) prob_refs[int(v.head)] = probs_ref(A.h.back(), n, P.k(), v.head);
+      }
+      const std::string name = shape_str(c.sizes) + " N=" + std::to_string(n);
+      const int64_t forced = std::max<int64_t>(1, count / 4);
+      for (const char* schedule : {"default", "chunked", "layered"}) {
+        const bool is_default = std::strcmp(schedule, "default") == 0;
+        const int64_t first = is_default ? 0 : std::strcmp(schedule, "chunked") == 0 ? 0 : count - forced;
+        const int64_t last = is_default ? count : first + forced;
+        const std::vector<Variant> vs(variants.begin() + first, variants.begin() + last);
+        const std::vector<Result> rs(refs.begin() + first, refs.begin() + last);
+        if (is_default)
+          unsetenv("MLPGRAD_SCHEDULE");
+        else
+          setenv("MLPGRAD_SCHEDULE", schedule, 1);
+        const std::string at = name + " " + schedule;
+        run_case<float>(P, vs, rs, prob_refs, at);
+        run_case<double>(P, vs, rs, prob_refs, at);
+        n_variants += int64_t(vs.size());
+      }
+      unsetenv("MLPGRAD_SCHEDULE");
+      ++n_problems;
+      if (g_verbose)
+        std::printf("  %-28s %2lld variants  %6.2f s\n", name.c_str(), (long long)variants.size(),
+                    std::chrono::duration<double>(clock::now() - tc).count());
+    }
+  }
+
+  const double secs = std::chrono::duration<double>(clock::now() - t0).count();
+  std::printf("%lld problems, %lld (problem, variant, schedule) runs, %lld library calls, %.1f s\n", (long long)n_problems,
+              (long long)n_variants, (long long)g_calls, secs);
+  std::printf("largest relative error, float:  %.3g (tolerance %.0e) at %s\n", g_worst[0].err, tolerance<float>(),
+              g_worst[0].where.c_str());
+  std::printf("largest relative error, double: %.3g (tolerance %.0e) at %s\n", g_worst[1].err, tolerance<double>(),
+              g_worst[1].where.c_str());
+  if (g_failures) {
+    std::printf("FAILED: %d checks\n", g_failures);
+    return 1;
+  }
+  std::printf("all passed\n");
+  return 0;
+}
