@@ -1,0 +1,138 @@
+"""Rounding-error bounds for comparing the native core with the reference (used by test_fuzz.py and
+test_extremes.py; imported as a plain module, like _problems).
+
+``error_scales`` runs a first-order running error analysis beside the reference's forward and backward
+pass and returns, for every result, a tensor E of error scales in units of the unit roundoff u: a
+result computed in floating point with unit roundoff u is off by about (a modest multiple of) u * E,
+elementwise.  ``check`` compares with the relative max-norm error, its denominator floored by that
+scale:
+
+    max|got - want| / max(max|want|, C u max(E) / tol)  <=  tol
+
+i.e. |got - want| <= max(tol max|want|, C u max(E)).  Why a floor at all: a gradient is a sum over rows
+(dW, db) or over units (dX) of terms of both signs, and when the terms cancel the rounding error stays
+proportional to the terms' magnitudes (u sum |terms|), not to the small result: no relative bound holds
+(a softmax head with k = 2 has db_L[0] = -db_L[1] = sum_i c_i (p_i0 - y_i0), which may be tiny by
+chance).  E tracks those magnitudes and how the problem's conditioning amplifies the rounding of the
+forward pass (sigmoid'(z) computed as h (1 - h) from a rounded h near 1; logits of size |z| carrying an
+error u |z| into exp).  Away from cancellation and ill-conditioning the check is the plain relative
+one.
+
+C = 64: E counts each operation's rounding with weight 1, while the rounding of a length-m sum is up
+to (m - 1) u sum|terms| in the worst case and ~sqrt(m) u typically (m: up to 3100 rows, or 70 units; the
+native core sums in blocks, per lane and pairwise), a vectorized exp / log1p / reciprocal is within a
+few ulp, and in float64 both implementations round.  Measured on the fuzz examples: the largest native
+error is ~8 u max(E) (float32, a bias gradient summed over 3000 rows; test_fuzz.py prints the largest),
+so C = 64 leaves a margin of ~8 and still rejects any error above ~7e-15 (float64) or ~4e-6 (float32)
+of the terms' magnitudes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlpgrad import reference
+
+TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+C_ROUNDING = 64.0
+
+
+def dense_targets(y, head, n, k):
+    """(N, k) float64 targets: softmax labels as one-hot rows, sigmoid (N,) as (N, 1)."""
+    y = np.asarray(y)
+    if head == "softmax" and y.ndim == 1:
+        T = np.zeros((n, k))
+        T[np.arange(n), y.astype(np.int64)] = 1.0
+        return T
+    return y.astype(np.float64).reshape(n, k)
+
+
+def error_scales(Ws, bs, X, y, sample_weight, head, reduction, dtype):
+    """Error scales E (in units of u of ``dtype``, the native computation's) of every result, from float64
+    inputs holding exactly the values the native core computes on: a dict with "loss" (float), "P"
+    (forward probabilities), "dW", "db" (lists) and "dX".
+
+    Each operation adds its own rounding, u times the magnitudes of its operands (for a sum: u sum|terms|,
+    which keeps the bound meaningful under cancellation), plus the propagated errors of its inputs times
+    the operation's sensitivity.  Forward: z_l = h W + b gets |h| |W| + |b| plus E_h |W|; h = sigmoid(z)
+    gets h (its own rounding) plus sigmoid'(z) E_z.  Head: p = sigmoid(z) (softmax(z)) is off by
+    p (1 - p) E_z (p (E_z + max E_z)); delta_L = c (p - t) (c (p sum t - t)) by c times that plus
+    |p| + |t|.  Backward: dW = h^T delta, db = sum delta, dh = delta W^T get the magnitudes of their
+    products plus the propagated errors; delta_{l-1} = dh * h (1 - h) also gets |dh| |1 - 2h| E_h, the
+    error of h (1 - h) computed from a rounded h, which is large relative to h (1 - h) when h is near 0
+    or 1 (saturated units: the ill-conditioned step of the backward pass).  Loss: sum_i c_i l_i of
+    non-negative terms; l_i is off by |dl_i/dz| E_z.  Underflow: exp-based values (h, p, each loss term)
+    below the smallest normal number may be flushed to zero, an absolute error of up to ``tiny``
+    (1.2e-38 in float32), i.e. tiny / u in E (float32: a loss of 1e-72 computes as 0)."""
+    n, k, L = X.shape[0], Ws[-1].shape[1], len(Ws)
+    fi = np.finfo(dtype)
+    eta = float(fi.tiny) / (float(fi.eps) / 2)  # underflow, in units of u
+    T = dense_targets(y, head, n, k)
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    c = w / w.sum() if reduction == "mean" else w
+    aW = [np.abs(W) for W in Ws]
+
+    h, Eh = X, np.zeros_like(X)  # X is exact: the caller passes the converted values
+    hs, Ehs = [], []
+    for l in range(L):
+        hs.append(h)
+        Ehs.append(Eh)
+        z = h @ Ws[l] + bs[l]
+        Ez = np.abs(h) @ aW[l] + np.abs(bs[l]) + Eh @ aW[l]
+        if l < L - 1:
+            h = reference.sigmoid_forward(z)
+            Eh = h * (1 - h) * Ez + h + eta
+    cc = np.abs(c)[:, None]
+    if head == "sigmoid":
+        p = reference.sigmoid_forward(z)
+        Ep = p * (1 - p) * Ez + p + eta
+        delta = c[:, None] * (p - T)
+        Edelta = cc * (Ep + p + T)
+        El = reference.sigmoid_xent_forward(z, T) + (np.abs(p - T) * Ez).sum(axis=1) + k * eta
+    else:
+        p = reference.softmax_forward(z)
+        Ezm = Ez + Ez.max(axis=1, keepdims=True)  # z_j - max z; every p_j depends on every z_j
+        Ep = p * (Ezm + 1) + eta
+        st = T.sum(axis=1, keepdims=True)
+        delta = c[:, None] * (p * st - T)
+        Edelta = cc * (Ep * st + p * st + T)
+        El = reference.softmax_xent_forward(z, T) + (T * Ezm).sum(axis=1) + k * eta
+    out = {"loss": float(np.abs(c) @ El), "P": Ep, "dW": [None] * L, "db": [None] * L}
+
+    ad = np.abs(delta)
+    for l in reversed(range(L)):
+        h, Eh = hs[l], Ehs[l]
+        Et = Edelta + ad  # the propagated error of delta and the rounding of each product
+        out["dW"][l] = np.abs(h).T @ Et + Eh.T @ ad
+        out["db"][l] = Et.sum(axis=0)
+        dh = delta @ Ws[l].T
+        Edh = Et @ aW[l].T
+        if l > 0:
+            s = h * (1 - h)
+            Edelta = Edh * s + np.abs(dh) * (np.abs(1 - 2 * h) * Eh + s)
+            delta = dh * s
+            ad = np.abs(delta)
+        else:
+            out["dX"] = Edh
+    return out
+
+
+def check(what, got, want, E, dtype, tol=None, worst=None, key=None):
+    """Assert max|got - want| <= max(tol max|want|, C u max(E)) (see the module docstring); return the
+    error as a fraction of the allowed one.  ``worst``: a dict keeping the largest fraction per ``key``."""
+    dtype = np.dtype(dtype)
+    got, want, E = (np.asarray(a, dtype=np.float64) for a in (got, want, E))
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    if want.size == 0:
+        return 0.0
+    tol = TOL[dtype] if tol is None else tol
+    u = float(np.finfo(dtype).eps) / 2
+    scale = float(np.max(np.abs(want)))
+    allowed = max(tol * scale, C_ROUNDING * u * float(np.max(E)))
+    diff = float(np.max(np.abs(got - want)))  # NaN if either has NaN: then the assert below fails
+    frac = diff / allowed if allowed > 0 else (0.0 if diff == 0 else float("inf"))
+    if worst is not None and not frac <= worst.get(key, (-1.0,))[0]:
+        worst[key] = (frac, what, diff / max(scale, 1e-300), diff / max(u * float(np.max(E)), 1e-300))
+    assert frac <= 1.0, (f"{what}: max|native - reference| = {diff:.3e} > allowed {allowed:.3e} "
+                         f"(max|reference| {scale:.3e}, u max(E) {u * float(np.max(E)):.3e})")
+    return frac

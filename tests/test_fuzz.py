@@ -1,0 +1,290 @@
+"""Property-based fuzzing: the native core against the NumPy reference on random problems.
+
+Hypothesis draws the *structure* of a problem and a seed; NumPy draws the values from the seed.  The
+structure: depth 1-5; widths 1-16 (every width <= 16 selects the native "narrow" engine) or 1-70; N
+0-300, or for one narrow network in five 1025-3100 (several chunks and gradient groups); float32 / float64;
+head; targets (softmax: integer labels of several dtypes or integral floats, one-hot, soft, unnormalized
+non-negative rows; sigmoid: hard or soft, (N,) or (N, 1) when k == 1, bool / uint8 / another float
+dtype); reduction; sample weights (none, random, with exact zeros, integers); input_grad; n_threads
+(None, 1, 2, 3); X of another dtype (float16, int8, the other float); the memory layout of X, of every
+weight and bias, of y and of the sample weights (C, Fortran, strided views into NaN-filled buffers,
+negative strides, zero-stride broadcasts), read-only or not; the native schedule (default, or forced
+with ``MLPGRAD_SCHEDULE=chunked|layered``, the core's switch for experiments: both code paths run on
+small problems too).  Properties:
+
+* ``test_native_matches_reference``: ordinary scales.  ``loss_and_grad`` and ``loss`` and / or
+  ``forward`` (drawn) agree with the reference, run in float64 on exactly the values the native core computes on
+  (tolerance: ``_bounds.check``: relative max-norm error 1e-10 in float64 and 1e-4 in float32, the
+  denominator floored by a running rounding-error bound to allow for cancellation and conditioning; the
+  module docstring of ``_bounds`` justifies it); the results have the documented types, shapes and
+  dtype; the caller's arrays, and the buffers views look into, are bitwise unchanged.
+* ``test_large_weight_scales``: per-layer weight (and bias) scales 10**U(-1, 3): saturated hidden units,
+  logits in the thousands.  Loss, gradients and probabilities finite, and the same agreement.
+
+Profiles (tests/conftest.py): "ci" (default) runs 1000 derandomized examples per test;
+``HYPOTHESIS_PROFILE=dev`` runs 100 random ones.  The largest errors seen are printed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("hypothesis")
+from hypothesis import given, note, strategies as st  # noqa: E402
+
+import mlpgrad  # noqa: E402
+from mlpgrad import reference  # noqa: E402
+from _bounds import check, error_scales  # noqa: E402
+from _problems import make_network, make_targets  # noqa: E402
+
+# A failing example makes hypothesis's pytest plugin import libcst (to write a patch file), and an old
+# libcst warns on import; with filterwarnings=error that would turn the report into an INTERNALERROR.
+pytestmark = pytest.mark.filterwarnings("ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
+
+# The largest error per (property, dtype), as a fraction of the allowed error: printed at the end.
+WORST = {}
+
+
+# -- layouts --------------------------------------------------------------------------------------
+
+LAYOUTS = ("C", "F", "strided", "negative", "bcast")
+
+
+def with_layout(a, kind, rng, readonly=False):
+    """``a`` in memory layout ``kind``: C or Fortran order, a strided view (steps 1-3 per axis, random
+    offsets, C- or F-ordered parent buffer), the same with negative strides on some axes, or "bcast": a
+    zero-stride view repeating a[0] (the values change to a[0]'s; both implementations see the same).
+    Gaps of the parent buffer hold NaN (floats) so that a read outside the view shows in the results."""
+    if kind == "C":
+        out = np.array(a, order="C")
+    elif kind == "F":
+        out = np.array(a, order="F")
+    elif kind == "bcast":
+        return np.broadcast_to(a[:1], a.shape)  # read-only, stride 0 along axis 0
+    else:
+        steps = rng.integers(1, 4, size=a.ndim)
+        steps[rng.integers(a.ndim)] = rng.integers(2, 4)  # at least one axis really strided
+        offs = rng.integers(0, 3, size=a.ndim)
+        shape = tuple(int(o + s * max(n, 1)) for o, s, n in zip(offs, steps, a.shape))
+        fill = np.nan if a.dtype.kind == "f" else 0  # integer labels: 0 is valid (the reference reads them too)
+        parent = np.full(shape, fill, dtype=a.dtype, order="F" if rng.random() < 0.5 else "C")
+        out = parent[tuple(slice(int(o), int(o + s * n), int(s)) for o, s, n in zip(offs, steps, a.shape))]
+        if kind == "negative":
+            axes = [ax for ax in range(a.ndim) if rng.random() < 0.5] or [int(rng.integers(a.ndim))]
+            out = np.flip(out, axis=axes)
+        out[...] = a
+    if readonly:
+        out.flags.writeable = False
+    return out
+
+
+def _snapshot(arrays):
+    """Bitwise record of arrays, and of the whole buffer each view looks into."""
+    out = []
+    for a in arrays:
+        base = a
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        out.append((a.shape, a.strides, a.dtype.str, a.flags.writeable, a.tobytes(), base.tobytes()))
+    return out
+
+
+# -- problems -------------------------------------------------------------------------------------
+
+@st.composite
+def specs(draw, scaled=False):
+    """The structure of one problem, as a dict; the values come from ``seed``."""
+    depth = draw(st.integers(1, 5))
+    cap = draw(st.sampled_from([16, 70]))
+    sizes = draw(st.lists(st.integers(1, cap), min_size=depth + 1, max_size=depth + 1))
+    n = draw(st.integers(0, 300))
+    if cap == 16 and draw(st.integers(0, 4)) == 0:  # several 1024-row chunks of the narrow engine
+        n = draw(st.integers(1025, 3100))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    head = draw(st.sampled_from(["sigmoid", "softmax"]))
+    k = sizes[-1]
+    if head == "softmax":
+        kind = draw(st.sampled_from(["labels", "onehot", "soft", "unnormalized"]))
+        y_dtype = draw(st.sampled_from(["int64", "int32", "uint8", "int16", "float64", "float32"]
+                                       if kind == "labels" else ["same", "float64", "float32"]))
+        y_1d = kind == "labels"
+    else:
+        kind = draw(st.sampled_from(["hard", "soft"]))
+        y_dtype = draw(st.sampled_from(["same", "float64", "float32"] + (["uint8", "bool"] if kind == "hard" else [])))
+        y_1d = k == 1 and draw(st.booleans())  # sigmoid with k == 1: y (N,) or (N, 1)
+    reduction = draw(st.sampled_from(["sum", "mean"]))
+    if n == 0:
+        reduction = "sum"  # "mean" of nothing raises (tested in test_inputs.py)
+    spec = dict(
+        sizes=sizes, n=n, dtype=dtype, head=head, kind=kind, y_dtype=y_dtype, y_1d=y_1d, reduction=reduction,
+        sample_weight=draw(st.sampled_from(["none", "random", "zeros", "int"])),
+        input_grad=draw(st.booleans()),
+        also=draw(st.sampled_from(["loss", "forward", "both"])),  # besides loss_and_grad
+        n_threads=draw(st.sampled_from([None, 1, 2, 3])),
+        schedule=draw(st.sampled_from([None, None, "chunked", "layered"])),
+        X_dtype=draw(st.sampled_from(["same", "same", "same", "float16", "int8", "other"])),
+        X_layout=draw(st.sampled_from(LAYOUTS)),
+        W_layouts=draw(st.lists(st.sampled_from(LAYOUTS), min_size=depth, max_size=depth)),
+        b_layouts=draw(st.lists(st.sampled_from(LAYOUTS), min_size=depth, max_size=depth)),
+        y_layout=draw(st.sampled_from(LAYOUTS)),
+        w_layout=draw(st.sampled_from(LAYOUTS)),
+        readonly=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+    # log10 of each layer's weight scale: 0 (make_network's N(0, 1/d_in)), or -1 .. 3.
+    spec["log_scales"] = (draw(st.lists(st.floats(-1.0, 3.0), min_size=depth, max_size=depth)) if scaled
+                          else [0.0] * depth)
+    return spec
+
+
+def build(spec):
+    """(native arguments, float64 reference arguments): the reference gets exactly the values the native
+    core computes on (X, targets and sample weights converted to the weights' dtype, then to float64)."""
+    rng = np.random.default_rng(spec["seed"])
+    dt = np.dtype(spec["dtype"])
+    sizes, n, head = spec["sizes"], spec["n"], spec["head"]
+    k = sizes[-1]
+    Ws, bs = make_network(sizes, np.float64, rng)
+    Ws = [(W * 10.0 ** s).astype(dt) for W, s in zip(Ws, spec["log_scales"])]
+    bs = [(b * 10.0 ** s).astype(dt) for b, s in zip(bs, spec["log_scales"])]
+
+    X = rng.standard_normal((n, sizes[0]))
+    X = {"same": lambda: X.astype(dt), "float16": lambda: X.astype(np.float16),
+         "int8": lambda: np.round(3 * X).astype(np.int8),
+         "other": lambda: X.astype(np.float64 if dt == np.float32 else np.float32)}[spec["X_dtype"]]()
+
+    kind = spec["kind"]
+    if head == "softmax" and kind in ("labels", "onehot"):
+        labels = rng.integers(0, k, size=n)
+        y = labels.astype(spec["y_dtype"]) if kind == "labels" else np.eye(k)[labels]
+    elif head == "softmax":
+        y = make_targets("softmax", "soft", n, k, np.float64, rng)
+        if kind == "unnormalized":  # non-negative rows of any sum, some exact zeros
+            y = y * rng.uniform(0.0, 3.0, (n, 1)) * (rng.random((n, k)) < 0.7)
+    else:
+        y = make_targets("sigmoid", "labels" if kind == "hard" else "soft", n, k, np.float64, rng).reshape(n, k)
+        if spec["y_1d"]:
+            y = y.reshape(n)
+    if y.dtype.kind == "f":
+        y = y.astype(dt if spec["y_dtype"] == "same" else spec["y_dtype"])
+
+    w = None
+    if spec["sample_weight"] != "none":
+        w = rng.uniform(0.0, 2.0, n).astype(dt)
+        if spec["sample_weight"] == "zeros":
+            w[rng.random(n) < 0.4] = 0
+        elif spec["sample_weight"] == "int":
+            w = rng.integers(0, 3, n)
+        if spec["reduction"] == "mean" and n:
+            w[0] = max(w[0], 1)  # a positive total weight, whatever the layout below keeps
+    ro = spec["readonly"]
+    Ws = [with_layout(W, kind_, rng, ro) for W, kind_ in zip(Ws, spec["W_layouts"])]
+    bs = [with_layout(b, kind_, rng, ro) for b, kind_ in zip(bs, spec["b_layouts"])]
+    X = with_layout(X, spec["X_layout"], rng, ro)
+    y = with_layout(y, spec["y_layout"], rng, ro)
+    if w is not None:
+        w = with_layout(w, spec["w_layout"], rng, ro)
+    native = dict(Ws=Ws, bs=bs, X=X, y=y, w=w)
+
+    def exact64(a):  # the values the native core computes on, in float64
+        return np.asarray(a).astype(dt).astype(np.float64)
+
+    ref = dict(Ws=[exact64(W) for W in Ws], bs=[exact64(b) for b in bs], X=exact64(X),
+               y=np.asarray(y).astype(np.int64) if (head == "softmax" and y.ndim == 1) else exact64(y),
+               w=None if w is None else exact64(w))
+    return native, ref
+
+
+@contextlib.contextmanager
+def schedule(name):
+    """MLPGRAD_SCHEDULE=name for the native calls inside (the core reads it on each call)."""
+    old = os.environ.get("MLPGRAD_SCHEDULE")
+    if name is not None:
+        os.environ["MLPGRAD_SCHEDULE"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MLPGRAD_SCHEDULE", None)
+        else:
+            os.environ["MLPGRAD_SCHEDULE"] = old
+
+
+def run_and_compare(spec, record):
+    """Run the native API on the spec's problem: check the results' types, unchanged inputs and the
+    agreement with the reference.  Returns the native (loss, gradients, probabilities)."""
+    note(f"spec = {spec}")
+    native, ref = build(spec)
+    dt = np.dtype(spec["dtype"])
+    head, red, sizes, n = spec["head"], spec["reduction"], spec["sizes"], spec["n"]
+    Ws, bs, X, y, w = native["Ws"], native["bs"], native["X"], native["y"], native["w"]
+    inputs = Ws + bs + [X, y] + ([] if w is None else [w])
+    before, ids = _snapshot(inputs), [id(a) for a in Ws + bs]
+    kw = dict(head=head, reduction=red, sample_weight=w, n_threads=spec["n_threads"])
+
+    L2 = P = None
+    with schedule(spec["schedule"]):
+        L, g = mlpgrad.loss_and_grad(Ws, bs, X, y, input_grad=spec["input_grad"], **kw)
+        if spec["also"] != "forward":
+            L2 = mlpgrad.loss(Ws, bs, X, y, **kw)
+        if spec["also"] != "loss":
+            P = mlpgrad.forward(Ws, bs, X, head=head, n_threads=spec["n_threads"])
+
+    assert _snapshot(inputs) == before, "the native API modified an input array"
+    assert [id(a) for a in Ws + bs] == ids
+    assert type(L) is float and (L2 is None or type(L2) is float)
+    assert isinstance(g, mlpgrad.Gradients) and len(g.weights) == len(g.biases) == len(Ws)
+    for a, p in zip(g.weights + g.biases, Ws + bs):
+        assert type(a) is np.ndarray and a.dtype == dt and a.shape == p.shape
+    if spec["input_grad"]:
+        assert type(g.input) is np.ndarray and g.input.dtype == dt and g.input.shape == (n, sizes[0])
+    else:
+        assert g.input is None
+    assert P is None or (type(P) is np.ndarray and P.dtype == dt and P.shape == (n, sizes[-1]))
+
+    R = ref
+    L_ref, g_ref = reference.loss_and_grad(R["Ws"], R["bs"], R["X"], R["y"], head=head, reduction=red,
+                                           sample_weight=R["w"], input_grad=True)
+    E = error_scales(R["Ws"], R["bs"], R["X"], R["y"], R["w"], head, red, dt)
+    key = (record, dt.name)
+    check("loss", L, L_ref, E["loss"], dt, worst=WORST, key=key)
+    if L2 is not None:
+        check("loss()", L2, L_ref, E["loss"], dt, worst=WORST, key=key)
+    for l in range(len(Ws)):
+        check(f"dW[{l}]", g.weights[l], g_ref.weights[l], E["dW"][l], dt, worst=WORST, key=key)
+        check(f"db[{l}]", g.biases[l], g_ref.biases[l], E["db"][l], dt, worst=WORST, key=key)
+    if spec["input_grad"]:
+        check("dX", g.input, g_ref.input, E["dX"], dt, worst=WORST, key=key)
+    if P is not None:
+        P_ref = reference.forward(R["Ws"], R["bs"], R["X"], head=head)
+        check("forward", P, P_ref, E["P"], dt, worst=WORST, key=key)
+    return L, g, P
+
+
+@given(specs())
+def test_native_matches_reference(spec):
+    run_and_compare(spec, "ordinary scales")
+
+
+@given(specs(scaled=True))
+def test_large_weight_scales(spec):
+    """Per-layer weight (and bias) scales 10**U(-1, 3): saturated hidden sigmoids, logits up to thousands.
+    Everything finite (the losses come from the logits), and the reference's answer within the bound."""
+    L, g, P = run_and_compare(spec, "weight scales up to 1e3")
+    assert np.isfinite(L)
+    for a in g.weights + g.biases + ([g.input] if g.input is not None else []):
+        assert np.all(np.isfinite(a))
+    assert P is None or np.all((P >= 0) & (P <= 1))
+
+
+def test_zz_report_worst_errors(capsys):
+    """Runs last: the largest error seen per property and dtype."""
+    with capsys.disabled():
+        print("\nfuzz: largest native error as a fraction of the allowed one (as a relative max-norm error; "
+              "in units of u max(E)):")
+        for (record, dtype), (frac, what, rel, in_u) in sorted(WORST.items()):
+            print(f"  {record}, {dtype}: {frac:.3g} at {what} (rel {rel:.2e}; {in_u:.3g} u max E)")
