@@ -8,7 +8,7 @@
 //   - results within tolerance of the reference (relative max-norm: float 1e-4, double 1e-10);
 //   - results bit-identical for 1, 2 and 3 threads; outputs fully overwritten (pre-filled with NaN);
 //   - inputs unchanged;
-//   - bad problems throw std::invalid_argument.
+//   - bad problems throw std::invalid_argument; interrupts throw mlpgrad::Interrupted and leave no trace.
 // Exit status 0 when everything passed, 1 otherwise. Meant to run under AddressSanitizer and UBSan
 // (cmake -DMLPGRAD_SANITIZE=ON -DMLPGRAD_BUILD_TESTS=ON, then ctest): the case list keeps it around
 // 40 s there on 2 cores, ~8 s in an optimized build. MLPGRAD_TEST_VERBOSE=1 prints one line per case.
@@ -657,6 +657,92 @@ void extremes() {
   mlpgrad::set_active_isa(mlpgrad::best_isa());
 }
 
+// Interrupts (mlpgrad::Interrupt): a poll that fires at once or after a while makes the call throw
+// mlpgrad::Interrupted (or, when the call ended before the next poll, return normally); a poll that
+// never fires changes nothing; and a call after an interrupted one gives the same bits as before it.
+struct PollCounter {
+  int calls = 0, fire_at = 1;  // poll number that returns true (0: never)
+  static bool poll(void* ctx) {
+    PollCounter* c = static_cast<PollCounter*>(ctx);
+    return ++c->calls == c->fire_at;
+  }
+};
+
+template <typename T>
+void interrupts() {
+  const Variant v{Head::softmax, Targets::labels, true, Reduction::mean, true};
+  for (const char* schedule : {"default", "chunked", "layered"}) {
+    if (std::strcmp(schedule, "default") == 0)
+      unsetenv("MLPGRAD_SCHEDULE");
+    else
+      setenv("MLPGRAD_SCHEDULE", schedule, 1);
+    for (const std::vector<int64_t>& sizes : {std::vector<int64_t>{5, 3, 5}, std::vector<int64_t>{40, 33, 7}}) {
+      const Problem P = make_problem(sizes, 20000, 123);
+      const Data<T> D(P);
+      const std::string where = std::string("interrupt ") + dtype_name<T>() + " " + schedule + " " + shape_str(sizes);
+      const Out<T> before = run_grad(D, P, v, 2);
+      for (int fire_at : {0, 1, 2}) {
+        PollCounter counter;
+        counter.fire_at = fire_at;
+        mlpgrad::Interrupt intr;
+        intr.poll = &PollCounter::poll;
+        intr.ctx = &counter;
+        std::vector<std::vector<T>> dW, db;
+        std::vector<T> dX(P.n * P.sizes[0]), probs(P.n * P.k());
+        mlpgrad::Gradients<T> g;
+        for (int64_t l = 0; l < P.L(); ++l) {
+          dW.emplace_back(P.sizes[l] * P.sizes[l + 1]);
+          db.emplace_back(P.sizes[l + 1]);
+        }
+        for (int64_t l = 0; l < P.L(); ++l) {
+          g.dW.push_back(dW[l].data());
+          g.db.push_back(db[l].data());
+        }
+        g.dX = dX.data();
+        const mlpgrad::Batch<T> B = D.batch(v);
+        const std::string w = where + " fire at poll " + std::to_string(fire_at);
+        // Only the calling thread (OpenMP thread 0) polls, before the units of work it takes: with one
+        // thread a poll that fires at once stops the call for sure; with two it may not be reached.
+        for (int threads : {1, 2})
+          for (int mode = 0; mode < 3; ++mode) {
+            counter.calls = 0;
+            bool interrupted = false;
+            double value = 0;
+            try {
+              if (mode == 0) mlpgrad::forward<T>(D.net, v.head, P.n, D.X.data(), probs.data(), threads, &intr);
+              if (mode == 1) value = mlpgrad::loss<T>(D.net, v.head, B, v.reduction, threads, &intr);
+              if (mode == 2) value = mlpgrad::loss_and_grad<T>(D.net, v.head, B, v.reduction, g, threads, &intr);
+            } catch (const mlpgrad::Interrupted&) {
+              interrupted = true;
+            }
+            ++g_calls;
+            const std::string wm = w + (mode == 0 ? " forward" : mode == 1 ? " loss" : " loss_and_grad") + ", " +
+                                   std::to_string(threads) + " threads";
+            const bool fired = fire_at > 0 && counter.calls >= fire_at;
+            EXPECT(interrupted == fired, wm + (fired ? ": no mlpgrad::Interrupted after the poll fired"
+                                                     : ": mlpgrad::Interrupted though the poll never fired"));
+            EXPECT(threads > 1 || counter.calls >= 1, wm + ": the interrupt was never polled");
+            if (interrupted) continue;
+            if (mode == 1) EXPECT(same_bits(value, before.loss_only), wm + ": loss differs from the plain call's");
+            if (mode == 2) {
+              bool same = same_bits(value, before.loss) && same_bits(dX, before.dX);
+              for (int64_t l = 0; l < P.L(); ++l)
+                same = same && same_bits(dW[l], before.dW[l]) && same_bits(db[l], before.db[l]);
+              EXPECT(same, wm + ": results differ from the plain call's");
+            }
+          }
+      }
+      const Out<T> after = run_grad(D, P, v, 2);
+      bool same = same_bits(after.loss, before.loss) && same_bits(after.loss_only, before.loss_only) &&
+                  same_bits(after.dX, before.dX);
+      for (int64_t l = 0; l < P.L(); ++l) same = same && same_bits(after.dW[l], before.dW[l]) && same_bits(after.db[l], before.db[l]);
+      EXPECT(same, where + ": results after interrupted calls differ from those before");
+      g_calls += 4;
+    }
+  }
+  unsetenv("MLPGRAD_SCHEDULE");
+}
+
 }  // namespace
 
 int main() {
@@ -676,6 +762,8 @@ int main() {
   bad_inputs<double>();
   extremes<float>();
   extremes<double>();
+  interrupts<float>();
+  interrupts<double>();
 
   // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
   // with the engine's own choice of schedule; a quarter of them (at least one) again with the chunked
