@@ -46,8 +46,9 @@ template <typename T> using CArray = py::array_t<T, py::array::c_style | py::arr
 
 template <typename T>
 CArray<T> as_c_array(py::handle obj, const std::string& name, py::ssize_t ndim) {
-  auto arr = CArray<T>::ensure(obj);
-  if (!arr) throw py::type_error(name + ": expected a numeric array");
+  // The converting constructor keeps NumPy's own error (a MemoryError for a copy too large, say);
+  // Python has checked the types already.
+  CArray<T> arr(py::reinterpret_borrow<py::object>(obj));
   if (arr.ndim() != ndim)
     throw py::value_error(name + ": expected " + std::to_string(ndim) + "-D, got " + std::to_string(arr.ndim()) + "-D");
   return arr;

@@ -56,6 +56,13 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
   const std::vector<int64_t>& d = np.d;
   const int64_t L = np.L, k = np.k;
 
+  // Padding lanes must contribute exactly 0. Their zero inputs can still make NaN (an infinite weight
+  // times 0), and 0 * NaN is NaN, so every activation and delta is masked to 0 there, not just scaled.
+  Vec<T> lane_index = Vec<T>{};
+  for (int r = 0; r < V; ++r) lane_index[r] = T(r);
+  const I valid = lane_index < T(m);
+  auto masked = [&](Vec<T> v) { return valid ? v : Vec<T>{}; };
+
   // X rows -> feature vectors
   T* h0 = s + np.h[0];
   for (int64_t i = 0; i < d[0]; ++i)
@@ -69,7 +76,7 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
     for (int64_t j = 0; j < d[l + 1]; ++j) {
       Vec<T> acc = splat<T>(net.b[l][j]);
       for (int64_t i = 0; i < d[l]; ++i) acc += W[i * d[l + 1] + j] * load<T>(hin + i * V);
-      store<T>(hout + j * V, l < L - 1 ? vsigmoid_fast<T>(acc) : acc);
+      store<T>(hout + j * V, masked(l < L - 1 ? vsigmoid_fast<T>(acc) : acc));
     }
   }
 
@@ -91,6 +98,7 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
 
   Vec<T> c = Vec<T>{};  // each row's factor in the loss; 0 on padding lanes
   for (int64_t r = 0; r < m; ++r) c[r] = batch.sample_weight ? batch.sample_weight[r0 + r] * scale : scale;
+
   T* tv = s + np.t;  // dense targets as feature vectors
   if (batch.targets)
     for (int64_t j = 0; j < k; ++j)
@@ -105,7 +113,7 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
       const Vec<T> p = vsigmoid<T>(z, &e);
       const Vec<T> pos = z > 0 ? z : Vec<T>{}, neg = z < 0 ? -z : Vec<T>{};
       loss += vlog1p_nonneg<T>(e) + t * neg + (T(1) - t) * pos;
-      if (grad) store<T>(Z + j * V, c * (p - t));
+      if (grad) store<T>(Z + j * V, masked(c * (p - t)));
     }
   } else {
     Vec<T> mx = load<T>(Z);
@@ -131,7 +139,7 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
         const I hit = y == T(j);
         const Vec<T> z = load<T>(Z + j * V);
         zy = hit ? z : zy;
-        if (grad) store<T>(Z + j * V, c * (load<T>(E + j * V) * inv - (hit ? splat<T>(T(1)) : Vec<T>{})));
+        if (grad) store<T>(Z + j * V, masked(c * (load<T>(E + j * V) * inv - (hit ? splat<T>(T(1)) : Vec<T>{}))));
       }
       loss = lse - (zy - mx);
     } else {
@@ -144,7 +152,7 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
       loss = st * lse - tz;
       if (grad)
         for (int64_t j = 0; j < k; ++j)
-          store<T>(Z + j * V, c * (load<T>(E + j * V) * inv * st - load<T>(tv + j * V)));
+          store<T>(Z + j * V, masked(c * (load<T>(E + j * V) * inv * st - load<T>(tv + j * V))));
     }
   }
   double total = 0;
@@ -172,7 +180,7 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
       for (int64_t j = 0; j < dout; ++j) acc += W[i * dout + j] * load<T>(delta + j * V);
       if (l > 0) {
         const Vec<T> hv = load<T>(hin + i * V);
-        store<T>(next + i * V, acc * (hv * (T(1) - hv)));
+        store<T>(next + i * V, masked(acc * (hv * (T(1) - hv))));
       } else {
         for (int64_t r = 0; r < m; ++r) dX[(r0 + r) * din + i] = acc[r];
       }

@@ -304,12 +304,17 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
     scale = 1.0 / total;
   }
 
-#ifdef _OPENMP
-  const int64_t max_tasks = plan.layered ? int64_t(omp_get_max_threads()) * 64 + (n_threads > 0 ? n_threads : 0)
-                                         : (mode == Mode::grad ? plan.n_groups : plan.n_chunks);
-#else
-  const int64_t max_tasks = 1;
-#endif
+  // Never more threads than units of work: for the layered schedule, the most tiles (of the smallest
+  // size, MR x NR) any of its products can be cut into.
+  int64_t max_tasks = mode == Mode::grad ? plan.n_groups : plan.n_chunks;
+  if (plan.layered) {
+    auto tiles = [](int64_t r, int64_t c) {
+      return ((r + Tile<T>::MR - 1) / Tile<T>::MR) * ((c + Tile<T>::NR - 1) / Tile<T>::NR);
+    };
+    max_tasks = (n + 255) / 256;
+    for (int64_t l = 0; l < L; ++l)
+      max_tasks = std::max({max_tasks, tiles(n, d[l + 1]), tiles(d[l], d[l + 1]), tiles(n, d[l])});
+  }
   const int nt = thread_count(n_threads, max_tasks);
   T* ws = thread_workspace<T>().get(plan.workspace_size(nt));
   T* shared = ws + plan.shared;

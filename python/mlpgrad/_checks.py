@@ -33,6 +33,7 @@ import numpy as np
 HEADS = ("sigmoid", "softmax")
 REDUCTIONS = ("sum", "mean")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+MAX_THREADS = 4096  # n_threads above this is surely a mistake (the core also never starts more threads than work units)
 
 
 def _describe(obj) -> str:
@@ -263,7 +264,7 @@ def check_n_threads(n_threads) -> int:
     try:
         value = operator.index(n_threads)
     except TypeError:
-        raise TypeError(f"n_threads must be None or an int >= 1, got {_describe(n_threads)}") from None
-    if value < 1:
-        raise ValueError(f"n_threads must be None or an int >= 1, got {value}")
+        raise TypeError(f"n_threads must be None or an int in [1, {MAX_THREADS}], got {_describe(n_threads)}") from None
+    if not 1 <= value <= MAX_THREADS:
+        raise ValueError(f"n_threads must be None or an int in [1, {MAX_THREADS}], got {value}")
     return value
