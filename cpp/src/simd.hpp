@@ -71,6 +71,38 @@ template <> struct ExpConst<double> {
   static constexpr uint64_t bias = 1023, shift = 52;
 };
 
+#if defined(__AVX512F__)
+// AVX-512: exp(x) = 2^t, t = x log2(e) = n + f with n = round(t), |f| <= 1/2; 2^f = exp(f ln 2) by its
+// Taylor polynomial (degree 7 float: 5e-9 relative; 13 double), scaled by 2^n with vscalef, which
+// handles overflow (+inf) and underflow (0 after denormals) exactly. The rounding of t costs
+// |x| ulp(log2 e) relative, as in the generic path's reduction; about 1.5 ulp here too.
+template <typename T>
+inline Vec<T> vexp_scalef(Vec<T> x) {
+  constexpr int degree = sizeof(T) == 4 ? 7 : 13;
+  const T ln2 = T(0.6931471805599453094);
+  T coef[degree + 1];  // ln2^i / i!, folded to constants by the compiler
+  coef[0] = T(1);
+  for (int i = 1; i <= degree; ++i) coef[i] = coef[i - 1] * ln2 / T(i);
+  if constexpr (sizeof(T) == 4) {
+    const __m512 t = _mm512_mul_ps(bitcast<__m512>(x), _mm512_set1_ps(1.4426950408889634f));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const Vec<T> f = bitcast<Vec<T>>(_mm512_sub_ps(t, n));
+    Vec<T> p = splat<T>(coef[degree]);
+#pragma GCC unroll 16
+    for (int i = degree - 1; i >= 0; --i) p = p * f + coef[i];
+    return bitcast<Vec<T>>(_mm512_scalef_ps(bitcast<__m512>(p), n));
+  } else {
+    const __m512d t = _mm512_mul_pd(bitcast<__m512d>(x), _mm512_set1_pd(1.4426950408889634074));
+    const __m512d n = _mm512_roundscale_pd(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const Vec<T> f = bitcast<Vec<T>>(_mm512_sub_pd(t, n));
+    Vec<T> p = splat<T>(coef[degree]);
+#pragma GCC unroll 16
+    for (int i = degree - 1; i >= 0; --i) p = p * f + coef[i];
+    return bitcast<Vec<T>>(_mm512_scalef_pd(bitcast<__m512d>(p), n));
+  }
+}
+#endif
+
 template <typename T>
 inline Vec<T> vexp(Vec<T> x) {
   using C = ExpConst<T>;
@@ -136,7 +168,11 @@ template <typename T>
 inline Vec<T> vsigmoid_fast(Vec<T> z) {
   Vec<T> zc = z < -kSigmoidClamp<T> ? splat<T>(-kSigmoidClamp<T>) : z;
   zc = zc > kSigmoidClamp<T> ? splat<T>(kSigmoidClamp<T>) : zc;
+#if defined(__AVX512F__)
+  const Vec<T> h = vrecip<T>(T(1) + vexp_scalef<T>(-zc));
+#else
   const Vec<T> h = vrecip<T>(T(1) + vexp<T>(-zc));
+#endif
   return z < -kSigmoidClamp<T> ? Vec<T>{} : h;
 }
 
