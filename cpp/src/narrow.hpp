@@ -65,8 +65,14 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
 
   // X rows -> feature vectors
   T* h0 = s + np.h[0];
-  for (int64_t i = 0; i < d[0]; ++i)
-    for (int64_t r = 0; r < V; ++r) h0[i * V + r] = r < m ? batch.X[(r0 + r) * d[0] + i] : T(0);
+  const T* x = batch.X + r0 * d[0];
+  if (m == V) {
+    for (int64_t r = 0; r < V; ++r)
+      for (int64_t i = 0; i < d[0]; ++i) h0[i * V + r] = x[r * d[0] + i];
+  } else {
+    for (int64_t i = 0; i < d[0]; ++i)
+      for (int64_t r = 0; r < V; ++r) h0[i * V + r] = r < m ? x[r * d[0] + i] : T(0);
+  }
 
   // forward: z_j = b_j + sum_i W_ij h_i, then sigmoid for hidden layers
   for (int64_t l = 0; l < L; ++l) {
@@ -130,7 +136,7 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
       found |= is_max;
       rest += is_max ? Vec<T>{} : e;
     }
-    const Vec<T> lse = vlog1p_nonneg<T>(rest), inv = T(1) / (T(1) + rest);
+    const Vec<T> lse = vlog1p_nonneg<T>(rest), inv = vrecip<T>(T(1) + rest);
     if (batch.labels) {
       Vec<T> y = Vec<T>{};
       for (int64_t r = 0; r < m; ++r) y[r] = T(batch.labels[r0 + r]);

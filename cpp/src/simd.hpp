@@ -195,7 +195,7 @@ inline Vec<T> vlog1p_nonneg(Vec<T> x) {
   const auto big = m > T(1.4142135623730951);
   m = big ? m * T(0.5) : m;
   nf = big ? nf + T(1) : nf;
-  const Vec<T> s = (m - T(1)) / (m + T(1)), s2 = s * s;
+  const Vec<T> s = (m - T(1)) * vrecip<T>(m + T(1)), s2 = s * s;
   Vec<T> poly = splat<T>(T(1) / T(2 * terms - 1));
 #pragma GCC unroll 16
   for (int i = terms - 2; i >= 0; --i) poly = poly * s2 + T(1) / T(2 * i + 1);
