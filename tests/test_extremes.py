@@ -182,7 +182,7 @@ def test_one_hot_target_on_a_vanishing_class(dtype, gap):
     X = np.array([[gap, 0.0], [gap, 0.0]], dtype=dt)
     for y in (np.array([1, 1]), np.array([[0.0, 1.0], [0.0, 1.0]], dtype=dt)):  # label, one-hot row
         L, g = mlpgrad.loss_and_grad(W, b, X, y, head="softmax", reduction="mean", input_grad=True)
-        assert math.isfinite(L) and L == pytest.approx(expected, rel=4 * np.finfo(dt).eps)
+        assert math.isfinite(L) and L == pytest.approx(expected, rel=4 * float(np.finfo(dt).eps))
         np.testing.assert_allclose(g.input, [[0.5, -0.5], [0.5, -0.5]], rtol=4 * np.finfo(dt).eps, atol=0)
         P = mlpgrad.forward(W, b, X, head="softmax")
         assert np.all(np.isfinite(P)) and np.all(P[:, 0] == 1)
@@ -190,7 +190,7 @@ def test_one_hot_target_on_a_vanishing_class(dtype, gap):
     Ws, bs = [np.ones((1, 1), dtype=dt)], [np.zeros(1, dtype=dt)]
     Xs = np.array([[-gap]], dtype=dt)
     L, g = mlpgrad.loss_and_grad(Ws, bs, Xs, np.array([1.0], dtype=dt), head="sigmoid", input_grad=True)
-    assert math.isfinite(L) and L == pytest.approx(expected, rel=4 * np.finfo(dt).eps)
+    assert math.isfinite(L) and L == pytest.approx(expected, rel=4 * float(np.finfo(dt).eps))
     np.testing.assert_allclose(g.input, [[-1.0]], rtol=4 * np.finfo(dt).eps, atol=0)
     ref = reference.loss([np.ones((1, 1))], [np.zeros(1)], Xs.astype(np.float64), np.array([1.0]), head="sigmoid")
     assert ref == pytest.approx(expected, rel=1e-15)
