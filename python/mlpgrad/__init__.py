@@ -17,3 +17,19 @@ from ._build import build_info
 __version__ = build_info()["version"]
 
 __all__ = ["Gradients", "forward", "loss", "loss_and_grad", "MLP", "reference", "build_info", "__version__"]
+
+
+def __getattr__(name):
+    """``mlpgrad.MLPClassifier`` and ``mlpgrad.plot_loss_curve`` load on first use: they need the optional
+    dependencies of the "sklearn" extra (scikit-learn, scipy; matplotlib for the plot)."""
+    if name == "MLPClassifier":
+        try:
+            from .estimator import MLPClassifier
+        except ImportError as exc:
+            raise ImportError(f"mlpgrad.MLPClassifier needs scikit-learn and scipy ({exc}): "
+                              'pip install "mlpgrad[sklearn]"') from exc
+        return MLPClassifier
+    if name == "plot_loss_curve":
+        from ._plot import plot_loss_curve
+        return plot_loss_curve
+    raise AttributeError(f"module 'mlpgrad' has no attribute {name!r}")

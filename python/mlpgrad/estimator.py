@@ -1,0 +1,638 @@
+"""``mlpgrad.MLPClassifier``: scikit-learn's MLPClassifier(activation="logistic"), trained on the native core.
+
+The objective, the initialization, the use of ``random_state``, the mini-batches, the optimizers and the
+stopping rules are scikit-learn's (``sklearn/neural_network/_multilayer_perceptron.py``), so that from the
+same ``random_state`` both estimators take the same steps up to rounding. What differs is where the work
+happens: each mini-batch's loss and gradients come from one native call (``mlpgrad._core.loss_and_grad``),
+and the adam / sgd steps are applied natively in one fused pass over one flat parameter buffer, of which
+``coefs_`` and ``intercepts_`` are views.
+
+Objective (scikit-learn's), for a batch B with sample weights w (all ones by default):
+
+    L_B = sum_{i in B} w_i l_i / sum_{i in B} w_i  +  alpha / 2 * sum_l ||W_l||^2 / sum_{i in B} w_i
+
+with l_i the log-loss of sample i: binary cross-entropy summed over the outputs (sigmoid output, for
+binary and multi-label targets) or the cross-entropy of the softmax (multiclass). The biases are not
+penalized. ``lbfgs`` minimizes L over the whole training set with scipy's L-BFGS-B.
+
+scikit-learn is needed here (``pip install "mlpgrad[sklearn]"``); ``import mlpgrad`` works without it.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.optimize
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d, gen_batches, shuffle
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+from sklearn.utils.optimize import _check_optimize_result
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+
+from . import _core, _optim
+from ._checks import check_n_threads
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    def _validate_data(estimator, X="no_validation", y="no_validation", **kwargs):
+        return estimator._validate_data(X, y, **kwargs)
+
+__all__ = ["MLPClassifier"]
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_SIGMOID, _SOFTMAX = 0, 1  # head codes of the core
+_SUM, _MEAN = 0, 1         # reduction codes
+
+
+def _as_numpy(X):
+    """Arrays of other libraries (PyTorch, JAX, CuPy on the host...) as NumPy arrays, without a copy when
+    the layout allows: DLPack first (``np.from_dlpack``), then ``__array__`` (``np.asarray``)."""
+    if X is None or isinstance(X, np.ndarray) or not (hasattr(X, "__dlpack__") or hasattr(X, "__array__")):
+        return X
+    if hasattr(X, "__dlpack__"):
+        try:
+            return np.from_dlpack(X)
+        except Exception:  # other device, unsupported dtype (bool), or a tensor that requires grad
+            pass
+    try:
+        return np.asarray(X)
+    except Exception:
+        detach = getattr(X, "detach", None)  # torch tensors that require grad
+        if detach is not None:
+            return np.asarray(detach().cpu())
+        raise
+
+
+def _progress(total, desc, enabled):
+    """A tqdm progress bar, or None (verbose off, or tqdm not installed: then lines are printed)."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="epoch", leave=True, dynamic_ncols=True)
+
+
+class MLPClassifier(ClassifierMixin, BaseEstimator):
+    """Multi-layer perceptron classifier with logistic-sigmoid hidden layers, trained on mlpgrad's core.
+
+    A drop-in for ``sklearn.neural_network.MLPClassifier(activation="logistic")``: the same parameters
+    (those that apply; ``activation`` is always ``"logistic"``), defaults, objective, initialization and
+    solvers, and the same fitted attributes. The output layer is a sigmoid for binary and multi-label
+    targets and a softmax for multiclass targets, as in scikit-learn.
+
+    Parameters beyond scikit-learn's
+    --------------------------------
+    dtype : None, "float32" or "float64", default=None
+        The dtype of the parameters and of the computation. None follows X as scikit-learn does
+        (float32 data trains in float32, anything else in float64). float32 is about twice as fast.
+    n_threads : None or int >= 1, default=None
+        Threads of each native call (None: OpenMP's setting, ``OMP_NUM_THREADS``).
+
+    Attributes beyond scikit-learn's
+    --------------------------------
+    validation_loss_curve_ : list of float or None
+        With ``early_stopping=True``, the mean log-loss (without the penalty) of the held-out validation
+        set after each epoch; otherwise None.
+    fit_time_ : float
+        Seconds spent in the last ``fit`` / ``partial_fit``.
+
+    ``verbose=True`` shows a progress bar (tqdm, if installed; otherwise one line per epoch) with the epoch,
+    the loss and the validation score. ``mlpgrad.plot_loss_curve(est)`` draws the curves.
+    ``input_gradient(X, y)`` returns dL/dX, the gradient of each sample's loss with respect to its input.
+    """
+
+    activation = "logistic"  # fixed: the core's hidden layers are logistic sigmoids (not a parameter)
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "dtype": [None, StrOptions({"float32", "float64"}), type, np.dtype],
+        "n_threads": [None, Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, hidden_layer_sizes=(100,), *, solver="adam", alpha=0.0001, batch_size="auto",
+                 learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, n_threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+        self.n_threads = n_threads
+
+    # ------------------------------------------------------------------ tags
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = False
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"multilabel": True}
+
+    # ------------------------------------------------------------------ parameters
+    def _param_dtype(self, X_dtype):
+        if self.dtype is None:
+            return np.dtype(np.float32) if X_dtype == np.float32 else np.dtype(np.float64)
+        dt = np.dtype(self.dtype)
+        if dt not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
+        return dt
+
+    def _layout(self, layer_units):
+        """Offsets of the flat buffer: every W_l (row-major), then every b_l (scikit-learn's _pack order)."""
+        shapes = list(zip(layer_units[:-1], layer_units[1:]))
+        n_reg = sum(a * b for a, b in shapes)
+        return shapes, n_reg, n_reg + sum(b for _, b in shapes)
+
+    def _bind(self, flat, layer_units):
+        """coefs_ / intercepts_ become views into the flat buffer."""
+        shapes, n_reg, _ = self._layout(layer_units)
+        self._flat = flat
+        self._n_reg = n_reg
+        self.coefs_, self.intercepts_ = [], []
+        pos = 0
+        for a, b in shapes:
+            self.coefs_.append(flat[pos:pos + a * b].reshape(a, b))
+            pos += a * b
+        for _, b in shapes:
+            self.intercepts_.append(flat[pos:pos + b])
+            pos += b
+
+    def _ensure_flat(self):
+        """Re-pack coefs_ / intercepts_ when they are no longer views of the flat buffer (assigned by the
+        user, or after unpickling)."""
+        flat = getattr(self, "_flat", None)
+        if flat is not None and all(p.base is flat for p in self.coefs_ + self.intercepts_):
+            return
+        layer_units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        dtype = np.dtype(np.asarray(self.coefs_[0]).dtype.name)  # the canonical float32 / float64
+        coefs, intercepts = self.coefs_, self.intercepts_
+        self._bind(np.empty(self._layout(layer_units)[2], dtype=dtype), layer_units)
+        for dst, src in zip(self.coefs_ + self.intercepts_, list(coefs) + list(intercepts)):
+            dst[...] = src
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_flat", None)  # coefs_ / intercepts_ are pickled; the buffer is rebuilt on demand
+        state.pop("_state", None)
+        return state
+
+    # ------------------------------------------------------------------ input
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = _validate_data(self, _as_numpy(X), _as_numpy(y), accept_sparse=False, multi_output=True,
+                              dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same classes as in the "
+                                     f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"'y' has {classes}.")
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def _targets(self, Y, dtype):
+        """The binarized targets as the core takes them: integer labels (softmax) or (n, k) floats."""
+        if self.out_activation_ == "softmax":
+            return np.ascontiguousarray(np.argmax(Y, axis=1), dtype=np.int64), None
+        return None, np.ascontiguousarray(Y, dtype=dtype)
+
+    # ------------------------------------------------------------------ fitting
+    def _initialize(self, y, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+        shapes, n_reg, total = self._layout(layer_units)
+        flat = np.empty(total, dtype=dtype)
+        self._bind(flat, layer_units)
+        for i, (fan_in, fan_out) in enumerate(shapes):  # scikit-learn's _init_coef, in its order
+            bound = np.sqrt(2.0 / (fan_in + fan_out))  # Glorot uniform, factor 2 for the logistic
+            self.coefs_[i][...] = self._random_state.uniform(-bound, bound, (fan_in, fan_out))
+            self.intercepts_[i][...] = self._random_state.uniform(-bound, bound, fan_out)
+        self._best_flat = flat.copy()
+        self._state = None
+        self.validation_loss_curve_ = None
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.validation_loss_curve_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        self._validate_params()
+        t0 = time.perf_counter()
+        hidden = self.hidden_layer_sizes
+        if not hasattr(hidden, "__iter__"):
+            hidden = [hidden]
+        hidden = list(hidden)
+        if np.any(np.array(hidden) <= 0):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden)
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(_as_numpy(sample_weight), X)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        self.n_outputs_ = y.shape[1]
+        layer_units = [X.shape[1]] + hidden + [self.n_outputs_]
+        self._random_state = check_random_state(self.random_state)
+
+        if first_pass:
+            self._initialize(y, layer_units, self._param_dtype(X.dtype))
+        else:
+            self._ensure_flat()
+        dtype = self._flat.dtype
+        X = np.ascontiguousarray(X, dtype=dtype)
+        if sample_weight is not None:
+            sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
+        self._n_threads = check_n_threads(self.n_threads)
+
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._fit_stochastic(X, y, sample_weight, incremental)
+        else:
+            self._fit_lbfgs(X, y, sample_weight)
+
+        if not np.all(np.isfinite(self._flat)):
+            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
+                             "values and need to be preprocessed.")
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def _batch_loss_grad(self, X, labels, targets, sw, want_grad=True):
+        """Mean (weighted) data loss of a batch and its gradients, from one native call."""
+        head = _SOFTMAX if self.out_activation_ == "softmax" else _SIGMOID
+        return _core.loss_and_grad(self.coefs_, self.intercepts_, X, labels, targets, sw, head, _MEAN,
+                                   want_grad, False, self._n_threads)
+
+    def _fit_lbfgs(self, X, y, sample_weight):
+        labels, targets = self._targets(y, self._flat.dtype)
+        sw_sum = float(X.shape[0]) if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))
+        n_reg, flat, alpha = self._n_reg, self._flat, self.alpha
+        grad = np.empty(flat.shape[0], dtype=np.float64)
+        bar = _progress(self.max_iter, "mlpgrad lbfgs", self.verbose)
+        self.loss_curve_ = []
+
+        def fun(x):
+            flat[...] = x
+            loss, dWs, dbs, _ = self._batch_loss_grad(X, labels, targets, sample_weight)
+            w = flat[:n_reg].astype(np.float64, copy=False)
+            loss += 0.5 * alpha * float(np.dot(w, w)) / sw_sum
+            pos = 0
+            for g in list(dWs) + list(dbs):
+                grad[pos:pos + g.size] = g.ravel()
+                pos += g.size
+            grad[:n_reg] += (alpha / sw_sum) * w
+            return loss, grad
+
+        def callback(intermediate_result):
+            self.loss_curve_.append(float(intermediate_result.fun))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{intermediate_result.fun:.6f}")
+            elif self.verbose:
+                print("Iteration %d, loss = %.8f" % (len(self.loss_curve_), intermediate_result.fun))
+
+        try:
+            opt_res = scipy.optimize.minimize(
+                fun, flat.astype(np.float64), method="L-BFGS-B", jac=True, callback=callback,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        finally:
+            if bar is not None:
+                bar.close()
+        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        self.loss_ = float(opt_res.fun)
+        self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else self.loss_
+        self.validation_scores_ = None
+        self.best_validation_score_ = None
+        self.validation_loss_curve_ = None
+        flat[...] = opt_res.x
+
+    def _make_state(self):
+        n = self._flat.shape[0]
+        if self.solver == "sgd":
+            return {"velocity": np.zeros(n, self._flat.dtype), "lr": float(self.learning_rate_init)}
+        return {"m": np.zeros(n, self._flat.dtype), "v": np.zeros(n, self._flat.dtype), "t": 0,
+                "lr": float(self.learning_rate_init)}
+
+    def _step(self, grad, l2):
+        s = self._state
+        if self.solver == "sgd":
+            return _optim.sgd_step(self._flat, grad, s["velocity"], self._n_reg, l2, s["lr"], float(self.momentum),
+                                   bool(self.nesterovs_momentum))
+        s["t"] += 1
+        t = s["t"]
+        lr = self.learning_rate_init * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        return _optim.adam_step(self._flat, grad, s["m"], s["v"], self._n_reg, l2, float(lr), float(self.beta_1),
+                                float(self.beta_2), float(self.epsilon))
+
+    def _trigger_stopping(self, msg):
+        s = self._state
+        if self.solver == "adam" or self.learning_rate != "adaptive":
+            if self.verbose:
+                self._say(msg + " Stopping.")
+            return True
+        if s["lr"] <= 1e-6:
+            if self.verbose:
+                self._say(msg + " Learning rate too small. Stopping.")
+            return True
+        s["lr"] /= 5.0
+        if self.verbose:
+            self._say(msg + " Setting learning rate to %f" % s["lr"])
+        return False
+
+    def _say(self, msg):
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.write(msg)
+        else:
+            print(msg)
+
+    def _fit_stochastic(self, X, y, sample_weight, incremental):
+        if not incremental or getattr(self, "_state", None) is None:
+            self._state = self._make_state()
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        dtype = self._flat.dtype
+        if early_stopping:
+            stratify = y if self.n_outputs_ == 1 else None
+            if sample_weight is None:
+                X_train, X_val, y_train, y_val = train_test_split(
+                    X, y, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify)
+                sw_train = sw_val = None
+            else:
+                X_train, X_val, y_train, y_val, sw_train, sw_val = train_test_split(
+                    X, y, sample_weight, random_state=self._random_state, test_size=self.validation_fraction,
+                    stratify=stratify)
+            if X_val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
+                                 "your dataset.")
+            X_train, X_val = np.ascontiguousarray(X_train), np.ascontiguousarray(X_val)
+            val_labels, val_targets = self._targets(y_val, dtype)
+            y_val = self._label_binarizer.inverse_transform(y_val)
+        else:
+            X_train, y_train, sw_train = X, y, sample_weight
+            X_val = y_val = sw_val = val_labels = val_targets = None
+        labels, targets = self._targets(y_train, dtype)
+        Y = labels if labels is not None else targets
+
+        n_samples = X_train.shape[0]
+        sample_idx = np.arange(n_samples, dtype=int)
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        n_reg, alpha = self._n_reg, self.alpha
+        w = self._flat[:n_reg]
+        sumsq = float(np.dot(w, w))
+        grad = np.empty(self._flat.shape[0], dtype=dtype)
+        epochs = 1 if incremental else self.max_iter
+        self._bar = _progress(epochs, "mlpgrad " + self.solver, self.verbose and not incremental)
+        try:
+            self.n_iter_ = 0
+            for it in range(self.max_iter):
+                if self.shuffle:
+                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                accumulated_loss = 0.0
+                for batch_slice in gen_batches(n_samples, batch_size):
+                    if self.shuffle:
+                        batch_idx = sample_idx[batch_slice]
+                        X_batch = X_train.take(batch_idx, axis=0)
+                    else:
+                        batch_idx = batch_slice
+                        X_batch = X_train[batch_slice]
+                    Y_batch = Y[batch_idx]
+                    if sw_train is None:
+                        sw_batch, sw_sum = None, float(X_batch.shape[0])
+                    else:
+                        sw_batch = sw_train[batch_idx]
+                        sw_sum = float(np.sum(sw_batch, dtype=np.float64))
+                        if not sw_sum > 0:  # a batch of zero weight: no information, no step
+                            continue
+                    loss, dWs, dbs, _ = self._batch_loss_grad(
+                        X_batch, Y_batch if labels is not None else None,
+                        Y_batch if labels is None else None, sw_batch)
+                    loss += 0.5 * alpha * sumsq / sw_sum
+                    accumulated_loss += loss * (batch_slice.stop - batch_slice.start)
+                    pos = 0
+                    for g in dWs:
+                        grad[pos:pos + g.size] = g.ravel()
+                        pos += g.size
+                    for g in dbs:
+                        grad[pos:pos + g.size] = g
+                        pos += g.size
+                    sumsq = self._step(grad, alpha / sw_sum)
+
+                self.n_iter_ += 1
+                self.loss_ = accumulated_loss / X_train.shape[0]
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val, val_labels, val_targets)
+                self._report()
+                if self.solver == "sgd" and self.learning_rate == "invscaling":
+                    self._state["lr"] = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if early_stopping:
+                        msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
+                               % (self.tol, self.n_iter_no_change))
+                    else:
+                        msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
+                               % (self.tol, self.n_iter_no_change))
+                    if self._trigger_stopping(msg):
+                        break
+                    self._no_improvement_count = 0
+
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
+                                  "hasn't converged yet." % self.max_iter, ConvergenceWarning)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = None
+        if early_stopping:
+            self._flat[...] = self._best_flat
+
+    def _report(self):
+        bar = self._bar
+        info = {"loss": f"{self.loss_:.6f}"}
+        if self.validation_scores_:
+            info["val_score"] = f"{self.validation_scores_[-1]:.4f}"
+            info["val_loss"] = f"{self.validation_loss_curve_[-1]:.6f}"
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(info)
+        elif self.verbose:
+            print("Iteration %d, " % self.n_iter_ + ", ".join(f"{k} = {v}" for k, v in info.items()))
+
+    def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val, val_labels, val_targets):
+        if early_stopping:
+            proba = self._forward(X_val)
+            val_score = (np.nan if not np.isfinite(proba).all()
+                         else accuracy_score(y_val, self._decode(proba), sample_weight=sw_val))
+            self.validation_scores_.append(val_score)
+            val_loss, *_ = self._batch_loss_grad(X_val, val_labels, val_targets, sw_val, want_grad=False)
+            self.validation_loss_curve_.append(float(val_loss))
+            if val_score < (self.best_validation_score_ + self.tol):
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if val_score > self.best_validation_score_:
+                self.best_validation_score_ = val_score
+                self._best_flat = self._flat.copy()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    # ------------------------------------------------------------------ public API
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to X (n_samples, n_features) and y (labels, or a label indicator matrix)."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError("partial_fit is only available for stochastic optimizers. %s is not stochastic."
+                                 % self.solver)
+        return True
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y). ``classes`` is required on the first call."""
+        self._validate_params()
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def _forward(self, X):
+        self._ensure_flat()
+        head = _SOFTMAX if self.out_activation_ == "softmax" else _SIGMOID
+        X = np.asarray(X, dtype=self.coefs_[0].dtype)
+        return _core.forward(list(self.coefs_), list(self.intercepts_), X, head, check_n_threads(self.n_threads))
+
+    def _decode(self, proba):
+        if self.n_outputs_ == 1:
+            proba = proba.ravel()
+        return self._label_binarizer.inverse_transform(proba)
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        return _validate_data(self, _as_numpy(X), accept_sparse=False, dtype=(np.float64, np.float32), reset=False)
+
+    def predict(self, X):
+        """Predicted classes (or label indicator rows for multi-label targets)."""
+        return self._decode(self._forward(self._check_X(X)))
+
+    def predict_proba(self, X):
+        """Class probabilities (n_samples, n_classes), columns ordered as ``classes_``."""
+        proba = self._forward(self._check_X(X))
+        if self.n_outputs_ == 1:
+            p = proba.ravel()
+            return np.vstack([1 - p, p]).T
+        return proba
+
+    def predict_log_proba(self, X):
+        """log(predict_proba(X))."""
+        proba = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(proba, out=proba)
+
+    def input_gradient(self, X, y):
+        """dL/dX (n_samples, n_features): row i is the gradient of sample i's log-loss (without the penalty)
+        with respect to its features x_i, at the fitted parameters. ``y``: labels as given to ``fit``."""
+        X = self._check_X(X)
+        self._ensure_flat()
+        Y = self._label_binarizer.transform(_as_numpy(y))
+        if Y.ndim == 1:
+            Y = Y.reshape(-1, 1)
+        labels, targets = self._targets(Y, self.coefs_[0].dtype)
+        head = _SOFTMAX if self.out_activation_ == "softmax" else _SIGMOID
+        X = np.ascontiguousarray(X, dtype=self.coefs_[0].dtype)
+        _, _, _, dX = _core.loss_and_grad(list(self.coefs_), list(self.intercepts_), X, labels, targets, None,
+                                          head, _SUM, True, True, check_n_threads(self.n_threads))
+        return dX

@@ -1,0 +1,274 @@
+"""mlpgrad.MLPClassifier: scikit-learn's conventions (check_estimator), the same steps as scikit-learn's
+MLPClassifier(activation="logistic") from the same random_state, and the extras (flat buffer, input
+gradients, progress bar, plots, PyTorch input). Skipped when scikit-learn is not installed."""
+
+import inspect
+import io
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+pytest.importorskip("scipy")
+
+from sklearn.datasets import make_classification, make_multilabel_classification  # noqa: E402
+from sklearn.neural_network import MLPClassifier as SkMLP  # noqa: E402
+
+import mlpgrad  # noqa: E402
+from mlpgrad import _optim  # noqa: E402
+from mlpgrad.estimator import MLPClassifier, _as_numpy  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+SK_SAMPLE_WEIGHT = "sample_weight" in inspect.signature(SkMLP.fit).parameters  # scikit-learn >= 1.7
+
+
+def _data(kind, n=240, d=8, seed=0):
+    if kind == "multilabel":
+        X, y = make_multilabel_classification(n, d, n_classes=3, random_state=seed)
+        return X / X.max(), y
+    n_classes = {"binary": 2, "multiclass": 4}[kind]
+    X, y = make_classification(n, d, n_informative=5, n_classes=n_classes, random_state=seed)
+    return X, y
+
+
+def _max_diff(a, b):
+    return max(float(np.max(np.abs(p - q))) for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_))
+
+
+# ------------------------------------------------------------------ scikit-learn's conventions
+
+def test_check_estimator():
+    """Every check of sklearn.utils.estimator_checks passes. Skipped by check_estimator itself, depending on
+    the environment: the pandas checks (pandas not installed), check_array_api_input (needs SCIPY_ARRAY_API=1
+    and array-api-compat), and the decision_function check (the classifier has no decision_function)."""
+    from sklearn.utils.estimator_checks import check_estimator
+    kwargs = {"on_skip": None} if "on_skip" in inspect.signature(check_estimator).parameters else {}
+    if "on_fail" in inspect.signature(check_estimator).parameters:  # scikit-learn >= 1.6: collect, then report
+        results = check_estimator(MLPClassifier(max_iter=100), on_fail=None, **kwargs)
+        failed = [(r["check_name"], repr(r["exception"])) for r in results if r["status"] == "failed"]
+        assert not failed
+        skipped = {r["check_name"] for r in results if r["status"] == "skipped"}
+        allowed = {"check_sample_weights_pandas_series", "check_array_api_input", "check_classifier_data_not_an_array",
+                   "check_classifiers_multilabel_output_format_decision_function", "check_dataframe_column_names_consistency",
+                   "check_pandas_column_name_consistency", "check_n_features_in_after_fitting"}
+        assert skipped <= allowed, skipped - allowed
+    else:  # pragma: no cover - older scikit-learn raises on the first failure
+        check_estimator(MLPClassifier(max_iter=100))
+
+
+def test_defaults_match_scikit_learn():
+    ours = MLPClassifier().get_params()
+    theirs = SkMLP().get_params()
+    shared = set(ours) & set(theirs)
+    assert set(theirs) - shared == {"activation"}
+    assert set(ours) - shared == {"dtype", "n_threads"}
+    assert {k: ours[k] for k in shared} == {k: theirs[k] for k in shared}
+    assert MLPClassifier.activation == "logistic"
+
+
+# ------------------------------------------------------------------ the same steps as scikit-learn
+
+SAME_STEP_CASES = [
+    dict(solver="sgd", shuffle=False),
+    dict(solver="sgd", shuffle=True),
+    dict(solver="sgd", nesterovs_momentum=False, learning_rate="invscaling", learning_rate_init=0.1),
+    dict(solver="sgd", momentum=0.0),
+    dict(solver="adam", shuffle=False),
+    dict(solver="adam", shuffle=True, alpha=0.1),
+    dict(solver="adam", early_stopping=True),
+    dict(solver="lbfgs"),
+]
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("kw", SAME_STEP_CASES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+def test_same_steps_as_scikit_learn(kind, kw):
+    """From the same random_state, float64: the same initial weights (checked with max_iter=1 steps
+    undone... i.e. the same draws), the same mini-batches and the same optimizer steps. After 4 epochs
+    (sgd, adam: 2 x 4 mini-batches each) or 4 L-BFGS iterations, the parameters agree to 1e-10 absolute
+    (observed: ~1e-16 for sgd/adam, ~1e-13 for lbfgs, whose line searches amplify the rounding of the
+    different summation orders) and so do the loss curves (rtol 1e-10)."""
+    X, y = _data(kind)
+    common = dict(hidden_layer_sizes=(12, 7), max_iter=4, random_state=3, batch_size=32, **kw)
+    sk = SkMLP(activation="logistic", **common).fit(X, y)
+    mg = MLPClassifier(**common).fit(X, y)
+    assert mg.n_iter_ == sk.n_iter_
+    assert mg.out_activation_ == sk.out_activation_
+    assert [c.shape for c in mg.coefs_] == [c.shape for c in sk.coefs_]
+    assert _max_diff(mg, sk) <= 1e-10
+    assert mg.loss_ == pytest.approx(sk.loss_, rel=1e-10)
+    if kw["solver"] != "lbfgs":
+        np.testing.assert_allclose(mg.loss_curve_, sk.loss_curve_, rtol=1e-10)
+        assert mg.t_ == sk.t_
+    if kw.get("early_stopping"):
+        np.testing.assert_allclose(mg.validation_scores_, sk.validation_scores_)
+        assert len(mg.validation_loss_curve_) == len(mg.validation_scores_)
+    np.testing.assert_array_equal(mg.predict(X), sk.predict(X))
+    np.testing.assert_allclose(mg.predict_proba(X), sk.predict_proba(X), atol=1e-10)
+
+
+def test_same_initial_weights():
+    X, y = _data("multiclass")
+    mg = MLPClassifier(hidden_layer_sizes=(5,), random_state=7, max_iter=1)
+    sk = SkMLP(hidden_layer_sizes=(5,), activation="logistic", random_state=7, max_iter=1)
+    # the draws of _initialize, before any step
+    mg._random_state = np.random.RandomState(7)
+    sk._random_state = np.random.RandomState(7)
+    for est in (mg, sk):
+        est._label_binarizer = sklearn.preprocessing.LabelBinarizer().fit(y)
+    Y = mg._label_binarizer.transform(y)
+    mg._initialize(Y, [8, 5, 4], np.dtype(np.float64))
+    sk._initialize(Y, [8, 5, 4], np.float64)
+    assert _max_diff(mg, sk) == 0.0
+
+
+@pytest.mark.skipif(not SK_SAMPLE_WEIGHT, reason="scikit-learn < 1.7 has no sample_weight in MLPClassifier.fit")
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_same_steps_with_sample_weight(solver):
+    X, y = _data("multiclass")
+    sw = np.random.default_rng(0).uniform(0.1, 3.0, size=len(y))
+    common = dict(hidden_layer_sizes=(10,), max_iter=3, random_state=0, batch_size=40, solver=solver)
+    sk = SkMLP(activation="logistic", **common).fit(X, y, sample_weight=sw)
+    mg = MLPClassifier(**common).fit(X, y, sample_weight=sw)
+    assert _max_diff(mg, sk) <= 1e-10
+
+
+def test_float32_close_to_float64():
+    X, y = _data("multiclass")
+    a = MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y)
+    b = MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0, dtype="float32").fit(X, y)
+    assert b.coefs_[0].dtype == np.float32 and a.coefs_[0].dtype == np.float64
+    assert _max_diff(a, b) < 1e-4
+    c = MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X.astype(np.float32), y)
+    assert c.coefs_[0].dtype == np.float32  # dtype=None follows X, as scikit-learn does
+
+
+# ------------------------------------------------------------------ the native optimizer steps
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("solver", ["adam", "sgd", "sgd-plain"])
+def test_native_steps_match_numpy(dtype, solver):
+    rng = np.random.default_rng(1)
+    n, n_reg = 1037, 800
+    p0, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    s1 = [rng.standard_normal(n).astype(dtype), rng.uniform(0, 1, n).astype(dtype)]
+    pa, pb = p0.copy(), p0.copy()
+    sa, sb = [s.copy() for s in s1], [s.copy() for s in s1]
+    if solver == "adam":
+        ra = _optim.adam_step(pa, g, sa[0], sa[1], n_reg, 0.01, 0.003, 0.9, 0.999, 1e-8)
+        rb = _optim._adam_step_numpy(pb, g, sb[0], sb[1], n_reg, 0.01, 0.003, 0.9, 0.999, 1e-8)
+    else:
+        nesterov = solver == "sgd"
+        ra = _optim.sgd_step(pa, g, sa[0], n_reg, 0.01, 0.1, 0.9, nesterov)
+        rb = _optim._sgd_step_numpy(pb, g, sb[0], n_reg, 0.01, 0.1, 0.9, nesterov)
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(pa, pb, rtol=rtol, atol=rtol)
+    for x, z in zip(sa, sb):
+        np.testing.assert_allclose(x, z, rtol=rtol, atol=rtol)
+    assert ra == pytest.approx(rb, rel=rtol)
+
+
+# ------------------------------------------------------------------ estimator features
+
+def test_coefs_are_views_of_one_flat_buffer_and_pickle():
+    X, y = _data("binary")
+    est = MLPClassifier(hidden_layer_sizes=(6, 5), max_iter=3, random_state=0).fit(X, y)
+    assert all(p.base is est._flat for p in est.coefs_ + est.intercepts_)
+    assert est._flat.size == sum(p.size for p in est.coefs_ + est.intercepts_)
+    clone = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(clone.predict_proba(X), est.predict_proba(X))
+    assert all(p.base is clone._flat for p in clone.coefs_ + clone.intercepts_)
+    clone.coefs_[0] = clone.coefs_[0] * 0  # assigned by the user: re-packed on use
+    assert not np.allclose(clone.predict_proba(X), est.predict_proba(X))
+
+
+def test_partial_fit_and_warm_start():
+    X, y = _data("multiclass")
+    common = dict(hidden_layer_sizes=(8,), random_state=0, batch_size=50)
+    sk = SkMLP(activation="logistic", **common)
+    mg = MLPClassifier(**common)
+    for _ in range(3):
+        sk.partial_fit(X, y, classes=np.unique(y))
+        mg.partial_fit(X, y, classes=np.unique(y))
+    assert _max_diff(mg, sk) <= 1e-10
+    a = MLPClassifier(warm_start=True, max_iter=2, **common).fit(X, y)
+    b = SkMLP(activation="logistic", warm_start=True, max_iter=2, **common).fit(X, y)
+    a.fit(X, y)
+    b.fit(X, y)
+    assert _max_diff(a, b) <= 1e-10
+    with pytest.raises(AttributeError):
+        MLPClassifier(solver="lbfgs").partial_fit
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_input_gradient(kind):
+    X, y = _data(kind, n=50)
+    est = MLPClassifier(hidden_layer_sizes=(9,), max_iter=20, random_state=0, solver="lbfgs").fit(X, y)
+    dX = est.input_gradient(X, y)
+    assert dX.shape == X.shape
+    # against central differences of each sample's loss
+    Y = est._label_binarizer.transform(y)
+    head = "softmax" if est.out_activation_ == "softmax" else "sigmoid"
+    yy = np.argmax(Y, axis=1) if head == "softmax" else Y.astype(float).reshape(len(X), -1)
+    if head == "sigmoid" and yy.shape[1] == 1:
+        yy = yy[:, 0]
+    h = 1e-6
+    for i in (0, 7):
+        for j in (0, 3):
+            Xp, Xm = X[i:i + 1].copy(), X[i:i + 1].copy()
+            Xp[0, j] += h
+            Xm[0, j] -= h
+            fd = (mlpgrad.loss(est.coefs_, est.intercepts_, Xp, yy[i:i + 1], head=head)
+                  - mlpgrad.loss(est.coefs_, est.intercepts_, Xm, yy[i:i + 1], head=head)) / (2 * h)
+            assert dX[i, j] == pytest.approx(fd, rel=1e-5, abs=1e-8)
+
+
+def test_early_stopping_curves_and_plot(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    X, y = _data("multiclass", n=400)
+    est = MLPClassifier(hidden_layer_sizes=(10,), max_iter=15, early_stopping=True, random_state=0).fit(X, y)
+    assert len(est.loss_curve_) == len(est.validation_scores_) == len(est.validation_loss_curve_) == est.n_iter_
+    assert est.best_loss_ is None and est.best_validation_score_ == max(est.validation_scores_)
+    ax = mlpgrad.plot_loss_curve(est)
+    ax.figure.savefig(tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+def test_verbose_progress(capsys):
+    X, y = _data("binary")
+    MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, verbose=True, random_state=0).fit(X, y)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "loss" in text
+    MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, verbose=True, solver="lbfgs", random_state=0).fit(X, y)
+    out = capsys.readouterr()
+    assert "loss" in out.out + out.err
+
+
+def test_torch_input_without_copy():
+    torch = pytest.importorskip("torch")
+    X, y = _data("multiclass")
+    Xt = torch.from_numpy(X.copy())
+    view = _as_numpy(Xt)
+    assert isinstance(view, np.ndarray) and np.shares_memory(view, Xt.numpy())
+    a = MLPClassifier(hidden_layer_sizes=(6,), max_iter=3, random_state=0).fit(Xt, torch.from_numpy(y))
+    b = MLPClassifier(hidden_layer_sizes=(6,), max_iter=3, random_state=0).fit(X, y)
+    assert _max_diff(a, b) == 0.0
+    np.testing.assert_array_equal(a.predict(Xt), b.predict(X))
+    req = Xt.clone().requires_grad_(True)  # a tensor that requires grad is read through detach()
+    np.testing.assert_array_equal(a.predict_proba(req), b.predict_proba(X))
+
+
+def test_mlpgrad_imports_without_scikit_learn():
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "import mlpgrad\n"
+            "try:\n    mlpgrad.MLPClassifier\nexcept ImportError as e:\n    print('ImportError', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "ImportError" in out and "mlpgrad[sklearn]" in out
