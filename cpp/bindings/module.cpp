@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mlpgrad/mlp.hpp"
+#include "mlpgrad/optim.hpp"
 
 namespace py = pybind11;
 using mlpgrad::Head;
@@ -213,6 +214,59 @@ void check_codes(int head, int reduction, int n_threads) {
   if (n_threads < 0) throw py::value_error("n_threads: expected >= 0");
 }
 
+// The optimizer steps update their arrays in place: they must be C-contiguous, writeable and of the
+// parameters' dtype already (no conversion, which would update a copy).
+template <typename T>
+T* inplace_array(py::handle obj, const char* name, py::ssize_t n) {
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  if (!arr.dtype().is(py::dtype::of<T>()) || !(arr.flags() & py::array::c_style) || !arr.writeable() || arr.ndim() != 1 ||
+      (n >= 0 && arr.shape(0) != n))
+    throw py::type_error(std::string(name) + ": expected a writeable C-contiguous 1-D array of the parameters' dtype" +
+                         " and length");
+  return static_cast<T*>(arr.mutable_data());
+}
+
+template <typename T>
+const T* input_array(py::handle obj, const char* name, py::ssize_t n) {
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  if (!arr.dtype().is(py::dtype::of<T>()) || !(arr.flags() & py::array::c_style) || arr.ndim() != 1 || arr.shape(0) != n)
+    throw py::type_error(std::string(name) + ": expected a C-contiguous 1-D array of the parameters' dtype and length");
+  return static_cast<const T*>(arr.data());
+}
+
+bool params_float32(py::handle params) {
+  if (!py::isinstance<py::array>(params)) throw py::type_error("params: expected a NumPy array");
+  const auto dt = py::reinterpret_borrow<py::array>(params).dtype();
+  if (dt.is(py::dtype::of<float>())) return true;
+  if (dt.is(py::dtype::of<double>())) return false;
+  throw py::type_error("params: expected dtype float32 or float64");
+}
+
+template <typename T>
+double adam_step_impl(py::handle p, py::handle g, py::handle m, py::handle v, int64_t n_reg, double l2, double lr,
+                      double beta1, double beta2, double eps) {
+  T* params = inplace_array<T>(p, "params", -1);
+  const py::ssize_t n = py::reinterpret_borrow<py::array>(p).shape(0);
+  if (n_reg < 0 || n_reg > n) throw py::value_error("n_reg: expected 0 <= n_reg <= len(params)");
+  const T* grads = input_array<T>(g, "grads", n);
+  T* ms = inplace_array<T>(m, "m", n);
+  T* vs = inplace_array<T>(v, "v", n);
+  py::gil_scoped_release release;
+  return mlpgrad::adam_step<T>(params, grads, ms, vs, n, n_reg, l2, lr, beta1, beta2, eps);
+}
+
+template <typename T>
+double sgd_step_impl(py::handle p, py::handle g, py::handle u, int64_t n_reg, double l2, double lr, double momentum,
+                     bool nesterov) {
+  T* params = inplace_array<T>(p, "params", -1);
+  const py::ssize_t n = py::reinterpret_borrow<py::array>(p).shape(0);
+  if (n_reg < 0 || n_reg > n) throw py::value_error("n_reg: expected 0 <= n_reg <= len(params)");
+  const T* grads = input_array<T>(g, "grads", n);
+  T* velocity = inplace_array<T>(u, "velocity", n);
+  py::gil_scoped_release release;
+  return mlpgrad::sgd_step<T>(params, grads, velocity, n, n_reg, l2, lr, momentum, nesterov);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -270,4 +324,26 @@ PYBIND11_MODULE(_core, m) {
         throw py::value_error("simd: expected 'generic', 'avx2' or 'avx512', got '" + name + "'");
       },
       py::arg("name"), "Use this SIMD level (clamped to the best one available); returns the level now in use.");
+
+  m.def(
+      "adam_step",
+      [](py::handle params, py::handle grads, py::handle m_, py::handle v_, int64_t n_reg, double l2, double lr,
+         double beta1, double beta2, double eps) {
+        return params_float32(params) ? adam_step_impl<float>(params, grads, m_, v_, n_reg, l2, lr, beta1, beta2, eps)
+                                      : adam_step_impl<double>(params, grads, m_, v_, n_reg, l2, lr, beta1, beta2, eps);
+      },
+      py::arg("params"), py::arg("grads"), py::arg("m"), py::arg("v"), py::arg("n_reg"), py::arg("l2"), py::arg("lr"),
+      py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+      "One fused Adam step in place on flat arrays (see mlpgrad/optim.hpp); returns sum(params[:n_reg]**2).");
+
+  m.def(
+      "sgd_step",
+      [](py::handle params, py::handle grads, py::handle velocity, int64_t n_reg, double l2, double lr, double momentum,
+         bool nesterov) {
+        return params_float32(params) ? sgd_step_impl<float>(params, grads, velocity, n_reg, l2, lr, momentum, nesterov)
+                                      : sgd_step_impl<double>(params, grads, velocity, n_reg, l2, lr, momentum, nesterov);
+      },
+      py::arg("params"), py::arg("grads"), py::arg("velocity"), py::arg("n_reg"), py::arg("l2"), py::arg("lr"),
+      py::arg("momentum"), py::arg("nesterov"),
+      "One fused SGD (momentum / Nesterov) step in place on flat arrays; returns sum(params[:n_reg]**2).");
 }
