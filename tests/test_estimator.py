@@ -272,3 +272,14 @@ def test_mlpgrad_imports_without_scikit_learn():
             "try:\n    mlpgrad.MLPClassifier\nexcept ImportError as e:\n    print('ImportError', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "ImportError" in out and "mlpgrad[sklearn]" in out
+
+
+def test_demo_runs(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from mlpgrad.bench import main
+    assert main(["demo", "--max-iter", "3", "--plot", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "sklearn MLPClassifier(logistic)" in out and "mlpgrad MLPClassifier" in out
+    assert (tmp_path / "c.png").exists()
+    import matplotlib.pyplot as plt
+    plt.close("all")

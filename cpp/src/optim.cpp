@@ -20,10 +20,16 @@ inline void for_each_grad(const T* p, const T* g, int64_t n, int64_t n_reg, T l2
   for (int64_t i = n_reg; i < n; ++i) body(i, g[i]);
 }
 
+// Eight interleaved partial sums (a fixed order, so the result is deterministic) that the compiler keeps
+// in vector registers: a single running sum would be bound by the latency of one addition per element.
 template <typename T>
 double sum_squares(const T* p, int64_t n) {
-  double s = 0.0;
-  for (int64_t i = 0; i < n; ++i) s += double(p[i]) * double(p[i]);
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += double(p[i + j]) * double(p[i + j]);
+  double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += double(p[i]) * double(p[i]);
   return s;
 }
 

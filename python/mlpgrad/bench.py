@@ -1266,6 +1266,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="mlpgrad command line: exact losses and gradients of sigmoid MLPs.")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_bench_parser(sub)  # further commands (e.g. demo) register here
+    from .demo import add_demo_parser  # needs no scikit-learn until it runs
+    add_demo_parser(sub)
     return parser
 
 

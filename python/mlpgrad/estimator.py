@@ -20,6 +20,7 @@ scikit-learn is needed here (``pip install "mlpgrad[sklearn]"``); ``import mlpgr
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from numbers import Integral, Real
@@ -392,7 +393,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                                    bool(self.nesterovs_momentum))
         s["t"] += 1
         t = s["t"]
-        lr = self.learning_rate_init * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        lr = self.learning_rate_init * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
         return _optim.adam_step(self._flat, grad, s["m"], s["v"], self._n_reg, l2, float(lr), float(self.beta_1),
                                 float(self.beta_2), float(self.epsilon))
 

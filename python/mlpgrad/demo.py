@@ -1,0 +1,116 @@
+"""``python -m mlpgrad demo``: mlpgrad.MLPClassifier next to scikit-learn's MLPClassifier(activation="logistic").
+
+Trains both with the same hyper-parameters on scikit-learn's bundled digits data (no download) and prints
+their fit times and test accuracies side by side; ``--large`` adds a synthetic 200 000 x 100 problem
+(make_classification); ``--plot FILE.png`` writes the loss curves. Needs the "sklearn" extra
+(``pip install ".[sklearn]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+__all__ = ["add_demo_parser", "run_demo"]
+
+
+def _cases(args):
+    from sklearn.datasets import load_digits, make_classification
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    split = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    params = dict(hidden_layer_sizes=(100,), solver=args.solver, max_iter=args.max_iter, random_state=0,
+                  early_stopping=args.early_stopping)
+    yield "digits", split, params
+    if args.large:
+        X, y = make_classification(n_samples=args.large_samples, n_features=100, n_informative=40, n_classes=2,
+                                   random_state=0)
+        split = train_test_split(X, y, test_size=0.2, random_state=0)
+        params = dict(hidden_layer_sizes=(100,), solver=args.solver, max_iter=args.large_max_iter, random_state=0,
+                      early_stopping=args.early_stopping)
+        yield f"synthetic {args.large_samples} x 100", split, params
+
+
+def _fit(est, X_train, y_train, X_test, y_test):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0 = time.perf_counter()
+        est.fit(X_train, y_train)
+        seconds = time.perf_counter() - t0
+    return seconds, est.score(X_test, y_test)
+
+
+def run_demo(args) -> int:
+    try:
+        from sklearn.neural_network import MLPClassifier as SkMLP
+    except ImportError:
+        print('the demo needs scikit-learn: pip install ".[sklearn]"')
+        return 1
+    from .estimator import MLPClassifier
+
+    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
+    header = f"{'case':<24} {'estimator':<36} {'dtype':<8} {'iters':>5} {'fit time':>10} {'test acc':>9} {'speed-up':>9}"
+    print(header)
+    print("-" * len(header))
+    curves = []
+    for case, (X_tr, X_te, y_tr, y_te), params in _cases(args):
+        ref = None
+        if not args.no_sklearn:
+            sk = SkMLP(activation="logistic", **params)
+            ref, acc = _fit(sk, X_tr, y_tr, X_te, y_te)
+            print(f"{case:<24} {'sklearn MLPClassifier(logistic)':<36} {'float64':<8} {sk.n_iter_:>5} "
+                  f"{ref:>8.3f} s {acc:>9.4f} {'1.0x':>9}", flush=True)
+            if case == "digits":
+                curves.append(("scikit-learn (float64)", sk))
+        for dt in dtypes:
+            est = MLPClassifier(dtype=dt, n_threads=args.threads, **params)
+            secs, acc = _fit(est, X_tr, y_tr, X_te, y_te)
+            speed = f"{ref / secs:.1f}x" if ref else "-"
+            print(f"{case:<24} {'mlpgrad MLPClassifier':<36} {dt:<8} {est.n_iter_:>5} {secs:>8.3f} s {acc:>9.4f} "
+                  f"{speed:>9}", flush=True)
+            if case == "digits":
+                curves.append((f"mlpgrad ({dt})", est))
+    print(f"\nhyper-parameters (both): hidden_layer_sizes=(100,), solver={args.solver!r}, random_state=0, "
+          f"max_iter={args.max_iter} (digits)" + (f" / {args.large_max_iter} (large)" if args.large else "")
+          + f", early_stopping={args.early_stopping}, the other parameters at scikit-learn's defaults")
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from ._plot import plot_loss_curve
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label, est in curves:
+            plot_loss_curve(est, ax=ax, label=label)
+        ax.set_title("digits: loss curves")
+        ax.set_yscale("log")
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def add_demo_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "demo", help="mlpgrad.MLPClassifier vs scikit-learn's MLPClassifier(logistic): fit time and accuracy",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--solver", choices=["adam", "sgd", "lbfgs"], default="adam", help="solver of both (default adam)")
+    p.add_argument("--max-iter", type=int, default=200, help="max_iter on digits (default 200, scikit-learn's)")
+    p.add_argument("--dtype", choices=["float64", "float32", "both"], default="both",
+                   help="mlpgrad's dtype (default: both rows); scikit-learn runs on the float64 data")
+    p.add_argument("--early-stopping", action="store_true", help="early_stopping=True (validation curves)")
+    p.add_argument("--large", action="store_true", help="also the synthetic make_classification case")
+    p.add_argument("--large-samples", type=int, default=200_000, help="rows of the synthetic case (default 200000)")
+    p.add_argument("--large-max-iter", type=int, default=10, help="max_iter of the synthetic case (default 10)")
+    p.add_argument("--threads", type=int, default=None, help="mlpgrad's n_threads (default: OpenMP's setting)")
+    p.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn's estimator")
+    p.add_argument("--plot", metavar="FILE.png", help="write the digits loss curves (matplotlib)")
+    p.set_defaults(func=run_demo)
+    return p
