@@ -212,13 +212,15 @@ inline double pairwise_sum(const double* v, int64_t n) {
 }
 
 // A 2-D tiling of an (rows, cols) output: tiles of mt x nt (multiples of MR and NR), made smaller
-// until there are at least `want` tiles. Any tiling gives the same bits: each element is summed by
-// one tile over the full inner dimension.
+// until there are at least `want` tiles. Tiles start as wide as a packed B block (NC columns): every
+// column tile packs its own copy of the A rows, so narrow tiles multiply that packing (a 2048-wide
+// layer in 256-column tiles packed its input 8 times). Any tiling gives the same bits: each element
+// is summed by one tile over the full inner dimension.
 template <typename T> struct Tiling {
   int64_t rows, cols, mt, nt, row_tiles, col_tiles;
   Tiling(int64_t r, int64_t c, int64_t want) : rows(r), cols(c) {
     mt = round_up(std::min<int64_t>(r, config::kMC), Tile<T>::MR);
-    nt = round_up(std::min<int64_t>(c, 256), Tile<T>::NR);
+    nt = round_up(std::min<int64_t>(c, config::kNC), Tile<T>::NR);
     for (;;) {
       row_tiles = (rows + mt - 1) / mt;
       col_tiles = (cols + nt - 1) / nt;
