@@ -283,3 +283,15 @@ def test_demo_runs(tmp_path, capsys):
     assert (tmp_path / "c.png").exists()
     import matplotlib.pyplot as plt
     plt.close("all")
+
+
+def test_jax_input_without_copy():
+    jnp = pytest.importorskip("jax.numpy")
+    X, y = _data("binary")
+    X = X.astype(np.float32)
+    Xj = jnp.asarray(X)
+    view = _as_numpy(Xj)
+    assert view.__array_interface__["data"][0] == Xj.unsafe_buffer_pointer()  # DLPack: the same memory
+    a = MLPClassifier(hidden_layer_sizes=(6,), max_iter=3, random_state=0).fit(Xj, y)
+    b = MLPClassifier(hidden_layer_sizes=(6,), max_iter=3, random_state=0).fit(X, y)
+    assert a.coefs_[0].dtype == np.float32 and _max_diff(a, b) == 0.0

@@ -6,10 +6,10 @@ from __future__ import annotations
 __all__ = ["plot_loss_curve"]
 
 
-def plot_loss_curve(est, ax=None, *, label=None):
+def plot_loss_curve(est, ax=None, *, label=None, **plot_kwargs):
     """Draw ``est.loss_curve_`` (training loss per epoch) and, when recorded (``early_stopping=True``), the
     validation loss (``validation_loss_curve_``) and the validation accuracy (``validation_scores_``, on a
-    second y axis). Returns the matplotlib Axes."""
+    second y axis). ``plot_kwargs`` go to matplotlib's ``plot`` (linewidth, color...). Returns the Axes."""
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -21,10 +21,10 @@ def plot_loss_curve(est, ax=None, *, label=None):
         _, ax = plt.subplots(figsize=(6, 4))
     name = label or type(est).__module__.split(".")[0]
     epochs = range(1, len(curve) + 1)
-    (line,) = ax.plot(epochs, curve, label=f"{name}: training loss")
+    (line,) = ax.plot(epochs, curve, label=f"{name}: training loss", **plot_kwargs)
     val_loss = getattr(est, "validation_loss_curve_", None)
     if val_loss:
-        ax.plot(range(1, len(val_loss) + 1), val_loss, linestyle="--", color=line.get_color(),
+        ax.plot(range(1, len(val_loss) + 1), val_loss, **{**plot_kwargs, "linestyle": "--", "color": line.get_color()},
                 label=f"{name}: validation loss")
     scores = getattr(est, "validation_scores_", None)
     if scores:
@@ -33,7 +33,7 @@ def plot_loss_curve(est, ax=None, *, label=None):
             ax2 = ax.twinx()
             ax2.set_ylabel("validation accuracy")
             ax._mlpgrad_score_axis = ax2
-        ax2.plot(range(1, len(scores) + 1), scores, linestyle=":", color=line.get_color(),
+        ax2.plot(range(1, len(scores) + 1), scores, **{**plot_kwargs, "linestyle": ":", "color": line.get_color()},
                  label=f"{name}: validation accuracy")
     ax.set_xlabel("epoch" if getattr(est, "solver", "adam") != "lbfgs" else "iteration")
     ax.set_ylabel("loss")

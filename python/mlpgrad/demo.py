@@ -35,16 +35,20 @@ def _cases(args):
         yield f"synthetic {args.large_samples} x 100", split, params
 
 
-def _fit(est, X_train, y_train, X_test, y_test):
+def _fit(est, X_train, y_train, X_test, y_test, repeat=1):
+    """The best of ``repeat`` fits (each from the same random_state, so the same model): on a shared machine
+    the minimum is the least disturbed measurement."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        t0 = time.perf_counter()
-        est.fit(X_train, y_train)
-        seconds = time.perf_counter() - t0
-    return seconds, est.score(X_test, y_test)
+    best = float("inf")
+    for _ in range(max(1, repeat)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            t0 = time.perf_counter()
+            est.fit(X_train, y_train)
+            best = min(best, time.perf_counter() - t0)
+    return best, est.score(X_test, y_test)
 
 
 def run_demo(args) -> int:
@@ -64,14 +68,14 @@ def run_demo(args) -> int:
         ref = None
         if not args.no_sklearn:
             sk = SkMLP(activation="logistic", **params)
-            ref, acc = _fit(sk, X_tr, y_tr, X_te, y_te)
+            ref, acc = _fit(sk, X_tr, y_tr, X_te, y_te, args.repeat)
             print(f"{case:<24} {'sklearn MLPClassifier(logistic)':<36} {'float64':<8} {sk.n_iter_:>5} "
                   f"{ref:>8.3f} s {acc:>9.4f} {'1.0x':>9}", flush=True)
             if case == "digits":
                 curves.append(("scikit-learn (float64)", sk))
         for dt in dtypes:
             est = MLPClassifier(dtype=dt, n_threads=args.threads, **params)
-            secs, acc = _fit(est, X_tr, y_tr, X_te, y_te)
+            secs, acc = _fit(est, X_tr, y_tr, X_te, y_te, args.repeat)
             speed = f"{ref / secs:.1f}x" if ref else "-"
             print(f"{case:<24} {'mlpgrad MLPClassifier':<36} {dt:<8} {est.n_iter_:>5} {secs:>8.3f} s {acc:>9.4f} "
                   f"{speed:>9}", flush=True)
@@ -79,7 +83,8 @@ def run_demo(args) -> int:
                 curves.append((f"mlpgrad ({dt})", est))
     print(f"\nhyper-parameters (both): hidden_layer_sizes=(100,), solver={args.solver!r}, random_state=0, "
           f"max_iter={args.max_iter} (digits)" + (f" / {args.large_max_iter} (large)" if args.large else "")
-          + f", early_stopping={args.early_stopping}, the other parameters at scikit-learn's defaults")
+          + f", early_stopping={args.early_stopping}, the other parameters at scikit-learn's defaults; "
+          f"fit time: best of {args.repeat}")
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")
@@ -87,8 +92,8 @@ def run_demo(args) -> int:
 
         from ._plot import plot_loss_curve
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for label, est in curves:
-            plot_loss_curve(est, ax=ax, label=label)
+        for (label, est), width in zip(curves, [4.0, 2.0, 1.0]):  # the curves coincide: widths tell them apart
+            plot_loss_curve(est, ax=ax, label=label, linewidth=width, alpha=0.6 if width > 3 else 1.0)
         ax.set_title("digits: loss curves")
         ax.set_yscale("log")
         fig.tight_layout()
@@ -110,6 +115,7 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--large-samples", type=int, default=200_000, help="rows of the synthetic case (default 200000)")
     p.add_argument("--large-max-iter", type=int, default=10, help="max_iter of the synthetic case (default 10)")
     p.add_argument("--threads", type=int, default=None, help="mlpgrad's n_threads (default: OpenMP's setting)")
+    p.add_argument("--repeat", type=int, default=1, help="fit each estimator N times, report the fastest (default 1)")
     p.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn's estimator")
     p.add_argument("--plot", metavar="FILE.png", help="write the digits loss curves (matplotlib)")
     p.set_defaults(func=run_demo)
