@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import numpy as np
 
 
@@ -43,3 +46,37 @@ def rel_err(a, b):
     if b.size == 0:
         return 0.0
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def fd_gradient(loss_fn, arr, rel_step):
+    """Five-point central differences of loss_fn() for every entry of arr (perturbed in place, restored);
+    the step is rel_step * max(1, |entry|). Truncation error O(step^4)."""
+    g = np.empty_like(arr)
+    for idx in np.ndindex(arr.shape):
+        orig = arr[idx]
+        h = rel_step * max(1.0, abs(orig))
+
+        def at(step):
+            arr[idx] = orig + step
+            try:
+                return loss_fn()
+            finally:
+                arr[idx] = orig
+
+        g[idx] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+    return g
+
+
+@contextlib.contextmanager
+def forced_schedule(name):
+    """MLPGRAD_SCHEDULE=name (chunked, layered, narrow) for the native calls inside; None: unchanged."""
+    old = os.environ.get("MLPGRAD_SCHEDULE")
+    if name:
+        os.environ["MLPGRAD_SCHEDULE"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MLPGRAD_SCHEDULE", None)
+        else:
+            os.environ["MLPGRAD_SCHEDULE"] = old

@@ -26,7 +26,6 @@ the native core reads in full.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -40,7 +39,7 @@ import pytest
 import mlpgrad
 from mlpgrad import reference
 from _bounds import check, error_scales
-from _problems import make_network, make_problem
+from _problems import forced_schedule, make_network, make_problem
 
 F32, F64 = np.float32, np.float64
 DTYPES = [F32, F64]
@@ -48,21 +47,6 @@ DTYPES = [F32, F64]
 
 def _to64(arrays):
     return [np.asarray(a, dtype=np.float64) for a in arrays]
-
-
-@contextlib.contextmanager
-def _schedule(name):
-    """MLPGRAD_SCHEDULE for the native calls inside (the core reads it on every call)."""
-    old = os.environ.get("MLPGRAD_SCHEDULE")
-    if name:
-        os.environ["MLPGRAD_SCHEDULE"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MLPGRAD_SCHEDULE", None)
-        else:
-            os.environ["MLPGRAD_SCHEDULE"] = old
 
 
 def _compare_all(Ws, bs, X, y, head, reduction, sample_weight, dtype, input_grad=True):
@@ -130,7 +114,7 @@ def test_logits_of_1e4_with_wrong_targets(dtype, head, sizes, schedule):
     else:
         y = (z < 0).astype(dtype)
     w = np.random.default_rng(0).uniform(0.5, 2.0, X.shape[0]).astype(dtype)
-    with _schedule(schedule):
+    with forced_schedule(schedule):
         for reduction, sw in (("sum", None), ("mean", w)):
             L, g, P, L_ref = _compare_all(Ws, bs, X, y, head, reduction, sw, dtype)
             assert _all_finite(L, g, P)
@@ -247,7 +231,7 @@ def test_nan_in_gives_nan_out(dtype, head, sizes, schedule, where):
     y = rng.integers(0, sizes[-1], 9) if head == "softmax" else rng.random((9, sizes[-1])).astype(dt)
     Ws, bs, X = _poison(Ws, bs, X, where, np.nan)
     for reduction in ("sum", "mean"):
-        with _schedule(schedule):
+        with forced_schedule(schedule):
             nat, ref = _run_both(Ws, bs, X, y, head, reduction)
         assert math.isnan(nat[0]), "NaN in: the loss must be NaN"
         names = ["loss", "P"] + [f"dW[{l}]" for l in range(len(Ws))] + [f"db[{l}]" for l in range(len(Ws))] + ["dX"]

@@ -27,8 +27,6 @@ Profiles (tests/conftest.py): "ci" (default) runs 1000 derandomized examples per
 
 from __future__ import annotations
 
-import contextlib
-import os
 
 import numpy as np
 import pytest
@@ -39,7 +37,7 @@ from hypothesis import given, note, strategies as st  # noqa: E402
 import mlpgrad  # noqa: E402
 from mlpgrad import reference  # noqa: E402
 from _bounds import check, error_scales  # noqa: E402
-from _problems import make_network, make_targets  # noqa: E402
+from _problems import forced_schedule, make_network, make_targets  # noqa: E402
 
 # A failing example makes hypothesis's pytest plugin import libcst (to write a patch file), and an old
 # libcst warns on import; with filterwarnings=error that would turn the report into an INTERNALERROR.
@@ -199,21 +197,6 @@ def build(spec):
     return native, ref
 
 
-@contextlib.contextmanager
-def schedule(name):
-    """MLPGRAD_SCHEDULE=name for the native calls inside (the core reads it on each call)."""
-    old = os.environ.get("MLPGRAD_SCHEDULE")
-    if name is not None:
-        os.environ["MLPGRAD_SCHEDULE"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MLPGRAD_SCHEDULE", None)
-        else:
-            os.environ["MLPGRAD_SCHEDULE"] = old
-
-
 def run_and_compare(spec, record):
     """Run the native API on the spec's problem: check the results' types, unchanged inputs and the
     agreement with the reference.  Returns the native (loss, gradients, probabilities)."""
@@ -227,7 +210,7 @@ def run_and_compare(spec, record):
     kw = dict(head=head, reduction=red, sample_weight=w, n_threads=spec["n_threads"])
 
     L2 = P = None
-    with schedule(spec["schedule"]):
+    with forced_schedule(spec["schedule"]):
         L, g = mlpgrad.loss_and_grad(Ws, bs, X, y, input_grad=spec["input_grad"], **kw)
         if spec["also"] != "forward":
             L2 = mlpgrad.loss(Ws, bs, X, y, **kw)

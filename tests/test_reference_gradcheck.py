@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from mlpgrad import reference
-from _problems import make_network, make_problem, make_targets, rel_err
+from _problems import fd_gradient, make_network, make_problem, make_targets, rel_err
 
 FD_REL_STEP = 1e-3
 FD_TOL = 1e-7
@@ -68,24 +68,6 @@ def _sample_weight(n, rng):
     if n >= 3:
         w[1] = 0.0  # a sample that must not count
     return w
-
-
-def _fd_gradient(loss_fn, arr):
-    """Five-point central differences of loss_fn() for every entry of arr (perturbed in place, restored)."""
-    g = np.empty_like(arr)
-    for idx in np.ndindex(arr.shape):
-        orig = arr[idx]
-        h = FD_REL_STEP * max(1.0, abs(orig))
-
-        def at(step):
-            arr[idx] = orig + step
-            try:
-                return loss_fn()
-            finally:
-                arr[idx] = orig
-
-        g[idx] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
-    return g
 
 
 def _sigmoid(z):
@@ -135,7 +117,7 @@ def test_reference_matches_finite_differences(sizes_n, head, kind, reduction, we
     worst, worst_name = 0.0, None
     for name, param, analytic in named:
         assert analytic.shape == param.shape and analytic.dtype == np.float64, name
-        fd = _fd_gradient(loss_fn, param)
+        fd = fd_gradient(loss_fn, param, FD_REL_STEP)
         if sw is not None and name == "X" and n >= 3:
             assert np.all(analytic[1] == 0.0), "a zero-weight sample must have a zero input gradient"
         # an all-zero gradient (e.g. X of a zero-weight sample only) is compared absolutely

@@ -34,7 +34,7 @@ import pytest
 
 import mlpgrad
 from mlpgrad import reference
-from _problems import make_network, rel_err
+from _problems import fd_gradient, make_network, rel_err
 
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 DTYPES = [pytest.param(np.float64, id="float64"), pytest.param(np.float32, id="float32")]
@@ -166,23 +166,6 @@ def test_seed001_input_gradient_closed_form(impl, n, kind, dtype):
 
 # -- the seeds' literal forms ----------------------------------------------------------------------------
 
-def _fd(loss_fn, arr, h=1e-3):
-    """Five-point central differences of loss_fn() over the entries of arr (perturbed in place, restored)."""
-    g = np.empty_like(arr)
-    for idx in np.ndindex(arr.shape):
-        orig = arr[idx]
-
-        def at(step):
-            arr[idx] = orig + step
-            try:
-                return loss_fn()
-            finally:
-                arr[idx] = orig
-
-        g[idx] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
-    return g
-
-
 def test_seed000_literal_per_sample_formula_has_wrong_sign_and_transposed_shape():
     """Seed 000 writes dL_i/dW1 = (y_i - f) W3^T h2 o (1 - h2) W2^T h1 o (1 - h1) x_i^T.
 
@@ -201,7 +184,7 @@ def test_seed000_literal_per_sample_formula_has_wrong_sign_and_transposed_shape(
     def loss():
         return seed000_closed_form([W1, W2, W3], [b1, b2, b3], X, y)[0]
 
-    fd = _fd(loss, W1)  # (4, 6), the true dL/dW1
+    fd = fd_gradient(loss, W1, 1e-3)  # (4, 6), the true dL/dW1
     literal_sum = np.zeros((6, 4))
     for x_i, y_i in zip(X, y):
         h1 = _sigmoid(W1.T @ x_i + b1)
@@ -237,7 +220,7 @@ def test_seed001_literal_row_form_does_not_conform_and_is_wrong_where_it_does():
             h, yhat = parts(W1, b1, W2, b2, x, y)
             return -float(y @ np.log(yhat))
 
-        fd = _fd(loss, x)  # (d0,)
+        fd = fd_gradient(loss, x, 1e-3)  # (d0,)
         h, yhat = parts(W1, b1, W2, b2, x, y)
         left = (yhat - y)[None, :] @ W2.T        # (1, H)
         right = (h - h * h)[None, :] @ W1.T      # (1, d0)
