@@ -82,20 +82,10 @@ mlpgrad::Network<T> network(const py::list& weights, const py::list& biases, std
 }
 
 // Element-wise checks of the targets and weights, in one pass each; the messages are those of
-// mlpgrad/_checks.py (which makes the same checks for the reference).
+// mlpgrad/_checks.py (which makes the same checks for the reference). Labels: see mlpgrad::check.
 template <typename T>
 void check_values(const mlpgrad::Batch<T>& batch, int64_t k, int head, int reduction) {
-  const int64_t n = batch.n;
-  if (batch.labels && n > 0) {
-    int64_t lo = batch.labels[0], hi = batch.labels[0];
-    for (int64_t i = 1; i < n; ++i) {
-      lo = std::min(lo, batch.labels[i]);
-      hi = std::max(hi, batch.labels[i]);
-    }
-    if (lo < 0 || hi >= k)
-      throw py::value_error("y labels must lie in [0, " + std::to_string(k) + "), got values in [" +
-                            std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  }
+  const int64_t n = batch.n;  // (the label range is checked by the core, with the same message)
   if (batch.targets) {
     bool ok = true;
     if (head == 0) {

@@ -1,6 +1,7 @@
 // The core API: check the problem, pick the engine for the active instruction set, run it.
 #include "mlpgrad/mlp.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -48,11 +49,16 @@ void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction re
   if (!need_targets) return;
   if (batch->n > 0 && !batch->labels && !batch->targets) fail("no targets");
   if (batch->labels && head != Head::softmax) fail("labels need the softmax head");
-  if (batch->labels)
-    for (int64_t i = 0; i < batch->n; ++i)
-      if (batch->labels[i] < 0 || batch->labels[i] >= net.n_outputs())
-        fail("label " + std::to_string(batch->labels[i]) + " at row " + std::to_string(i) + " is outside [0, " +
-             std::to_string(net.n_outputs()) + ")");
+  if (batch->labels && batch->n > 0) {  // one pass for the range, reported as the Python API words it
+    int64_t lo = batch->labels[0], hi = batch->labels[0];
+    for (int64_t i = 1; i < batch->n; ++i) {
+      lo = std::min(lo, batch->labels[i]);
+      hi = std::max(hi, batch->labels[i]);
+    }
+    if (lo < 0 || hi >= net.n_outputs())
+      fail("y labels must lie in [0, " + std::to_string(net.n_outputs()) + "), got values in [" + std::to_string(lo) +
+           ", " + std::to_string(hi) + "]");
+  }
   if (reduction == Reduction::mean) {
     double total = double(batch->n);
     if (batch->sample_weight) {
