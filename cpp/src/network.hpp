@@ -104,9 +104,11 @@ template <typename T> struct Plan {
     if (n_params * int64_t(sizeof(T)) > config::kChunkBytes) rows = std::max<int64_t>(rows, 256);
     rows = std::max<int64_t>(1, std::min(rows, n));
     n_chunks = (n + rows - 1) / rows;
-    // The layered schedule when the batch makes too few chunks to share among threads; the engine
-    // choice can be forced for experiments with MLPGRAD_SCHEDULE=chunked|layered.
-    layered = n_chunks < config::kMinChunksForChunked;
+    // The layered schedule when the batch makes too few chunks to share among threads (and the call
+    // is not tiny); the choice can be forced for experiments with MLPGRAD_SCHEDULE=chunked|layered.
+    int64_t forward_flops = 0;
+    for (int64_t l = 0; l < L; ++l) forward_flops += 2 * n * d[l] * d[l + 1];
+    layered = n_chunks < config::kMinChunksForChunked && forward_flops >= config::kMinFlopsForLayered;
     if (const char* env = std::getenv("MLPGRAD_SCHEDULE")) {
       if (std::strcmp(env, "layered") == 0) layered = true;
       if (std::strcmp(env, "chunked") == 0) layered = false;
