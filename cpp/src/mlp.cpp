@@ -32,8 +32,10 @@ double dispatch(const Network<T>& net, Head head, const Batch<T>& batch, Reducti
 
 }  // namespace
 
+// scan_labels: the entry points leave the label range to the engine, which scans it vectorized.
 template <typename T>
-void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets) {
+void check_problem(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets,
+                   bool scan_labels) {
   const int64_t L = net.n_layers();
   if (L < 1) fail("the network needs at least one layer");
   if (int64_t(net.sizes.size()) != L + 1 || int64_t(net.b.size()) != L)
@@ -49,16 +51,11 @@ void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction re
   if (!need_targets) return;
   if (batch->n > 0 && !batch->labels && !batch->targets) fail("no targets");
   if (batch->labels && head != Head::softmax) fail("labels need the softmax head");
-  if (batch->labels && batch->n > 0) {  // one pass for the range, reported as the Python API words it
-    int64_t lo = batch->labels[0], hi = batch->labels[0];
-    for (int64_t i = 1; i < batch->n; ++i) {
-      lo = std::min(lo, batch->labels[i]);
-      hi = std::max(hi, batch->labels[i]);
-    }
-    if (lo < 0 || hi >= net.n_outputs())
-      fail("y labels must lie in [0, " + std::to_string(net.n_outputs()) + "), got values in [" + std::to_string(lo) +
-           ", " + std::to_string(hi) + "]");
-  }
+  if (scan_labels && batch->labels)
+    for (int64_t i = 0; i < batch->n; ++i)
+      if (batch->labels[i] < 0 || batch->labels[i] >= net.n_outputs())
+        fail("y labels must lie in [0, " + std::to_string(net.n_outputs()) + "), got " +
+             std::to_string(batch->labels[i]) + " at row " + std::to_string(i));
   if (reduction == Reduction::mean) {
     double total = double(batch->n);
     if (batch->sample_weight) {
@@ -70,26 +67,31 @@ void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction re
 }
 
 template <typename T>
+void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets) {
+  check_problem<T>(net, head, batch, reduction, need_targets, true);
+}
+
+template <typename T>
 void forward(const Network<T>& net, Head head, int64_t n, const T* X, T* probs, int n_threads,
              const Interrupt* interrupt) {
   Batch<T> batch;
   batch.n = n;
   batch.X = X;
-  check<T>(net, head, &batch, Reduction::sum, false);
+  check_problem<T>(net, head, &batch, Reduction::sum, false, false);
   dispatch<T>(net, head, batch, Reduction::sum, nullptr, probs, Mode::probs, n_threads, interrupt);
 }
 
 template <typename T>
 double loss(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, int n_threads,
             const Interrupt* interrupt) {
-  check<T>(net, head, &batch, reduction, true);
+  check_problem<T>(net, head, &batch, reduction, true, false);
   return dispatch<T>(net, head, batch, reduction, nullptr, nullptr, Mode::loss, n_threads, interrupt);
 }
 
 template <typename T>
 double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
                      const Gradients<T>& grads, int n_threads, const Interrupt* interrupt) {
-  check<T>(net, head, &batch, reduction, true);
+  check_problem<T>(net, head, &batch, reduction, true, false);
   if (int64_t(grads.dW.size()) != net.n_layers() || int64_t(grads.db.size()) != net.n_layers())
     fail("gradients: one dW and one db per layer expected");
   return dispatch<T>(net, head, batch, reduction, &grads, nullptr, Mode::grad, n_threads, interrupt);
