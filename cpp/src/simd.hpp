@@ -72,40 +72,45 @@ template <> struct ExpConst<double> {
 };
 
 #if defined(__AVX512F__)
-// AVX-512: exp(x) = 2^t, t = x log2(e) = n + f with n = round(t), |f| <= 1/2; 2^f = exp(f ln 2) by its
-// Taylor polynomial (degree 7 float: 5e-9 relative; 13 double), scaled by 2^n with vscalef, which
-// handles overflow (+inf) and underflow (0 after denormals) exactly. The rounding of t costs
-// |x| ulp(log2 e) relative, as in the generic path's reduction; about 1.5 ulp here too.
+// AVX-512: exp(x) = 2^n exp(r), n = round(x log2 e), r = x - n ln 2 in two steps (ln 2 = hi + lo, hi
+// with trailing zero bits, so n hi is exact): |r| <= ln 2 / 2. exp(r) by its Taylor polynomial (degree
+// 7 float, 13 double: truncation below 0.5 ulp), scaled by 2^n with vscalef, which handles overflow
+// (+inf) and underflow (gradual, then 0) exactly. About 1.5 ulp.
 template <typename T>
 inline Vec<T> vexp_scalef(Vec<T> x) {
-  constexpr int degree = sizeof(T) == 4 ? 7 : 13;
-  const T ln2 = T(0.6931471805599453094);
-  T coef[degree + 1];  // ln2^i / i!, folded to constants by the compiler
-  coef[0] = T(1);
-  for (int i = 1; i <= degree; ++i) coef[i] = coef[i - 1] * ln2 / T(i);
-  if constexpr (sizeof(T) == 4) {
-    const __m512 t = _mm512_mul_ps(bitcast<__m512>(x), _mm512_set1_ps(1.4426950408889634f));
-    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const Vec<T> f = bitcast<Vec<T>>(_mm512_sub_ps(t, n));
-    Vec<T> p = splat<T>(coef[degree]);
+  using C = ExpConst<T>;
+  T inv_fact[C::degree + 1];  // 1 / i!, folded to constants by the compiler
+  inv_fact[0] = T(1);
+  for (int i = 1; i <= C::degree; ++i) inv_fact[i] = inv_fact[i - 1] / T(i);
+  // Beyond +-2 |log(min normal)| the result is 0 or inf whatever x is: clamp first so n stays small
+  // (this also maps +-inf to 0 / inf; NaN compares false and stays NaN).
+  const T bound = T(-2) * C::lo;
+  x = x < -bound ? splat<T>(-bound) : x;
+  x = x > bound ? splat<T>(bound) : x;
+  Vec<T> n;
+  if constexpr (sizeof(T) == 4)
+    n = bitcast<Vec<T>>(_mm512_roundscale_ps(bitcast<__m512>(x * T(1.4426950408889634)),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  else
+    n = bitcast<Vec<T>>(_mm512_roundscale_pd(bitcast<__m512d>(x * T(1.4426950408889634074)),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const Vec<T> r = (x - n * C::ln2_hi) - n * C::ln2_lo;
+  Vec<T> p = splat<T>(inv_fact[C::degree]);
 #pragma GCC unroll 16
-    for (int i = degree - 1; i >= 0; --i) p = p * f + coef[i];
-    return bitcast<Vec<T>>(_mm512_scalef_ps(bitcast<__m512>(p), n));
-  } else {
-    const __m512d t = _mm512_mul_pd(bitcast<__m512d>(x), _mm512_set1_pd(1.4426950408889634074));
-    const __m512d n = _mm512_roundscale_pd(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const Vec<T> f = bitcast<Vec<T>>(_mm512_sub_pd(t, n));
-    Vec<T> p = splat<T>(coef[degree]);
-#pragma GCC unroll 16
-    for (int i = degree - 1; i >= 0; --i) p = p * f + coef[i];
-    return bitcast<Vec<T>>(_mm512_scalef_pd(bitcast<__m512d>(p), n));
-  }
+  for (int i = C::degree; i >= 1; --i) p = p * r + inv_fact[i - 1];
+  if constexpr (sizeof(T) == 4)
+    return bitcast<Vec<T>>(_mm512_scalef_ps(bitcast<__m512>(p), bitcast<__m512>(n)));
+  else
+    return bitcast<Vec<T>>(_mm512_scalef_pd(bitcast<__m512d>(p), bitcast<__m512d>(n)));
 }
 #endif
 
 template <typename T>
 inline Vec<T> vexp(Vec<T> x) {
   using C = ExpConst<T>;
+#if defined(__AVX512F__)
+  return vexp_scalef<T>(x);  // exact overflow and gradual underflow (no flush to 0 on this path)
+#else
   using U = typename VecTraits<T>::U;
   using UInt = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
   const T log2e = T(1.4426950408889634073599);
@@ -126,6 +131,7 @@ inline Vec<T> vexp(Vec<T> x) {
   result = x < C::lo ? splat<T>(T(0)) : result;
   result = x > C::hi ? splat<T>(std::numeric_limits<T>::infinity()) : result;
   return result;
+#endif
 }
 
 // sigmoid(z) = 1 / (1 + e) for z >= 0 and e / (1 + e) for z < 0, with e = exp(-|z|) in (0, 1]:
