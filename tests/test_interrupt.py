@@ -39,3 +39,32 @@ def test_ctrl_c_interrupts_a_long_call(sizes, n):
     for a, b in zip(after[1].weights + after[1].biases + [after[1].input],
                     before[1].weights + before[1].biases + [before[1].input]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
+def test_signal_handler_calling_mlpgrad_mid_call_leaves_the_outer_call_intact():
+    # Python signal handlers run on the calling thread between chunks of a long native call; one that
+    # calls mlpgrad itself must not disturb the outer call's workspace.
+    Ws, bs, X, y = make_problem([256, 512, 512, 10], 16384, "softmax", "labels", np.float64)
+    Ws2, bs2, X2, y2 = make_problem([600, 700, 10], 3000, "softmax", "labels", np.float64)
+    expected = mlpgrad.loss_and_grad(Ws, bs, X, y, head="softmax")
+    inner = []
+
+    def handler(signum, frame):
+        inner.append(mlpgrad.loss_and_grad(Ws2, bs2, X2, y2, head="softmax")[0])
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGUSR1)) for t in (0.02, 0.05, 0.1)]
+    try:
+        for timer in timers:
+            timer.start()
+        got = mlpgrad.loss_and_grad(Ws, bs, X, y, head="softmax")
+        for timer in timers:
+            timer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    print(f"{len(inner)} nested calls from the signal handler")
+    assert inner, "the handler never ran"
+    assert got[0] == expected[0]
+    for a, b in zip(got[1].weights + got[1].biases, expected[1].weights + expected[1].biases):
+        np.testing.assert_array_equal(a, b)

@@ -70,6 +70,25 @@ template <typename T> Workspace<T>& thread_workspace() {
   return ws;
 }
 
+// The calling thread's workspace, or a private one for a nested call: the interrupt poll runs Python
+// signal handlers on this thread in the middle of a call, and a handler may call mlpgrad again.
+template <typename T> class WorkspaceLease {
+ public:
+  WorkspaceLease() : outer_(!busy()) { busy() = true; }
+  ~WorkspaceLease() { if (outer_) busy() = false; }
+  WorkspaceLease(const WorkspaceLease&) = delete;
+  WorkspaceLease& operator=(const WorkspaceLease&) = delete;
+  T* get(int64_t n) { return outer_ ? thread_workspace<T>().get(n) : own_.get(n); }
+
+ private:
+  static bool& busy() {
+    static thread_local bool b = false;
+    return b;
+  }
+  bool outer_;
+  Workspace<T> own_;
+};
+
 // Sizes and offsets for one call, computed once from the shapes (never from the thread count).
 template <typename T> struct Plan {
   int64_t L, n, k;
@@ -338,7 +357,8 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
       max_tasks = std::max({max_tasks, tiles(n, d[l + 1]), tiles(d[l], d[l + 1]), tiles(n, d[l])});
   }
   const int nt = thread_count(n_threads, max_tasks);
-  T* ws = thread_workspace<T>().get(plan.workspace_size(nt));
+  WorkspaceLease<T> lease;
+  T* ws = lease.get(plan.workspace_size(nt));
   T* shared = ws + plan.shared;
   const int64_t n_blocks = plan.layered ? (n + 255) / 256 : plan.n_chunks;  // units of the loss sum
   std::vector<double> block_loss(n_blocks, 0.0);
