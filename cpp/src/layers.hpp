@@ -43,7 +43,7 @@ template <typename T> inline Vec<T> load_padded(const T* p, int64_t len) {
 }
 
 // Forward epilogue: z + b, then sigmoid for a hidden layer (logits keep z + b).
-template <typename T> struct BiasActivation {
+template <typename T> struct BiasActivation {  // the linear_forward epilogue (with sigmoid_forward fused)
   const T* b;
   bool sigmoid;
   void operator()(T* c, int64_t ldc, int64_t, int64_t j0, int64_t mr, int64_t nr) const {
@@ -55,7 +55,7 @@ template <typename T> struct BiasActivation {
 };
 
 // Backward epilogue: dh -> delta = dh * h (1 - h), with h the layer's saved output (same layout).
-template <typename T> struct SigmoidGrad {
+template <typename T> struct SigmoidBackward {
   const T* h;
   int64_t ldh;
   void operator()(T* c, int64_t ldc, int64_t i0, int64_t j0, int64_t mr, int64_t nr) const {
@@ -90,7 +90,7 @@ template <typename T>
 void linear_backward_input(T* dh, int64_t lddh, const T* delta, int64_t ldd, const T* WTp, const T* h_in,
                            int64_t ldh, int64_t n, int64_t d_in, int64_t d_out, GemmScratch<T> s) {
   if (h_in)
-    gemm<T>(n, d_in, d_out, delta, ldd, 1, WTp, nullptr, 0, 0, dh, lddh, false, s, SigmoidGrad<T>{h_in, ldh});
+    gemm<T>(n, d_in, d_out, delta, ldd, 1, WTp, nullptr, 0, 0, dh, lddh, false, s, SigmoidBackward<T>{h_in, ldh});
   else
     gemm<T>(n, d_in, d_out, delta, ldd, 1, WTp, nullptr, 0, 0, dh, lddh, false, s);
 }
