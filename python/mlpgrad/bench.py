@@ -823,7 +823,7 @@ def plot(rows: List[dict], path: str, gemm: Optional[dict] = None, title: str = 
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size N (rows)")
-        ax.set_ylabel("GFLOP/s (matmuls only, 6 N sum d_{l-1} d_l)")
+        ax.set_ylabel(r"GFLOP/s (matmuls only: $6N\,\Sigma_l\,d_{l-1}d_l$ per call)")
         per_row = rs[0]["flops"] / rs[0]["n"] if rs else 1.0
         sec = ax.secondary_yaxis("right", functions=(lambda g, k=per_row: g * 1e9 / k,
                                                      lambda r, k=per_row: r * k / 1e9))
@@ -1248,6 +1248,12 @@ def _cmd_bench(args) -> int:
         plot(prows, args.plot, gemm, title=f"mlpgrad bench: {cfg.name} {cfg.layers}, threads={thr},")
         print(f"\nwrote {args.plot}")
         out["plot"] = {"file": args.plot, "config": cfg.name, "rows": prows}
+    try:
+        info["loadavg_end"] = list(os.getloadavg())
+        print("\n- load average at the end: " + " ".join(f"{x:.2f}" for x in info["loadavg_end"])
+              + " (includes this benchmark's own threads)")
+    except (AttributeError, OSError):
+        info["loadavg_end"] = None
     if args.json:
         info["command"] = {"argv": sys.argv[1:], "dtype": args.dtype, "repeat": args.repeat,
                            "quick": args.quick, "settle": args.settle, "peers": peers,
