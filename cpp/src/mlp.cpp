@@ -32,10 +32,11 @@ double dispatch(const Network<T>& net, Head head, const Batch<T>& batch, Reducti
 
 }  // namespace
 
-// scan_labels: the entry points leave the label range to the engine, which scans it vectorized.
+// scan_data: the entry points leave the label range and the mean's total weight to the engine, which
+// makes those passes over the data itself (vectorized, and without summing the weights twice).
 template <typename T>
 void check_problem(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets,
-                   bool scan_labels) {
+                   bool scan_data) {
   const int64_t L = net.n_layers();
   if (L < 1) fail("the network needs at least one layer");
   if (int64_t(net.sizes.size()) != L + 1 || int64_t(net.b.size()) != L)
@@ -51,12 +52,12 @@ void check_problem(const Network<T>& net, Head head, const Batch<T>* batch, Redu
   if (!need_targets) return;
   if (batch->n > 0 && !batch->labels && !batch->targets) fail("no targets");
   if (batch->labels && head != Head::softmax) fail("labels need the softmax head");
-  if (scan_labels && batch->labels)
+  if (scan_data && batch->labels)
     for (int64_t i = 0; i < batch->n; ++i)
       if (batch->labels[i] < 0 || batch->labels[i] >= net.n_outputs())
         fail("y labels must lie in [0, " + std::to_string(net.n_outputs()) + "), got " +
              std::to_string(batch->labels[i]) + " at row " + std::to_string(i));
-  if (reduction == Reduction::mean) {
+  if (scan_data && reduction == Reduction::mean) {
     double total = double(batch->n);
     if (batch->sample_weight) {
       total = 0;

@@ -326,6 +326,17 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
   const int64_t L = plan.L, n = batch.n;
   const std::vector<int64_t>& d = plan.d;
 
+  double scale = 1.0;  // 1 for "sum"; 1 / total weight for "mean"
+  if (mode != Mode::probs && reduction == Reduction::mean) {
+    double total = double(n);
+    if (batch.sample_weight) {
+      total = 0;
+      for (int64_t i = 0; i < n; ++i) total += double(batch.sample_weight[i]);
+    }
+    if (!(total > 0)) throw std::invalid_argument("reduction 'mean' needs a positive total weight");
+    scale = 1.0 / total;
+  }
+
   if (n == 0) {  // empty sums: loss 0, gradients 0
     if (grads)
       for (int64_t l = 0; l < L; ++l) {
@@ -335,15 +346,6 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
     return 0.0;
   }
 
-  double scale = 1.0;  // 1 for "sum"; 1 / total weight for "mean"
-  if (reduction == Reduction::mean) {
-    double total = double(n);
-    if (batch.sample_weight) {
-      total = 0;
-      for (int64_t i = 0; i < n; ++i) total += double(batch.sample_weight[i]);
-    }
-    scale = 1.0 / total;
-  }
 
   // Never more threads than units of work: for the layered schedule, the most tiles (of the smallest
   // size, MR x NR) any of its products can be cut into.

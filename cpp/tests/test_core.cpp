@@ -564,10 +564,8 @@ void bad_inputs() {
   { Net n; n.sizes = {3}; check_net(n, "no layers"); }
   expect_invalid<T>([&] { mlpgrad::check<T>(D.net, Head(7), nullptr, Reduction::sum, false); }, "unknown head");
 
-  auto check_batch = [&](Batch B, Head head, Reduction red, const std::string& what) {
-    expect_invalid<T>([&] { mlpgrad::check<T>(D.net, head, &B, red, true); }, what);
-    expect_invalid<T>([&] { mlpgrad::loss<T>(D.net, head, B, red, 1); }, what + " via loss");
-    std::vector<std::vector<T>> dW, db;
+  // Gradient buffers for P (kept alive by `dW`, `db`) and their Gradients view.
+  auto make_grads = [&](std::vector<std::vector<T>>& dW, std::vector<std::vector<T>>& db) {
     mlpgrad::Gradients<T> g;
     for (int64_t l = 0; l < P.L(); ++l) {
       dW.emplace_back(P.sizes[l] * P.sizes[l + 1]);
@@ -575,6 +573,13 @@ void bad_inputs() {
       g.dW.push_back(dW.back().data());
       g.db.push_back(db.back().data());
     }
+    return g;
+  };
+  auto check_batch = [&](Batch B, Head head, Reduction red, const std::string& what) {
+    expect_invalid<T>([&] { mlpgrad::check<T>(D.net, head, &B, red, true); }, what);
+    expect_invalid<T>([&] { mlpgrad::loss<T>(D.net, head, B, red, 1); }, what + " via loss");
+    std::vector<std::vector<T>> dW, db;
+    const mlpgrad::Gradients<T> g = make_grads(dW, db);
     expect_invalid<T>([&] { mlpgrad::loss_and_grad<T>(D.net, head, B, red, g, 1); }, what + " via loss_and_grad");
   };
   std::vector<int64_t> bad_labels = D.labels;
@@ -599,13 +604,7 @@ void bad_inputs() {
   {
     Batch B = D.batch(labels);
     std::vector<std::vector<T>> dW, db;
-    mlpgrad::Gradients<T> g;
-    for (int64_t l = 0; l < P.L(); ++l) {
-      dW.emplace_back(P.sizes[l] * P.sizes[l + 1]);
-      db.emplace_back(P.sizes[l + 1]);
-      g.dW.push_back(dW.back().data());
-      g.db.push_back(db.back().data());
-    }
+    mlpgrad::Gradients<T> g = make_grads(dW, db);
     g.dW.pop_back();
     expect_invalid<T>([&] { mlpgrad::loss_and_grad<T>(D.net, Head::softmax, B, Reduction::sum, g, 1); }, "one dW short");
   }
