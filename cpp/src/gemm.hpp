@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "mlpgrad/config.hpp"
 #include "simd.hpp"
@@ -37,19 +39,94 @@ template <typename T> struct GemmScratch {
   explicit GemmScratch(T* base) : a(base), b(base + a_size), tile(base + a_size + b_size) {}
 };
 
+// Packing. A packed panel is kc rows of NT values (NT = MR for A, NR for B): row p holds element p of
+// "lines" j = 0..n-1 (the rows of A, the columns of B), zeros for j >= n. The source comes in one of
+// two layouts, each with a vectorized path:
+//   lines contiguous along p:  (p, j) at src[j * lds + p]  -> W x W blocks transposed in registers
+//   rows contiguous along j:   (p, j) at src[p * lds + j]  -> vector copies
+// and any other strides take the scalar path. Every path writes the same values.
+
+// One stage of a W x W transpose held in W vectors (one per row): for each pair of rows (i, i + h),
+// swap their h-wide off-diagonal blocks. The stages h = W/2, ..., 2, 1 together transpose.
+template <typename T, int h, std::size_t... J>
+inline void transpose_stage(Vec<T>* r, std::index_sequence<J...>) {
+  constexpr int W = kLanes<T>;
+#pragma GCC unroll 16
+  for (int i = 0; i < W; ++i)
+    if (!(i & h)) {
+      const Vec<T> a = r[i], b = r[i + h];
+      r[i] = __builtin_shufflevector(a, b, (J & h ? W + J - h : J)...);
+      r[i + h] = __builtin_shufflevector(a, b, (J & h ? W + J : J + h)...);
+    }
+}
+template <typename T, int h = kLanes<T> / 2> inline void transpose(Vec<T>* r) {
+  transpose_stage<T, h>(r, std::make_index_sequence<kLanes<T>>{});
+  if constexpr (h > 1) transpose<T, h / 2>(r);
+}
+
+// f(std::integral_constant<int, g>) for the vector-wide groups g = 0, W, 2W, ... < NT.
+template <typename T, typename F, int... G> inline void for_groups(F&& f, std::integer_sequence<int, G...>) {
+  (f(std::integral_constant<int, G * kLanes<T>>{}), ...);
+}
+template <typename T, int NT, typename F> inline void for_groups(F&& f) {
+  for_groups<T>(f, std::make_integer_sequence<int, (NT + kLanes<T> - 1) / kLanes<T>>{});
+}
+
+template <typename T, int NT>
+void pack_from_lines(int64_t kc, int64_t n, const T* src, int64_t lds, T* dst) {
+  constexpr int W = kLanes<T>;
+  for_groups<T, NT>([&](auto gc) {
+    constexpr int g = decltype(gc)::value, width = std::min(W, NT - g);
+    const int64_t lines = std::clamp<int64_t>(n - g, 0, W);
+    int64_t p = 0;
+    for (; p + W <= kc; p += W) {
+      Vec<T> r[W];
+#pragma GCC unroll 16
+      for (int q = 0; q < W; ++q) r[q] = q < lines ? load<T>(src + (g + q) * lds + p) : Vec<T>{};
+      transpose<T>(r);
+#pragma GCC unroll 16
+      for (int q = 0; q < W; ++q) store_n<T, width>(dst + (p + q) * NT + g, r[q]);
+    }
+    for (; p < kc; ++p)
+      for (int j = 0; j < width; ++j) dst[p * NT + g + j] = j < lines ? src[(g + j) * lds + p] : T(0);
+  });
+}
+
+template <typename T, int NT>
+void pack_from_rows(int64_t kc, int64_t n, const T* src, int64_t lds, T* dst) {
+  constexpr int W = kLanes<T>;
+  if (n < NT) {  // an edge panel
+    for (int64_t p = 0; p < kc; ++p) {
+      std::copy(src + p * lds, src + p * lds + n, dst + p * NT);
+      std::fill(dst + p * NT + n, dst + p * NT + NT, T(0));
+    }
+    return;
+  }
+  for (int64_t p = 0; p < kc; ++p)
+    for_groups<T, NT>([&](auto gc) {
+      constexpr int g = decltype(gc)::value, width = std::min(W, NT - g);
+      store_n<T, width>(dst + p * NT + g, load_n<T, width>(src + p * lds + g));
+    });
+}
+
+template <typename T, int NT>
+void pack_panel(int64_t kc, int64_t n, const T* src, int64_t stride_p, int64_t stride_j, T* dst) {
+  if (stride_p == 1) {
+    pack_from_lines<T, NT>(kc, n, src, stride_j, dst);
+  } else if (stride_j == 1) {
+    pack_from_rows<T, NT>(kc, n, src, stride_p, dst);
+  } else {
+    for (int64_t p = 0; p < kc; ++p)
+      for (int64_t j = 0; j < NT; ++j) dst[p * NT + j] = j < n ? src[p * stride_p + j * stride_j] : T(0);
+  }
+}
+
 // A block (mc, kc) -> MR-row panels; panel element (p, i) at p*MR + i; rows past mc are zeros.
 template <typename T>
 void pack_a(int64_t mc, int64_t kc, const T* A, int64_t rsa, int64_t csa, T* Ap) {
   constexpr int MR = Tile<T>::MR;
-  for (int64_t ir = 0; ir < mc; ir += MR, Ap += MR * kc) {
-    const int64_t mr = std::min<int64_t>(MR, mc - ir);
-    for (int64_t p = 0; p < kc; ++p) {
-      const T* src = A + ir * rsa + p * csa;
-      T* dst = Ap + p * MR;
-      for (int64_t i = 0; i < mr; ++i) dst[i] = src[i * rsa];
-      for (int64_t i = mr; i < MR; ++i) dst[i] = T(0);
-    }
-  }
+  for (int64_t ir = 0; ir < mc; ir += MR, Ap += MR * kc)
+    pack_panel<T, MR>(kc, std::min<int64_t>(MR, mc - ir), A + ir * rsa, csa, rsa, Ap);
 }
 
 // B block (kc, nc) -> NR-column panels with panel stride `panel` (element (p, j) of panel q at
@@ -57,20 +134,21 @@ void pack_a(int64_t mc, int64_t kc, const T* A, int64_t rsa, int64_t csa, T* Ap)
 // column sums of the block (summed down the block's kc rows first, then added: blocked summation).
 template <typename T>
 void pack_b(int64_t kc, int64_t nc, const T* B, int64_t rsb, int64_t csb, T* Bp, int64_t panel, T* colsum) {
-  constexpr int NR = Tile<T>::NR;
+  constexpr int NR = Tile<T>::NR, W = kLanes<T>;
   for (int64_t jr = 0; jr < nc; jr += NR, Bp += panel) {
     const int64_t nr = std::min<int64_t>(NR, nc - jr);
-    T sums[NR] = {};
-    for (int64_t p = 0; p < kc; ++p) {
-      const T* src = B + p * rsb + jr * csb;
-      T* dst = Bp + p * NR;
-      for (int64_t j = 0; j < nr; ++j) dst[j] = src[j * csb];
-      for (int64_t j = nr; j < NR; ++j) dst[j] = T(0);
-      if (colsum)
-        for (int64_t j = 0; j < NR; ++j) sums[j] += dst[j];
-    }
-    if (colsum)
+    pack_panel<T, NR>(kc, nr, B + jr * csb, rsb, csb, Bp);
+    if (colsum) {  // down the packed panel, lane by lane in row order
+      Vec<T> s0{}, s1{};
+      for (int64_t p = 0; p < kc; ++p) {
+        s0 += load<T>(Bp + p * NR);
+        s1 += load<T>(Bp + p * NR + W);
+      }
+      T sums[NR];
+      store<T>(sums, s0);
+      store<T>(sums + W, s1);
       for (int64_t j = 0; j < nr; ++j) colsum[jr + j] += sums[j];
+    }
   }
 }
 
