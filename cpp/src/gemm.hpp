@@ -29,6 +29,13 @@ template <typename T> struct Tile {
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Split `total` into the fewest blocks of at most max_block (a multiple of mult), all of one size (a
+// multiple of mult) but the last: the size of a block.
+inline int64_t balanced_block(int64_t total, int64_t max_block, int64_t mult) {
+  const int64_t blocks = std::max<int64_t>(1, (total + max_block - 1) / max_block);
+  return std::min(max_block, round_up((total + blocks - 1) / blocks, mult));
+}
+
 // Scratch for one thread: a packed A block, a packed B block (when B is not pre-packed), an edge tile.
 template <typename T> struct GemmScratch {
   static constexpr int64_t a_size = config::kMC * config::kKC;
@@ -92,32 +99,44 @@ void pack_from_lines(int64_t kc, int64_t n, const T* src, int64_t lds, T* dst) {
   });
 }
 
+// Rows contiguous: row p of every panel at once, so the source is read row by row (panel by panel,
+// a panel's 12 or 32 values per row came from a new cache line every row: with a 4 KiB row stride,
+// all from one L1 set). Full panels by vector copies, a last partial panel by scalars.
 template <typename T, int NT>
-void pack_from_rows(int64_t kc, int64_t n, const T* src, int64_t lds, T* dst) {
+void pack_from_rows(int64_t kc, int64_t n, const T* src, int64_t lds, T* dst, int64_t panel) {
   constexpr int W = kLanes<T>;
-  if (n < NT) {  // an edge panel
-    for (int64_t p = 0; p < kc; ++p) {
-      std::copy(src + p * lds, src + p * lds + n, dst + p * NT);
-      std::fill(dst + p * NT + n, dst + p * NT + NT, T(0));
+  const int64_t full = n / NT, rest = n - full * NT;
+  for (int64_t p = 0; p < kc; ++p) {
+    const T* row = src + p * lds;
+    for (int64_t q = 0; q < full; ++q)
+      for_groups<T, NT>([&](auto gc) {
+        constexpr int g = decltype(gc)::value, width = std::min(W, NT - g);
+        store_n<T, width>(dst + q * panel + p * NT + g, load_n<T, width>(row + q * NT + g));
+      });
+    if (rest) {
+      T* out = dst + full * panel + p * NT;
+      std::copy(row + full * NT, row + n, out);
+      std::fill(out + rest, out + NT, T(0));
     }
-    return;
   }
-  for (int64_t p = 0; p < kc; ++p)
-    for_groups<T, NT>([&](auto gc) {
-      constexpr int g = decltype(gc)::value, width = std::min(W, NT - g);
-      store_n<T, width>(dst + p * NT + g, load_n<T, width>(src + p * lds + g));
-    });
 }
 
+// A block of kc rows and n lines -> ceil(n / NT) panels, `panel` elements apart.
 template <typename T, int NT>
-void pack_panel(int64_t kc, int64_t n, const T* src, int64_t stride_p, int64_t stride_j, T* dst) {
-  if (stride_p == 1) {
-    pack_from_lines<T, NT>(kc, n, src, stride_j, dst);
-  } else if (stride_j == 1) {
-    pack_from_rows<T, NT>(kc, n, src, stride_p, dst);
-  } else {
-    for (int64_t p = 0; p < kc; ++p)
-      for (int64_t j = 0; j < NT; ++j) dst[p * NT + j] = j < n ? src[p * stride_p + j * stride_j] : T(0);
+void pack_panels(int64_t kc, int64_t n, const T* src, int64_t stride_p, int64_t stride_j, T* dst, int64_t panel) {
+  if (stride_j == 1 && stride_p != 1) {
+    pack_from_rows<T, NT>(kc, n, src, stride_p, dst, panel);
+    return;
+  }
+  for (int64_t j0 = 0; j0 < n; j0 += NT, dst += panel) {
+    const int64_t nj = std::min<int64_t>(NT, n - j0);
+    const T* s = src + j0 * stride_j;
+    if (stride_p == 1) {
+      pack_from_lines<T, NT>(kc, nj, s, stride_j, dst);
+    } else {
+      for (int64_t p = 0; p < kc; ++p)
+        for (int64_t j = 0; j < NT; ++j) dst[p * NT + j] = j < nj ? s[p * stride_p + j * stride_j] : T(0);
+    }
   }
 }
 
@@ -125,8 +144,7 @@ void pack_panel(int64_t kc, int64_t n, const T* src, int64_t stride_p, int64_t s
 template <typename T>
 void pack_a(int64_t mc, int64_t kc, const T* A, int64_t rsa, int64_t csa, T* Ap) {
   constexpr int MR = Tile<T>::MR;
-  for (int64_t ir = 0; ir < mc; ir += MR, Ap += MR * kc)
-    pack_panel<T, MR>(kc, std::min<int64_t>(MR, mc - ir), A + ir * rsa, csa, rsa, Ap);
+  pack_panels<T, MR>(kc, mc, A, csa, rsa, Ap, MR * kc);
 }
 
 // B block (kc, nc) -> NR-column panels with panel stride `panel` (element (p, j) of panel q at
@@ -135,20 +153,18 @@ void pack_a(int64_t mc, int64_t kc, const T* A, int64_t rsa, int64_t csa, T* Ap)
 template <typename T>
 void pack_b(int64_t kc, int64_t nc, const T* B, int64_t rsb, int64_t csb, T* Bp, int64_t panel, T* colsum) {
   constexpr int NR = Tile<T>::NR, W = kLanes<T>;
-  for (int64_t jr = 0; jr < nc; jr += NR, Bp += panel) {
-    const int64_t nr = std::min<int64_t>(NR, nc - jr);
-    pack_panel<T, NR>(kc, nr, B + jr * csb, rsb, csb, Bp);
-    if (colsum) {  // down the packed panel, lane by lane in row order
-      Vec<T> s0{}, s1{};
-      for (int64_t p = 0; p < kc; ++p) {
-        s0 += load<T>(Bp + p * NR);
-        s1 += load<T>(Bp + p * NR + W);
-      }
-      T sums[NR];
-      store<T>(sums, s0);
-      store<T>(sums + W, s1);
-      for (int64_t j = 0; j < nr; ++j) colsum[jr + j] += sums[j];
+  pack_panels<T, NR>(kc, nc, B, rsb, csb, Bp, panel);
+  if (!colsum) return;
+  for (int64_t jr = 0; jr < nc; jr += NR, Bp += panel) {  // down each packed panel, in row order
+    Vec<T> s0{}, s1{};
+    for (int64_t p = 0; p < kc; ++p) {
+      s0 += load<T>(Bp + p * NR);
+      s1 += load<T>(Bp + p * NR + W);
     }
+    T sums[NR];
+    store<T>(sums, s0);
+    store<T>(sums + W, s1);
+    for (int64_t j = 0; j < std::min<int64_t>(NR, nc - jr); ++j) colsum[jr + j] += sums[j];
   }
 }
 
@@ -162,10 +178,18 @@ void pack_b_panels(int64_t k, int64_t n, const T* B, int64_t rsb, int64_t csb, T
 
 // The micro-kernel: C (MR, NR) = [C +] Ap (MR, kc) @ Bp (kc, NR). Sums start from zero and C is
 // added once at the end, so a full tile and an edge tile (done through a scratch tile) round alike.
-template <typename T>
+//   Direct: A is read in place, element (i, p) at Ap[i * rsa + p * csa] (all MR rows must exist).
+template <typename T, bool Direct = false>
 inline void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, T* __restrict C,
-                         int64_t ldc, bool accumulate) {
+                         int64_t ldc, bool accumulate, int64_t rsa = 0, int64_t csa = 0) {
   constexpr int MR = Tile<T>::MR, W = kLanes<T>;
+  // The C tile is only read or written after the loop: fetch its lines meanwhile (rows of C a power
+  // of two apart share an L1 set and are often gone by then; 1-3.5% on the benchmark configs).
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    __builtin_prefetch(C + i * ldc, 1);
+    __builtin_prefetch(C + i * ldc + 2 * W - 1, 1);
+  }
   Vec<T> c0[MR], c1[MR];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) c0[i] = c1[i] = Vec<T>{};
@@ -173,7 +197,7 @@ inline void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict
     const Vec<T> b0 = load<T>(Bp + p * 2 * W), b1 = load<T>(Bp + p * 2 * W + W);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const T a = Ap[p * MR + i];
+      const T a = Direct ? Ap[i * rsa + p * csa] : Ap[p * MR + i];
       c0[i] += a * b0;
       c1[i] += a * b1;
     }
@@ -213,15 +237,22 @@ void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa,
         epi(C + i * ldc + j, ldc, i, j, std::min<int64_t>(MR, m - i), std::min<int64_t>(NR, n - j));
     return;
   }
-  for (int64_t jc = 0; jc < n; jc += config::kNC) {  // loop 5: NC columns of B and C
-    const int64_t nc = std::min(config::kNC, n - jc);
-    for (int64_t pc = 0; pc < k; pc += config::kKC) {  // loop 4: KC deep slice
-      const int64_t kc = std::min(config::kKC, k - pc);
+  // Blocks of equal size (up to rounding) rather than full blocks and a thin remainder: k = 784 in
+  // slices of 256 left a 16-deep slice, whose kernel calls load and store C for 16 steps.
+  // A read in place, not packed, when each of its elements serves few B panels: packing then costs
+  // more than it saves.
+  const bool direct = (n + NR - 1) / NR <= config::kDirectAMaxPanels;
+  const int64_t NC = balanced_block(n, config::kNC, NR), KC = balanced_block(k, config::kKC, 4),
+                MC = balanced_block(m, config::kMC, MR);
+  for (int64_t jc = 0; jc < n; jc += NC) {  // loop 5: NC columns of B and C
+    const int64_t nc = std::min(NC, n - jc);
+    for (int64_t pc = 0; pc < k; pc += KC) {  // loop 4: KC deep slice
+      const int64_t kc = std::min(KC, k - pc);
       const bool acc = accumulate || pc > 0, last = pc + kc == k;
       if (!Bpanels) pack_b<T>(kc, nc, B + pc * rsb + jc * csb, rsb, csb, s.b, NR * kc, bsum ? bsum + jc : nullptr);
-      for (int64_t ic = 0; ic < m; ic += config::kMC) {  // loop 3: MC rows of A and C
-        const int64_t mc = std::min(config::kMC, m - ic);
-        pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, s.a);
+      for (int64_t ic = 0; ic < m; ic += MC) {  // loop 3: MC rows of A and C
+        const int64_t mc = std::min(MC, m - ic);
+        if (!direct) pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, s.a);
         for (int64_t jr = 0; jr < nc; jr += NR) {  // loop 2: one B micro-panel
           const int64_t nr = std::min<int64_t>(NR, nc - jr);
           const T* b = Bpanels ? Bpanels + (jc + jr) * k + pc * NR : s.b + jr * kc;
@@ -229,7 +260,15 @@ void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa,
             const int64_t mr = std::min<int64_t>(MR, mc - ir);
             const T* a = s.a + ir * kc;
             T* c = C + (ic + ir) * ldc + jc + jr;
-            if (mr == MR && nr == NR) {
+            if (direct && mr < MR) pack_a(mr, kc, A + (ic + ir) * rsa + pc * csa, rsa, csa, s.a + ir * kc);
+            if (direct && mr == MR && nr == NR) {
+              micro_kernel<T, true>(kc, A + (ic + ir) * rsa + pc * csa, b, c, ldc, acc, rsa, csa);
+            } else if (direct && mr == MR) {
+              micro_kernel<T, true>(kc, A + (ic + ir) * rsa + pc * csa, b, s.tile, NR, false, rsa, csa);
+              for (int64_t i = 0; i < mr; ++i)
+                for (int64_t j = 0; j < nr; ++j)
+                  c[i * ldc + j] = acc ? c[i * ldc + j] + s.tile[i * NR + j] : s.tile[i * NR + j];
+            } else if (mr == MR && nr == NR) {
               micro_kernel<T>(kc, a, b, c, ldc, acc);
             } else {
               micro_kernel<T>(kc, a, b, s.tile, NR, false);
