@@ -250,23 +250,33 @@ inline double pairwise_sum(const double* v, int64_t n) {
   return pairwise_sum(v, n / 2) + pairwise_sum(v + n / 2, n - n / 2);
 }
 
-// A 2-D tiling of an (rows, cols) output: tiles of mt x nt (multiples of MR and NR), made smaller
-// until there are at least `want` tiles. Tiles start as wide as a packed B block (NC columns): every
-// column tile packs its own copy of the A rows, so narrow tiles multiply that packing (a 2048-wide
-// layer in 256-column tiles packed its input 8 times). Any tiling gives the same bits: each element
-// is summed by one tile over the full inner dimension.
+// A 2-D tiling of an (rows, cols) output = A (rows, k) @ B (k, cols) into R x C tiles of equal size
+// (up to rounding to MR rows and NR columns), for `threads` threads. Each row tile reads all of B
+// and each column tile all of A (and packs it again), so among the tilings with at least `want`
+// tiles, a count the thread count divides when there is one, it takes the one that reads least:
+// C * rows + R * cols (times k). Any tiling gives the same bits: each element is summed by one tile
+// over the full inner dimension, in the same order.
 template <typename T> struct Tiling {
-  int64_t rows, cols, mt, nt, row_tiles, col_tiles;
-  Tiling(int64_t r, int64_t c, int64_t want) : rows(r), cols(c) {
-    mt = round_up(std::min<int64_t>(r, config::kMC), Tile<T>::MR);
-    nt = round_up(std::min<int64_t>(c, config::kNC), Tile<T>::NR);
-    for (;;) {
-      row_tiles = (rows + mt - 1) / mt;
-      col_tiles = (cols + nt - 1) / nt;
-      if (row_tiles * col_tiles >= want) break;
-      if (nt > Tile<T>::NR && nt >= mt / 2) nt = round_up(nt / 2, Tile<T>::NR);
-      else if (mt > Tile<T>::MR) mt = round_up(mt / 2, Tile<T>::MR);
-      else break;
+  int64_t rows, cols, mt = 0, nt = 0, row_tiles = 0, col_tiles = 0;
+  Tiling(int64_t r, int64_t c, int64_t want, int64_t threads) : rows(r), cols(c) {
+    const int64_t max_r = std::max<int64_t>(1, (r + Tile<T>::MR - 1) / Tile<T>::MR);
+    const int64_t max_c = std::max<int64_t>(1, (c + Tile<T>::NR - 1) / Tile<T>::NR);
+    double best = -1;
+    bool best_even = false;
+    for (int64_t R = 1; R <= max_r; ++R) {
+      // equal tiles: R row tiles of mt rows, C column tiles of nt columns
+      const int64_t m_t = round_up((r + R - 1) / R, Tile<T>::MR), R_eff = (r + m_t - 1) / m_t;
+      if (R_eff != R) continue;
+      for (int64_t C0 = std::max<int64_t>(1, (want + R - 1) / R); C0 <= std::max<int64_t>(1, (want + R - 1) / R) + 2; ++C0) {
+        const int64_t C1 = std::min(C0, max_c);
+        const int64_t n_t = round_up((c + C1 - 1) / C1, Tile<T>::NR), C = (c + n_t - 1) / n_t;
+        const bool even = (R * C) % threads == 0;
+        const double cost = double(C) * double(r) + double(R) * double(c);
+        if (best < 0 || (even && !best_even) || (even == best_even && cost < best)) {
+          best = cost; best_even = even; mt = m_t; nt = n_t; row_tiles = R; col_tiles = C;
+        }
+      }
+      if (R >= want && best_even) break;  // more row tiles only add reads of B
     }
   }
   int64_t count() const { return row_tiles * col_tiles; }
@@ -471,7 +481,7 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
       GemmScratch<T> gs(mine + plan.gemm);
       const int want = 4 * nt;
       for (int64_t l = 0; l < L; ++l) {
-        const Tiling<T> tiles(n, d[l + 1], want);
+        const Tiling<T> tiles(n, d[l + 1], want, nt);
         const T* h = l == 0 ? batch.X : shared + plan.act[l];
         T* z = shared + plan.act[l + 1];
 #pragma omp for schedule(dynamic, 1)
@@ -498,8 +508,8 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
           if (l > 0) next = shared + (delta == shared + plan.delta0 ? plan.delta1 : plan.delta0);
           const bool want_input = l > 0 || input_grad;
           // dW_l tiles (d_l, d_{l+1}) and, beside them, the tiles of delta_l (n, d_l) or dX.
-          const Tiling<T> wtiles(d[l], d[l + 1], want);
-          const Tiling<T> itiles(n, d[l], want_input ? want : 0);
+          const Tiling<T> wtiles(d[l], d[l + 1], want, nt);
+          const Tiling<T> itiles(n, d[l], want_input ? want : 1, nt);
           const int64_t n_wt = wtiles.count(), n_it = want_input ? itiles.count() : 0;
 #pragma omp for schedule(dynamic, 1)
           for (int64_t t = 0; t < n_wt + n_it; ++t) {

@@ -22,7 +22,11 @@ constexpr int64_t kMaxGroups = 8;
 
 // Below this many chunks the batch is too short to share chunks among threads and to amortize the
 // per-group gradient buffers: the layered schedule (whole-batch products cut into 2-D tiles) runs.
-constexpr int64_t kMinChunksForChunked = 8;
+// With at most kMaxGroups chunks every chunk has a group buffer of its own (written in full, then
+// reduced) and nothing is shared: wide (1024-1024-1024-10, N = 2048: 8 chunks of 256 rows) ran 6%
+// faster layered (interleaved A/B with MLPGRAD_SCHEDULE, 1 and 2 threads), mnist N = 4096 (16 chunks)
+// 13% slower.
+constexpr int64_t kMinChunksForChunked = kMaxGroups + 1;
 // ... unless the whole forward pass is below this many flops: then one chunk on one thread, with no
 // barriers, is faster (measured: 64-100-10 softmax, N = 200, float32: 125 us chunked on 1 thread,
 // 132-148 us layered on 1-2 threads; mnist N = 64, 34 Mflop: layered on 2 threads 549 us, chunked
