@@ -18,6 +18,20 @@
 
 namespace mlpgrad::MLPGRAD_ISA {
 
+// v[r] = p[idx[r]] for every lane r (one gather instruction on AVX-512).
+template <typename T> inline Vec<T> gather(const T* p, const int32_t* idx) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4)
+    return bitcast<Vec<T>>(_mm512_i32gather_ps(_mm512_loadu_si512(idx), p, 4));
+  else
+    return bitcast<Vec<T>>(_mm512_i32gather_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)), p, 8));
+#else
+  Vec<T> v;
+  for (int r = 0; r < kLanes<T>; ++r) v[r] = p[idx[r]];
+  return v;
+#endif
+}
+
 inline bool is_narrow(const std::vector<int64_t>& sizes) {
   return *std::max_element(sizes.begin(), sizes.end()) <= config::kNarrowMaxWidth;
 }
@@ -29,7 +43,13 @@ template <typename T> struct NarrowPlan {
   std::vector<int64_t> d, h;  // h[l]: d_l vectors (h[0]: the X block; h[L]: logits, then delta_L)
   std::vector<int64_t> gw, gb;  // lane accumulators of dW_l (d_l * d_{l+1} vectors) and db_l
   int64_t delta0 = 0, delta1 = 0, t = 0, acc_begin = 0, acc_end = 0, size = 0;
+  // Gather indices for a full block of V rows. x_idx[r] = r d_0: feature i of the block is
+  // X_block[x_idx + i]. dx_idx[q V + L] = i V + r for the element q V + L = r d_0 + i of the block's
+  // dX rows: vector q of dX (row-major) gathered from the feature-major dX scratch.
+  std::vector<int32_t> x_idx, dx_idx;
   explicit NarrowPlan(const std::vector<int64_t>& sizes) : L(int64_t(sizes.size()) - 1), k(sizes.back()), d(sizes) {
+    for (int r = 0; r < V; ++r) x_idx.push_back(int32_t(r * d[0]));
+    for (int64_t e = 0; e < V * d[0]; ++e) dx_idx.push_back(int32_t(e % d[0] * V + e / d[0]));
     const int64_t maxd = *std::max_element(d.begin(), d.end());
     int64_t off = 0;
     for (int64_t l = 0; l <= L; ++l) { h.push_back(off); off += d[l] * V; }
@@ -49,8 +69,8 @@ template <typename T> struct NarrowPlan {
 // Rows [r0, r0 + m) of a chunk, m <= V (lanes past m are padding: zero inputs and zero weight).
 // Returns the weighted loss of these rows; for gradients adds to the lane accumulators, writes dX.
 template <typename T>
-double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, const Batch<T>& batch, T scale,
-                    Mode mode, T* probs, T* dX, T* s, int64_t r0, int64_t m) {
+void narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, const Batch<T>& batch, T scale,
+                  Mode mode, T* probs, T* dX, T* s, int64_t r0, int64_t m, double* lane_loss) {
   constexpr int V = NarrowPlan<T>::V;
   using I = typename VecTraits<T>::I;
   const std::vector<int64_t>& d = np.d;
@@ -67,8 +87,7 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
   T* h0 = s + np.h[0];
   const T* x = batch.X + r0 * d[0];
   if (m == V) {
-    for (int64_t r = 0; r < V; ++r)
-      for (int64_t i = 0; i < d[0]; ++i) h0[i * V + r] = x[r * d[0] + i];
+    for (int64_t i = 0; i < d[0]; ++i) store<T>(h0 + i * V, gather<T>(x + i, np.x_idx.data()));
   } else {
     for (int64_t i = 0; i < d[0]; ++i)
       for (int64_t r = 0; r < V; ++r) h0[i * V + r] = r < m ? x[r * d[0] + i] : T(0);
@@ -99,7 +118,7 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
       const Vec<T> p = head == Head::softmax ? z * inv : vsigmoid<T>(z);
       for (int64_t r = 0; r < m; ++r) probs[(r0 + r) * k + j] = p[r];
     }
-    return 0.0;
+    return;
   }
 
   Vec<T> c = Vec<T>{};  // each row's factor in the loss; 0 on padding lanes
@@ -161,9 +180,11 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
           store<T>(Z + j * V, masked(c * (load<T>(E + j * V) * inv * st - load<T>(tv + j * V))));
     }
   }
-  double total = 0;
-  for (int64_t r = 0; r < m; ++r) total += double(c[r]) * double(loss[r]);
-  if (!grad) return total;
+  // Each lane's weighted loss, added in double to its own accumulator (the lanes are summed in a fixed
+  // order at the chunk's end); padding lanes add 0.
+  const Vec<T> lc = masked(c), ll = masked(loss);
+  for (int r = 0; r < V; ++r) lane_loss[r] += double(lc[r]) * double(ll[r]);
+  if (!grad) return;
 
   // backward: the forward reversed
   const T* delta = Z;
@@ -187,13 +208,16 @@ double narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
       if (l > 0) {
         const Vec<T> hv = load<T>(hin + i * V);
         store<T>(next + i * V, masked(acc * (hv * (T(1) - hv))));
+      } else if (m == V) {
+        store<T>(next + i * V, acc);  // feature-major, turned into rows below
       } else {
         for (int64_t r = 0; r < m; ++r) dX[(r0 + r) * din + i] = acc[r];
       }
     }
+    if (l == 0 && m == V)
+      for (int64_t q = 0; q < din; ++q) store<T>(dX + r0 * din + q * V, gather<T>(next, np.dx_idx.data() + q * V));
     delta = next;
   }
-  return total;
 }
 
 // A chunk of rows [r0, r0 + rows): its loss (returned) and, for gradients, its dW/db written to
@@ -204,9 +228,11 @@ double narrow_chunk(const NarrowPlan<T>& np, const Network<T>& net, Head head, c
                     const std::vector<int64_t>& gb, bool first_in_group) {
   constexpr int V = NarrowPlan<T>::V;
   if (mode == Mode::grad) std::fill(s + np.acc_begin, s + np.acc_end, T(0));
-  double total = 0;
+  double lane_loss[V] = {};
   for (int64_t r = 0; r < rows; r += V)
-    total += narrow_block<T>(np, net, head, batch, scale, mode, probs, dX, s, r0 + r, std::min<int64_t>(V, rows - r));
+    narrow_block<T>(np, net, head, batch, scale, mode, probs, dX, s, r0 + r, std::min<int64_t>(V, rows - r), lane_loss);
+  double total = 0;
+  for (int r = 0; r < V; ++r) total += lane_loss[r];
   if (mode != Mode::grad) return total;
   auto lanes_sum = [&](const T* v) {  // fixed order
     T x = 0;
