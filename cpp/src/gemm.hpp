@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 #include <utility>
 
@@ -223,12 +224,95 @@ struct NoEpilogue {
 // C (m, n) = [C +] A (m, k) @ B (k, n), then epi(tile, ldc, row, col, mr, nr) on each finished tile.
 // Bpanels: B as full-K panels (pack_b_panels) starting at column 0 of this product, or null to pack
 // B here from strides. bsum: if not null (and B is packed here), receives += the column sums of B.
+// Sum of the lanes in a fixed (pairwise) order.
+template <typename T> inline T reduce_add(Vec<T> v) {
+  constexpr int W = kLanes<T>;
+  T t[W];
+  store<T>(t, v);
+  for (int h = W / 2; h >= 1; h /= 2)
+    for (int i = 0; i < h; ++i) t[i] += t[i + h];
+  return t[0];
+}
+
+// Products with at most kSmallN columns (a layer of 1 to 4 units), where a register tile would be
+// nearly all padding: 31 of 32 columns for the one-unit output of seed1_small. B (k, n) is copied
+// column by column into scratch (b: column j at b + j k), then
+//   A rows contiguous (csa = 1): each C element is a dot product along k, SIMD across k;
+//   A columns contiguous (rsa = 1, A = H^T for dW): C columns += A columns times B(p, j), SIMD across
+//   the rows of C.
+// Fixed order either way. Returns false (nothing done) when the case does not apply. The test is on
+// ldc, the row length of the whole output, not on this tile's n: the layered schedule cuts outputs
+// into column tiles by thread count, and an element's summation order must not depend on its tile.
+template <typename T, typename Epilogue>
+bool gemm_small_n(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa, const T* Bpanels,
+                  const T* B, int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, GemmScratch<T> s,
+                  const Epilogue& epi, T* bsum) {
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, W = kLanes<T>;
+  if (ldc > config::kSmallN || k * ldc > GemmScratch<T>::b_size || (csa != 1 && rsa != 1)) return false;
+  T* b = s.b;
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t p = 0; p < k; ++p) b[j * k + p] = Bpanels ? Bpanels[p * NR + j] : B[p * rsb + j * csb];
+  // Every sum over k is blocked by kKC, as in gemm(): a slice's sum, then slices added in order.
+  constexpr int64_t KC = config::kKC;
+  if (bsum)
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t pc = 0; pc < k; pc += KC) {
+        T t = 0;
+        for (int64_t p = pc; p < std::min(k, pc + KC); ++p) t += b[j * k + p];
+        bsum[j] += t;
+      }
+  if (csa == 1) {
+    const int64_t kv = k / W * W;
+    for (int64_t i0 = 0; i0 < m; i0 += MR) {
+      const int64_t mr = std::min<int64_t>(MR, m - i0);
+      for (int64_t i = i0; i < i0 + mr; ++i) {
+        const T* a = A + i * rsa;
+        for (int64_t j = 0; j < n; ++j) {
+          const T* bj = b + j * k;
+          Vec<T> acc0{}, acc1{};  // two chains, lanes summed at the end (k is at most a few thousand)
+          int64_t p = 0;
+          for (; p + 2 * W <= kv; p += 2 * W) {
+            acc0 += load<T>(a + p) * load<T>(bj + p);
+            acc1 += load<T>(a + p + W) * load<T>(bj + p + W);
+          }
+          for (; p < kv; p += W) acc0 += load<T>(a + p) * load<T>(bj + p);
+          if (p < k) acc1 += load_padded<T>(a + p, k - p) * load_padded<T>(bj + p, k - p);
+          const T dot = reduce_add<T>(acc0 + acc1);
+          C[i * ldc + j] = accumulate ? C[i * ldc + j] + dot : dot;
+        }
+      }
+      epi(C + i0 * ldc, ldc, i0, 0, mr, n);
+    }
+    return true;
+  }
+  // rsa == 1: W rows of C at a time, one accumulator vector per column.
+  for (int64_t i0 = 0; i0 < m; i0 += W) {
+    const int64_t mw = std::min<int64_t>(W, m - i0);
+    Vec<T> acc[config::kSmallN] = {};
+    for (int64_t pc = 0; pc < k; pc += KC) {
+      Vec<T> part[config::kSmallN] = {};
+      for (int64_t p = pc; p < std::min(k, pc + KC); ++p) {
+        const Vec<T> a = load_padded<T>(A + i0 + p * csa, mw);
+        for (int64_t j = 0; j < n; ++j) part[j] += a * b[j * k + p];
+      }
+      for (int64_t j = 0; j < n; ++j) acc[j] += part[j];
+    }
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t i = 0; i < mw; ++i)
+        C[(i0 + i) * ldc + j] = accumulate ? C[(i0 + i) * ldc + j] + acc[j][i] : acc[j][i];
+  }
+  for (int64_t i0 = 0; i0 < m; i0 += MR) epi(C + i0 * ldc, ldc, i0, 0, std::min<int64_t>(MR, m - i0), n);
+  return true;
+}
+
 template <typename T, typename Epilogue = NoEpilogue>
 void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa, const T* Bpanels,
           const T* B, int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, GemmScratch<T> s,
           const Epilogue& epi = Epilogue(), T* bsum = nullptr) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   if (m == 0 || n == 0) return;
+  if (k > 0 && gemm_small_n<T>(m, n, k, A, rsa, csa, Bpanels, B, rsb, csb, C, ldc, accumulate, s, epi, bsum))
+    return;
   if (k == 0) {  // empty sum
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, T(0));

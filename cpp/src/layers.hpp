@@ -35,13 +35,6 @@ inline void tile_rows(T* c, int64_t ldc, int64_t mr, int64_t nr, F f) {
   }
 }
 
-template <typename T> inline Vec<T> load_padded(const T* p, int64_t len) {
-  if (len >= kLanes<T>) return load<T>(p);
-  T tmp[kLanes<T>] = {};
-  std::memcpy(tmp, p, sizeof(T) * len);
-  return load<T>(tmp);
-}
-
 // Forward epilogue: z + b, then sigmoid for a hidden layer (logits keep z + b).
 template <typename T> struct BiasActivation {  // the linear_forward epilogue (with sigmoid_forward fused)
   const T* b;

@@ -81,6 +81,14 @@ template <typename T, int N> inline void store_n(T* p, Vec<T> v) {
   }
 }
 
+// The first min(len, lanes) values from p, the other lanes zero.
+template <typename T> inline Vec<T> load_padded(const T* p, int64_t len) {
+  if (len >= kLanes<T>) return load<T>(p);
+  T tmp[kLanes<T>] = {};
+  std::memcpy(tmp, p, sizeof(T) * len);
+  return load<T>(tmp);
+}
+
 // exp(x) lane by lane: x = n ln2 + r, |r| <= ln2/2, exp(r) by its Taylor polynomial (degree 7 for
 // float, 13 for double: truncation below 0.5 ulp), times 2^n built in the exponent bits.
 // Results below the smallest normal number flush to 0; x > hi (a little below the largest finite

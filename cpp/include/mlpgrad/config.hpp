@@ -54,4 +54,9 @@ constexpr int64_t kNC = 1024;
 // N=4096 11% slower (A rows of 784 floats read in place by every panel).
 constexpr int64_t kDirectAMaxPanels = 2;
 
+// Products with at most this many output columns skip the register tiles (gemm_small_n): a 12 x 32
+// tile computing 1 useful column of 32 did as much work for seed1_small's 64 -> 1 head layer as
+// for its 32 -> 64 hidden layer.
+constexpr int64_t kSmallN = 4;
+
 }  // namespace mlpgrad::config
