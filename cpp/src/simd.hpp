@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -117,7 +118,8 @@ template <> struct ExpConst<double> {
 // with trailing zero bits, so n hi is exact): |r| <= ln 2 / 2. exp(r) by its Taylor polynomial (degree
 // 7 float, 13 double: truncation below 0.5 ulp), scaled by 2^n with vscalef, which handles overflow
 // (+inf) and underflow (gradual, then 0) exactly. About 1.5 ulp.
-template <typename T>
+// Bounded: the caller guarantees |x| <= 2 |log(min normal)| (or NaN), and the clamp is skipped.
+template <typename T, bool Bounded = false>
 inline Vec<T> vexp_scalef(Vec<T> x) {
   using C = ExpConst<T>;
   T inv_fact[C::degree + 1];  // 1 / i!, folded to constants by the compiler
@@ -125,9 +127,11 @@ inline Vec<T> vexp_scalef(Vec<T> x) {
   for (int i = 1; i <= C::degree; ++i) inv_fact[i] = inv_fact[i - 1] / T(i);
   // Beyond +-2 |log(min normal)| the result is 0 or inf whatever x is: clamp first so n stays small
   // (this also maps +-inf to 0 / inf; NaN compares false and stays NaN).
-  const T bound = T(-2) * C::lo;
-  x = x < -bound ? splat<T>(-bound) : x;
-  x = x > bound ? splat<T>(bound) : x;
+  if constexpr (!Bounded) {
+    const T bound = T(-2) * C::lo;
+    x = x < -bound ? splat<T>(-bound) : x;
+    x = x > bound ? splat<T>(bound) : x;
+  }
   Vec<T> n;
   if constexpr (sizeof(T) == 4)
     n = bitcast<Vec<T>>(_mm512_roundscale_ps(bitcast<__m512>(x * T(1.4426950408889634)),
@@ -213,11 +217,19 @@ template <typename T> constexpr T kSigmoidClamp = sizeof(T) == 4 ? T(87) : T(707
 
 template <typename T>
 inline Vec<T> vsigmoid_fast(Vec<T> z) {
+#if defined(__AVX512F__)
+  // vmax/vmin return their second operand when either is NaN: NaN stays NaN. The clamped value is in
+  // vexp's range, so vexp skips its own clamp (25 -> 20 instructions).
+  const Vec<T> lo = splat<T>(-kSigmoidClamp<T>), hi = splat<T>(kSigmoidClamp<T>);
+  Vec<T> zc;
+  if constexpr (sizeof(T) == 4)
+    zc = bitcast<Vec<T>>(_mm512_min_ps(bitcast<__m512>(hi), _mm512_max_ps(bitcast<__m512>(lo), bitcast<__m512>(z))));
+  else
+    zc = bitcast<Vec<T>>(_mm512_min_pd(bitcast<__m512d>(hi), _mm512_max_pd(bitcast<__m512d>(lo), bitcast<__m512d>(z))));
+  const Vec<T> h = vrecip<T>(T(1) + vexp_scalef<T, true>(-zc));
+#else
   Vec<T> zc = z < -kSigmoidClamp<T> ? splat<T>(-kSigmoidClamp<T>) : z;
   zc = zc > kSigmoidClamp<T> ? splat<T>(kSigmoidClamp<T>) : zc;
-#if defined(__AVX512F__)
-  const Vec<T> h = vrecip<T>(T(1) + vexp_scalef<T>(-zc));
-#else
   const Vec<T> h = vrecip<T>(T(1) + vexp<T>(-zc));
 #endif
   return z < -kSigmoidClamp<T> ? Vec<T>{} : h;
