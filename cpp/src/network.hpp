@@ -454,22 +454,34 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
         for (int64_t g = 0; g < plan.n_groups; ++g)
           for (int64_t chunk = plan.group_begin(g); chunk < plan.group_begin(g + 1); ++chunk)
             if (!stop.stopped()) do_chunk(chunk, mine, groups + g * stride, chunk == plan.group_begin(g));
-        // Sum the group buffers pairwise, block by block: ((g0 + g1) + (g2 + g3)) + ...
+        // Sum the group buffers pairwise, block by block: ((g0 + g1) + (g2 + g3)) + ..., the last
+        // addition written straight into the outputs (no pass over g0 afterwards to copy it out).
+        struct Segment { int64_t begin, len; T* out; };
+        std::vector<Segment> segs;
+        for (int64_t l = 0; l < L; ++l) {
+          segs.push_back({plan.gw[l], d[l] * d[l + 1], grads->dW[l]});
+          segs.push_back({plan.gb[l], d[l + 1], grads->db[l]});
+        }
         const int64_t block = 4096, n_sum_blocks = (plan.n_params + block - 1) / block;
 #pragma omp for schedule(static)
         for (int64_t bi = 0; bi < n_sum_blocks; ++bi) {
           const int64_t lo = bi * block, hi = std::min(plan.n_params, lo + block);
-          for (int64_t step = 1; step < plan.n_groups; step *= 2)
+          int64_t step = 1;
+          for (; 2 * step < plan.n_groups; step *= 2)
             for (int64_t g = 0; g + step < plan.n_groups; g += 2 * step) {
               T* a = groups + g * stride;
               const T* b = groups + (g + step) * stride;
               for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
             }
-        }
-#pragma omp for schedule(static)
-        for (int64_t l = 0; l < L; ++l) {
-          std::memcpy(grads->dW[l], groups + plan.gw[l], sizeof(T) * d[l] * d[l + 1]);
-          std::memcpy(grads->db[l], groups + plan.gb[l], sizeof(T) * d[l + 1]);
+          const T* a = groups;
+          const T* b = plan.n_groups > 1 ? groups + step * stride : nullptr;
+          for (const Segment& sg : segs) {
+            const int64_t s0 = std::max(lo, sg.begin), s1 = std::min(hi, sg.begin + sg.len);
+            if (b)
+              for (int64_t i = s0; i < s1; ++i) sg.out[i - sg.begin] = a[i] + b[i];
+            else
+              for (int64_t i = s0; i < s1; ++i) sg.out[i - sg.begin] = a[i];
+          }
         }
       } else {
 #pragma omp for schedule(dynamic, 1)
