@@ -1,0 +1,300 @@
+"""mlpgrad.dask and MLPClassifier on dask arrays, on a LocalCluster of 2 worker processes (1 thread, 512 MiB each).
+
+Against the in-memory API (the specification): equal within 1e-12 (float64) / 1e-5 (float32) max-norm relative
+error for both heads, labels and targets, sum and mean, with and without sample weights, on uneven row chunks
+and on a single chunk; bit-identical from run to run and across schedulers; the same errors with the same
+messages. Then the estimator (lbfgs on the cluster, partial_fit over blocks), the worker thread budget, the
+benchmark's --quick mode and the README's example. Skipped when dask is not installed (the "dask" extra).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import mlpgrad
+from _problems import make_problem, make_targets, rel_err
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+LARGEST: dict = {}  # dtype name -> (largest relative error seen, where): printed at the end of the module
+
+
+def test_import_mlpgrad_does_not_import_dask():
+    """Runs whether or not dask is installed: mlpgrad, its estimator and its command line never import dask."""
+    code = ("import sys\nimport mlpgrad\nfrom mlpgrad import bench\nbench.build_parser()\n"
+            "try:\n    import sklearn, scipy\nexcept ImportError:\n    pass\nelse:\n    mlpgrad.MLPClassifier\n"
+            "print(sorted(m for m in sys.modules if m == 'dask' or m.startswith(('dask.', 'distributed'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_mlpgrad_dask_without_dask_names_the_extra():
+    code = ("import sys\nsys.modules['dask'] = None\nimport mlpgrad\n"
+            "try:\n    import mlpgrad.dask\nexcept ImportError as e:\n    print('ImportError', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("ImportError") and 'pip install "mlpgrad[dask]"' in out
+
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+import mlpgrad.dask as mdask  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    """The cluster of every test here: 2 worker processes, 1 thread and 512 MiB each; the default client."""
+    with distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1, memory_limit="512MiB",
+                                  dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
+            distributed.Client(cluster) as c:
+        yield c
+    if LARGEST:
+        print("\nlargest relative error against the in-memory API: "
+              + ", ".join(f"{k}: {e:.2e} ({w})" for k, (e, w) in sorted(LARGEST.items())))
+
+
+def _rows(a, chunks):
+    """a (NumPy) as a dask array with the given row chunks and one chunk across the columns."""
+    return None if a is None else da.from_array(a, chunks=(chunks,) + tuple((s,) for s in a.shape[1:]))
+
+
+def _check(got, want, dtype, where):
+    err = rel_err(got, want)
+    name = np.dtype(dtype).name
+    if err > LARGEST.get(name, (-1.0, ""))[0]:
+        LARGEST[name] = (err, where)
+    assert err <= TOL[np.dtype(dtype)], f"{where}: rel err {err:.3e}"
+
+
+CASES = [("softmax", "labels", [6, 5, 4]), ("softmax", "soft", [6, 5, 4]),
+         ("sigmoid", "labels", [6, 5, 1]), ("sigmoid", "soft", [6, 7, 5, 3])]
+UNEVEN = (37, 100, 1, 62, 0, 99)  # 299 rows, a one-row block and an empty one
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("head,kind,sizes", CASES, ids=[f"{h}-{k}" for h, k, _ in CASES])
+def test_equals_in_memory(client, head, kind, sizes, reduction, weighted, dtype):
+    n = sum(UNEVEN)
+    Ws, bs, X, y = make_problem(sizes, n, head, kind, dtype, seed=1)
+    w = np.random.default_rng(2).uniform(0, 3, n) if weighted else None
+    loss, g = mlpgrad.loss_and_grad(Ws, bs, X, y, head=head, reduction=reduction, sample_weight=w, input_grad=True)
+    for chunks in (UNEVEN, (n,)):
+        where = f"{head}-{kind} {reduction} {'weighted ' if weighted else ''}{np.dtype(dtype).name} chunks {chunks}"
+        dl, dg = mdask.loss_and_grad(Ws, bs, _rows(X, chunks), _rows(y, chunks), head=head, reduction=reduction,
+                                     sample_weight=_rows(w, chunks), input_grad=True)
+        assert type(dl) is float
+        _check(dl, loss, dtype, where + " loss")
+        assert len(dg.weights) == len(Ws) and len(dg.biases) == len(bs)
+        for name, got, want in [("dW", a, b) for a, b in zip(dg.weights, g.weights)] + \
+                               [("db", a, b) for a, b in zip(dg.biases, g.biases)]:
+            assert type(got) is np.ndarray and got.dtype == want.dtype and got.shape == want.shape
+            _check(got, want, dtype, f"{where} {name}")
+        assert isinstance(dg.input, da.Array) and dg.input.chunks == (chunks, (sizes[0],))
+        dX = dg.input.compute()
+        assert dX.dtype == g.input.dtype
+        _check(dX, g.input, dtype, where + " dX")
+        assert mdask.loss(Ws, bs, _rows(X, chunks), _rows(y, chunks), head=head, reduction=reduction,
+                          sample_weight=_rows(w, chunks)) == pytest.approx(loss, rel=TOL[np.dtype(dtype)])
+
+
+def test_integer_X_and_label_dtypes_convert_like_in_memory(client):
+    """X of integers and labels of uint8 / integral floats are converted on the workers as in memory."""
+    Ws, bs, X, y = make_problem([4, 3, 3], 50, "softmax", seed=3)
+    Xi = np.round(X * 3).astype(np.int16)
+    for labels in (y.astype(np.uint8), y.astype(np.float32)):
+        want = mlpgrad.loss_and_grad(Ws, bs, Xi, labels, head="softmax")
+        got = mdask.loss_and_grad(Ws, bs, _rows(Xi, (20, 30)), _rows(labels, (20, 30)), head="softmax")
+        _check(got[0], want[0], np.float64, "int16 X loss")
+        for a, b in zip(got[1].weights + got[1].biases, want[1].weights + want[1].biases):
+            _check(a, b, np.float64, "int16 X grads")
+
+
+def test_empty(client):
+    Ws, bs, X, y = make_problem([4, 3, 2], 0, "softmax")
+    Xd, yd = da.from_array(X, chunks=(5, 4)), da.from_array(y, chunks=5)
+    loss, g = mdask.loss_and_grad(Ws, bs, Xd, yd, head="softmax")
+    assert loss == 0.0 and all(not a.any() and a.shape == W.shape for a, W in zip(g.weights, Ws))
+    with pytest.raises(ValueError, match=re.escape("reduction='mean' needs a positive total weight: X has no rows")):
+        mdask.loss_and_grad(Ws, bs, Xd, yd, head="softmax", reduction="mean")
+
+
+# ------------------------------------------------------------------ determinism
+
+def _bits(result):
+    loss, g = result
+    return np.float64(loss).tobytes() + b"".join(a.tobytes() for a in g.weights + g.biases)
+
+
+def test_bit_identical_across_runs_schedulers_and_threads(client):
+    """The same row chunks give the same bits: 5 runs on the cluster (each computed afresh: the scheduler sees
+    new tasks), runs with 2 native threads per task, on dask's threaded scheduler (4 threads, tasks finishing in
+    another order) and on the synchronous one (one thread, block order)."""
+    Ws, bs, X, y = make_problem([30, 40, 10], 5000, "softmax", seed=4)
+    w = np.random.default_rng(5).uniform(0, 1, 5000)
+    chunks = (700, 1300, 500, 900, 1100, 500)
+    Xd, yd, wd = _rows(X, chunks), _rows(y, chunks), _rows(w, chunks)
+    Xd, yd, wd = dask.persist(Xd, yd, wd)
+    args = (Ws, bs, Xd, yd)
+    kw = dict(head="softmax", reduction="mean", sample_weight=wd)
+    first = _bits(mdask.loss_and_grad(*args, **kw))
+    before = _block_tasks(client)
+    for _ in range(4):
+        assert _bits(mdask.loss_and_grad(*args, **kw)) == first
+    assert _block_tasks(client) - before == 4 * len(chunks)  # each run computed its blocks
+    assert _bits(mdask.loss_and_grad(*args, n_threads=2, **kw)) == first
+    local = dask.compute(Xd, yd, wd)  # the same data, in local dask arrays
+    Xl, yl, wl = (_rows(a, chunks) for a in local)
+    for scheduler, extra in (("threads", {"num_workers": 4}), ("sync", {})):
+        with dask.config.set(scheduler=scheduler, **extra):
+            assert _bits(mdask.loss_and_grad(Ws, bs, Xl, yl, head="softmax", reduction="mean", sample_weight=wl)) \
+                == first
+    # a different chunking changes only the rounding
+    other = mdask.loss_and_grad(Ws, bs, _rows(X, 1000), _rows(y, 1000), **dict(kw, sample_weight=_rows(w, 1000)))
+    assert other[0] == pytest.approx(np.frombuffer(first[:8])[0], rel=1e-12)
+
+
+def _block_tasks(client) -> int:
+    """How many 'mlpgrad-block' tasks the scheduler has seen finish so far (TaskPrefix.state_counts accumulates the
+    number of transitions into each state)."""
+    def count(dask_scheduler):
+        prefix = dask_scheduler.task_prefixes.get("mlpgrad-block")
+        return 0 if prefix is None else int(prefix.state_counts["memory"])
+    return client.run_on_scheduler(count)
+
+
+def test_tree_shape_is_fixed(monkeypatch):
+    """The reduction adds block results pairwise by block index, ((0 + 1) + (2 + 3)) + 4 for 5 blocks, whatever
+    finishes first: the graph is built with stand-ins that return the block index and nest the additions."""
+    monkeypatch.setattr(mdask, "_block_sums", lambda params, X, *args: int(X[0, 0]))
+    monkeypatch.setattr(mdask, "_add", lambda a, b: (a, b))
+    for n_blocks, want in [(1, 0), (2, (0, 1)), (3, ((0, 1), 2)), (5, (((0, 1), (2, 3)), 4)),
+                           (6, (((0, 1), (2, 3)), (4, 5)))]:
+        Xd = _rows(np.repeat(np.arange(float(n_blocks)), 2)[:, None], 2)
+        _, root = mdask._graph([np.ones((1, 1))], [np.zeros(1)], Xd, Xd[:, 0], None, "sigmoid", True, None)
+        assert root.compute(scheduler="sync") == want
+
+
+# ------------------------------------------------------------------ errors
+
+def _in_memory_error(func, *args, **kw):
+    with pytest.raises((TypeError, ValueError)) as info:
+        func(*args, **kw)
+    return info.type, str(info.value)
+
+
+BAD = {  # name -> (function of (Ws, bs, X, y, w) giving bad in-memory arguments)
+    "X columns": lambda Ws, bs, X, y, w: (Ws, bs, X[:, :3], y, w),
+    "y rows": lambda Ws, bs, X, y, w: (Ws, bs, X, y[:-1], w),
+    "y width": lambda Ws, bs, X, y, w: (Ws, bs, X, np.ones((len(X), 3)), w),
+    "sample_weight shape": lambda Ws, bs, X, y, w: (Ws, bs, X, y, w[:-2]),
+    "X dtype": lambda Ws, bs, X, y, w: (Ws, bs, X.astype(complex), y, w),
+    "y dtype": lambda Ws, bs, X, y, w: (Ws, bs, X, y.astype(complex), w),
+    "sample_weight dtype": lambda Ws, bs, X, y, w: (Ws, bs, X, y, w.astype(complex)),
+    "mixed weights": lambda Ws, bs, X, y, w: ([Ws[0], Ws[1].astype(np.float32)], bs, X, y, w),
+    "weights chain": lambda Ws, bs, X, y, w: ([Ws[0], np.ones((6, 4))], bs, X, y, w),
+    "label range": lambda Ws, bs, X, y, w: (Ws, bs, X, np.where(np.arange(len(y)) == 15, 7, y), w),
+    "float labels": lambda Ws, bs, X, y, w: (Ws, bs, X, y + 0.5, w),
+    "soft targets": lambda Ws, bs, X, y, w: (Ws, bs, X, -np.ones((len(X), 4)), w),
+    "negative weight": lambda Ws, bs, X, y, w: (Ws, bs, X, y, np.where(np.arange(len(y)) == 25, -1.0, w)),
+    "nan weight": lambda Ws, bs, X, y, w: (Ws, bs, X, y, np.where(np.arange(len(y)) == 3, np.nan, w)),
+    "zero weights mean": lambda Ws, bs, X, y, w: (Ws, bs, X, y, 0 * w),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_errors_match_in_memory(client, case):
+    """The same exception type and message as mlpgrad.loss_and_grad for the same (bad) arguments; element-wise
+    errors come from a worker's task and are re-raised on the client."""
+    Ws, bs, X, y = make_problem([5, 5, 4], 30, "softmax", seed=6)
+    w = np.ones(30)
+    args = BAD[case](Ws, bs, X, y, w)
+    reduction = "mean" if case == "zero weights mean" else "sum"
+    kind, message = _in_memory_error(mlpgrad.loss_and_grad, *args[:4], head="softmax", reduction=reduction,
+                                     sample_weight=args[4])
+    chunks = (10, 10, 10)
+    dargs = [_rows(a, chunks if len(a) == 30 else (len(a),)) for a in args[2:]]
+    with pytest.raises(kind) as info:
+        mdask.loss_and_grad(*args[:2], *dargs[:2], head="softmax", reduction=reduction, sample_weight=dargs[2])
+    assert str(info.value) == message
+
+
+def test_errors_of_the_chunking(client):
+    Ws, bs, X, y = make_problem([4, 3, 3], 20, "softmax")
+    w = np.ones(20)
+    Xd, yd, wd = _rows(X, (10, 10)), _rows(y, (10, 10)), _rows(w, (10, 10))
+    call = lambda X=Xd, y=yd, w=wd: mdask.loss_and_grad(Ws, bs, X, y, head="softmax", sample_weight=w)  # noqa: E731
+    for name, kw in [("X", dict(X=X)), ("y", dict(y=y)), ("sample_weight", dict(w=w)), ("y", dict(y=list(y)))]:
+        with pytest.raises(TypeError, match=rf"^{name} must be a dask array \(dask.array.Array\) chunked along rows"):
+            call(**kw)
+    with pytest.raises(ValueError, match=r"^X must be chunked along rows only .* got column chunks \(2, 2\)"):
+        call(X=da.from_array(X, chunks=(10, 2)))
+    with pytest.raises(ValueError, match=r"^y must have the row chunks of X \(10, 10\), got \(5, 5, 5, 5\)"):
+        call(y=_rows(y, 5))
+    with pytest.raises(ValueError, match=r"^sample_weight must have the row chunks of X \(10, 10\), got \(20,\)"):
+        call(w=_rows(w, (20,)))
+    Y = np.eye(3)[y]
+    with pytest.raises(ValueError, match=r"^y must be chunked along rows only"):
+        call(y=da.from_array(Y, chunks=(10, 2)))
+    with pytest.raises(ValueError, match=r"^X must have known row chunk sizes, got \(nan, nan\)"):
+        call(X=Xd[Xd[:, 0] > -np.inf])
+    with pytest.raises(ValueError, match=r"^X must be 2-D \(N, d_0\), got 1-D dask array"):
+        call(X=Xd[:, 0])
+    # rechunked consistently: accepted, the same result up to rounding
+    a = call()
+    b = call(X=Xd.rechunk({0: 7}), y=yd.rechunk(7), w=wd.rechunk(7))
+    assert b[0] == pytest.approx(a[0], rel=1e-12)
+    for bad, kind in [(dict(head="tanh"), ValueError), (dict(reduction="max"), ValueError),
+                      (dict(n_threads=0), ValueError), (dict(n_threads=1.5), TypeError),
+                      (dict(input_grad=1), TypeError)]:
+        kw = {"head": "softmax", **bad}
+        want = _in_memory_error(mlpgrad.loss_and_grad, Ws, bs, X, y, **kw)
+        with pytest.raises(kind) as info:
+            mdask.loss_and_grad(Ws, bs, Xd, yd, **kw)
+        assert (info.type, str(info.value)) == want
+
+
+def test_caller_arrays_unchanged_and_parameters_copied(client):
+    Ws, bs, X, y = make_problem([5, 4, 1], 40, "sigmoid", "soft")
+    w = np.random.default_rng(0).uniform(0, 1, 40)
+    before = [a.copy() for a in Ws + bs + [X, y, w]]
+    loss, g = mdask.loss_and_grad(Ws, bs, _rows(X, 15), _rows(y, 15), head="sigmoid", reduction="mean",
+                                  sample_weight=_rows(w, 15), input_grad=True)
+    for a, b in zip(Ws + bs + [X, y, w], before):
+        assert np.array_equal(a, b)
+    want = mlpgrad.loss_and_grad(Ws, bs, X, y, head="sigmoid", reduction="mean", sample_weight=w, input_grad=True)
+    Ws[0] += 1.0  # the lazy dL/dX was taken at the parameters of the call
+    _check(g.input.compute(), want[1].input, np.float64, "dX after the caller changed weights[0]")
+
+
+# ------------------------------------------------------------------ threads
+
+def test_worker_thread_budget(client):
+    """n_threads=None: one thread per task on a worker (each of the worker's nthreads runs one task), and on
+    dask's threaded scheduler; OpenMP's setting (None) on the synchronous scheduler; n_threads passes through."""
+    assert set(client.run(lambda: mdask._task_threads(None)).values()) == {1}
+    assert client.submit(mdask._task_threads, None, pure=False).result() == 1
+    assert client.submit(mdask._task_threads, 3, pure=False).result() == 3
+    task = dask.delayed(mdask._task_threads, pure=False)(None)
+    assert task.compute(scheduler="threads") == 1
+    assert task.compute(scheduler="sync") is None
+    assert all(info["nthreads"] == 1 for info in client.scheduler_info()["workers"].values())
+
+
+def test_runs_on_the_cluster(client):
+    """The tasks run on the workers (not on the client): the scheduler has seen them."""
+    Ws, bs, X, y = make_problem([4, 3, 2], 60, "softmax")
+    before = _block_tasks(client)
+    mdask.loss(Ws, bs, _rows(X, 20), _rows(y, 20), head="softmax")
+    assert _block_tasks(client) - before == 3
