@@ -39,7 +39,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from . import _core, _optim
+from . import _core, _dask_estimator, _optim
 from ._checks import check_n_threads
 
 try:  # scikit-learn >= 1.6
@@ -112,6 +112,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     ``verbose=True`` shows a progress bar (tqdm, if installed; otherwise one line per epoch) with the epoch,
     the loss and the validation score. ``mlpgrad.plot_loss_curve(est)`` draws the curves.
     ``input_gradient(X, y)`` returns dL/dX, the gradient of each sample's loss with respect to its input.
+
+    Dask arrays chunked along rows (the "dask" extra): ``fit`` with solver "lbfgs" computes each iteration's loss
+    and gradients on the cluster (``mlpgrad.dask``) and runs the optimizer on the client; ``partial_fit`` is one
+    call per row block, in order. See ``mlpgrad._dask_estimator``.
     """
 
     activation = "logistic"  # fixed: the core's hidden layers are logistic sigmoids (not a parameter)
@@ -339,6 +343,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _fit_lbfgs(self, X, y, sample_weight):
         labels, targets = self._targets(y, self._flat.dtype)
         sw_sum = float(X.shape[0]) if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))
+        self._minimize_lbfgs(lambda: self._batch_loss_grad(X, labels, targets, sample_weight)[:3], sw_sum)
+
+    def _minimize_lbfgs(self, data_loss_grad, sw_sum):
+        """L-BFGS-B on the flat parameters. data_loss_grad() returns the mean data loss at the current parameters
+        and its gradients (dWs, dbs): one native call in memory, the cluster's tree for dask arrays."""
         n_reg, flat, alpha = self._n_reg, self._flat, self.alpha
         grad = np.empty(flat.shape[0], dtype=np.float64)
         bar = _progress(self.max_iter, "mlpgrad lbfgs", self.verbose)
@@ -346,7 +355,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         def fun(x):
             flat[...] = x
-            loss, dWs, dbs, _ = self._batch_loss_grad(X, labels, targets, sample_weight)
+            loss, dWs, dbs = data_loss_grad()
             w = flat[:n_reg].astype(np.float64, copy=False)
             loss += 0.5 * alpha * float(np.dot(w, w)) / sw_sum
             pos = 0
@@ -569,7 +578,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ public API
     def fit(self, X, y, sample_weight=None):
-        """Fit the model to X (n_samples, n_features) and y (labels, or a label indicator matrix)."""
+        """Fit the model to X (n_samples, n_features) and y (labels, or a label indicator matrix).
+
+        Dask arrays chunked along rows (solver "lbfgs"): each iteration's loss and gradients are computed on the
+        cluster by ``mlpgrad.dask``, the optimizer runs on the client (see ``mlpgrad._dask_estimator``)."""
+        if _dask_estimator.is_dask_array(X, y, sample_weight):
+            return _dask_estimator.fit(self, X, y, sample_weight)
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     def _check_solver(self):
@@ -580,8 +594,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y). ``classes`` is required on the first call."""
+        """One epoch over (X, y). ``classes`` is required on the first call. Dask arrays chunked along rows: the
+        same as one call per row block, in order (see ``mlpgrad._dask_estimator``)."""
         self._validate_params()
+        if _dask_estimator.is_dask_array(X, y, sample_weight):
+            return _dask_estimator.partial_fit(self, X, y, sample_weight, classes)
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
