@@ -402,3 +402,22 @@ def test_estimator_errors_on_dask(client):
     Xn[33, 2] = np.nan
     with pytest.raises(ValueError, match="Input X contains NaN"):
         MLPClassifier(solver="lbfgs").fit(_rows(Xn, 20), yd)
+
+
+# ------------------------------------------------------------------ the benchmark and the README
+
+def test_bench_dask_quick(client, capsys):
+    from mlpgrad import bench
+    assert bench.main(["bench-dask", "--quick", "--workers", "1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "| workers | rows | data |" in out
+    assert re.search(r"^\| 1 \| 40,000 \|", out, re.M) and re.search(r"^\| 2 \| 40,000 \|", out, re.M)
+    assert "bit-identical loss and gradients: yes" in out
+    assert "scaling 2 workers vs 1:" in out
+    assert distributed.default_client() is client  # the bench's own clusters left the default client alone
+
+
+def test_bench_dask_help():
+    out = subprocess.run([sys.executable, "-m", "mlpgrad", "bench-dask", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "--quick" in out and "--memory-limit" in out

@@ -1274,6 +1274,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)  # further commands (e.g. demo) register here
     from .demo import add_demo_parser  # needs no scikit-learn until it runs
     add_demo_parser(sub)
+    from ._bench_dask import add_bench_dask_parser  # needs no dask until it runs
+    add_bench_dask_parser(sub)
     return parser
 
 
