@@ -421,3 +421,25 @@ def test_bench_dask_help():
     out = subprocess.run([sys.executable, "-m", "mlpgrad", "bench-dask", "--help"], capture_output=True, text=True,
                          check=True).stdout
     assert "--quick" in out and "--memory-limit" in out
+
+
+def test_readme_dask_example_runs():
+    """The README's Dask example, in a fresh interpreter (it starts and closes its own cluster), checked
+    against the in-memory API."""
+    pytest.importorskip("sklearn")
+    text = README.read_text()
+    section = text[text.index("## Scale out with Dask"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    check = textwrap.dedent("""
+        Xn, yn = dask.compute(X, y)
+        ref_loss, ref_grads = mlpgrad.loss_and_grad(net.weights, net.biases, Xn, yn, head="softmax", reduction="mean")
+        assert abs(loss - ref_loss) <= 1e-12 * abs(ref_loss), (loss, ref_loss)
+        assert max(np.max(np.abs(a - b)) / np.max(np.abs(b)) for a, b in zip(grads.weights, ref_grads.weights)) <= 1e-12
+        assert est.n_iter_ >= 1
+        print("README example OK")
+    """)
+    code = block.replace("client.close()", check + "client.close()")
+    env = dict(os.environ, PYTHONWARNINGS="ignore::UserWarning")  # ConvergenceWarning (max_iter=20) is fine here
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "README example OK" in out.stdout
