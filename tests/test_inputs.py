@@ -499,3 +499,36 @@ def test_nan_in_X_gives_nan_loss(impl, dtype, head):
     assert P.shape == (n, 3)
     assert np.all(np.isnan(P[5]))
     assert np.all(np.isfinite(np.delete(P, 5, axis=0)))  # the other rows are unaffected
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_arrays_that_went_through_pickle(dtype):
+    """An unpickled array's dtype equals np.dtype(dtype) but is another object (multiprocessing and Dask
+    workers receive such arrays): the native core must take it by value, never reject it as a wrong dtype."""
+    import pickle
+
+    from mlpgrad import _optim
+
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(11)
+    sizes, n = [6, 9, 3], 17
+    Ws, bs = make_network(sizes, dt, rng)
+    X = rng.standard_normal((n, 6)).astype(dt)
+    y = make_targets("softmax", "labels", n, 3, dt, rng)
+    Wp, bp, Xp, yp = pickle.loads(pickle.dumps((Ws, bs, X, y)))
+    assert Wp[0].dtype == dt and Wp[0].dtype is not dt  # the case this test is about
+    L0, g0 = mlpgrad.loss_and_grad(Ws, bs, X, y, head="softmax", input_grad=True)
+    L1, g1 = mlpgrad.loss_and_grad(Wp, bp, Xp, yp, head="softmax", input_grad=True)
+    assert L1 == L0
+    for a, b in zip(g0.weights + g0.biases + [g0.input], g1.weights + g1.biases + [g1.input]):
+        assert a.dtype == dt and np.array_equal(a, b)
+    assert np.array_equal(mlpgrad.forward(Wp, bp, Xp, head="softmax"), mlpgrad.forward(Ws, bs, X, head="softmax"))
+
+    # the fused optimizer steps update unpickled buffers in place
+    p = rng.standard_normal(10).astype(dt)
+    g = rng.standard_normal(10).astype(dt)
+    pa, ga, m, v = pickle.loads(pickle.dumps((p, g, np.zeros_like(p), np.zeros_like(p))))
+    pb, gb, mb, vb = p.copy(), g.copy(), np.zeros_like(p), np.zeros_like(p)
+    _optim.adam_step(pa, ga, m, v, 8, 1e-4, 1e-3, 0.9, 0.999, 1e-8)
+    _optim.adam_step(pb, gb, mb, vb, 8, 1e-4, 1e-3, 0.9, 0.999, 1e-8)
+    assert np.array_equal(pa, pb) and not np.array_equal(pa, p)

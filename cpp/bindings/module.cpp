@@ -189,13 +189,19 @@ py::tuple loss_and_grad_impl(const py::list& weights, const py::list& biases, py
   return py::make_tuple(value, dWs, dbs, dX);
 }
 
+// Whether an array's dtype is T's, by value (numpy's PyArray_EquivTypes), never by identity: a dtype
+// that went through pickle (multiprocessing, Dask workers) equals np.dtype(np.float64) but is another
+// object.
+template <typename T> bool has_dtype(const py::array& a) { return py::array_t<T>::check_(a); }
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
 // The dtype of the computation: that of weights[0] (float32 or float64).
 bool is_float32(const py::list& weights) {
   if (weights.size() == 0) throw py::value_error("weights: expected at least one layer");
-  const auto dt = py::array::ensure(weights[0]).dtype();
-  if (dt.is(py::dtype::of<float>())) return true;
-  if (dt.is(py::dtype::of<double>())) return false;
-  throw py::type_error("weights[0]: expected dtype float32 or float64");
+  const auto arr = py::array::ensure(weights[0]);
+  if (has_dtype<float>(arr)) return true;
+  if (has_dtype<double>(arr)) return false;
+  throw py::type_error("weights[0]: expected dtype float32 or float64, got " + dtype_name(arr));
 }
 
 void check_codes(int head, int reduction, int n_threads) {
@@ -209,7 +215,7 @@ void check_codes(int head, int reduction, int n_threads) {
 template <typename T>
 T* inplace_array(py::handle obj, const char* name, py::ssize_t n) {
   auto arr = py::reinterpret_borrow<py::array>(obj);
-  if (!arr.dtype().is(py::dtype::of<T>()) || !(arr.flags() & py::array::c_style) || !arr.writeable() || arr.ndim() != 1 ||
+  if (!has_dtype<T>(arr) || !(arr.flags() & py::array::c_style) || !arr.writeable() || arr.ndim() != 1 ||
       (n >= 0 && arr.shape(0) != n))
     throw py::type_error(std::string(name) + ": expected a writeable C-contiguous 1-D array of the parameters' dtype" +
                          " and length");
@@ -219,17 +225,17 @@ T* inplace_array(py::handle obj, const char* name, py::ssize_t n) {
 template <typename T>
 const T* input_array(py::handle obj, const char* name, py::ssize_t n) {
   auto arr = py::reinterpret_borrow<py::array>(obj);
-  if (!arr.dtype().is(py::dtype::of<T>()) || !(arr.flags() & py::array::c_style) || arr.ndim() != 1 || arr.shape(0) != n)
+  if (!has_dtype<T>(arr) || !(arr.flags() & py::array::c_style) || arr.ndim() != 1 || arr.shape(0) != n)
     throw py::type_error(std::string(name) + ": expected a C-contiguous 1-D array of the parameters' dtype and length");
   return static_cast<const T*>(arr.data());
 }
 
 bool params_float32(py::handle params) {
   if (!py::isinstance<py::array>(params)) throw py::type_error("params: expected a NumPy array");
-  const auto dt = py::reinterpret_borrow<py::array>(params).dtype();
-  if (dt.is(py::dtype::of<float>())) return true;
-  if (dt.is(py::dtype::of<double>())) return false;
-  throw py::type_error("params: expected dtype float32 or float64");
+  const auto arr = py::reinterpret_borrow<py::array>(params);
+  if (has_dtype<float>(arr)) return true;
+  if (has_dtype<double>(arr)) return false;
+  throw py::type_error("params: expected dtype float32 or float64, got " + dtype_name(arr));
 }
 
 template <typename T>

@@ -160,19 +160,10 @@ def _task_threads(n_threads):
     return 1
 
 
-def _canonical(arr):
-    """arr with NumPy's canonical dtype object. An unpickled array's dtype is equal to float64 (or float32) but is
-    another object, which the core's dtype dispatch (an identity test) rejects; the parameters arrive on the
-    workers unpickled. A view: the bytes are the same (the client's parameters have the native byte order:
-    check_network admits nothing else)."""
-    canonical = np.dtype(arr.dtype.name)
-    return arr if arr.dtype is canonical or not arr.dtype.isnative else arr.view(canonical)
-
-
 def _problem(params, X, y, sample_weight, head):
     """One block's checked and converted arguments, by the in-memory API's code (reduction "sum")."""
-    weights, biases = ([_canonical(a) for a in arrays] for arrays in params)
-    return check_problem(weights, biases, X, y, head, "sum", sample_weight, values=False)
+    weights, biases = params  # unpickled on the worker: the core compares dtypes by value
+    return check_problem(list(weights), list(biases), X, y, head, "sum", sample_weight, values=False)
 
 
 def _block_sums(params, X, y, sample_weight, head, want_grad, n_threads):
