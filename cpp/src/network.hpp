@@ -137,7 +137,9 @@ template <typename T> struct Plan {
     // is not tiny); the choice can be forced for experiments with MLPGRAD_SCHEDULE=chunked|layered.
     int64_t forward_flops = 0;
     for (int64_t l = 0; l < L; ++l) forward_flops += 2 * n * d[l] * d[l + 1];
-    layered = n_chunks < config::kMinChunksForChunked && forward_flops >= config::kMinFlopsForLayered;
+    const bool big_params = n_params * int64_t(sizeof(T)) > config::kLayeredMinParamBytes;
+    layered = (n_chunks < config::kMinChunksForChunked || (big_params && n_chunks <= config::kMaxGroups)) &&
+              forward_flops >= config::kMinFlopsForLayered;
     if (const char* env = std::getenv("MLPGRAD_SCHEDULE")) {
       if (std::strcmp(env, "layered") == 0) layered = true;
       if (std::strcmp(env, "chunked") == 0) layered = false;

@@ -20,13 +20,16 @@ constexpr int64_t kMaxChunkRows = 1024;
 // makes results bit-identical for any number of threads. 8 keeps 2..8 threads busy.
 constexpr int64_t kMaxGroups = 8;
 
-// Below this many chunks the batch is too short to share chunks among threads and to amortize the
-// per-group gradient buffers: the layered schedule (whole-batch products cut into 2-D tiles) runs.
-// With at most kMaxGroups chunks every chunk has a group buffer of its own (written in full, then
-// reduced) and nothing is shared: wide (1024-1024-1024-10, N = 2048: 8 chunks of 256 rows) ran 6%
-// faster layered (interleaved A/B with MLPGRAD_SCHEDULE, 1 and 2 threads), mnist N = 4096 (16 chunks)
-// 13% slower.
-constexpr int64_t kMinChunksForChunked = kMaxGroups + 1;
+// The layered schedule (whole-batch products cut into 2-D tiles) runs when the batch makes a single
+// chunk (nothing to share among threads otherwise), or at most kMaxGroups chunks of a network whose
+// parameters take more than kLayeredMinParamBytes: then every chunk has a large group buffer of its
+// own, written in full and reduced, and nothing is shared. Measured (interleaved A/B with
+// MLPGRAD_SCHEDULE, 2 threads, float32, 2026-11-25): wide (8 MiB of parameters) at N = 1024 and 2048
+// (4 and 8 chunks) ran 3-4% faster layered; mnist (1 MiB) at N = 512, 1024, 2048 ran 11-13% faster
+// chunked, seed1_small at N = 4096 18%, deep_narrow equal. (Chunked with 2 to 8 chunks keeps at most
+// that many threads busy: the price of results that do not depend on the thread count.)
+constexpr int64_t kMinChunksForChunked = 2;
+constexpr int64_t kLayeredMinParamBytes = int64_t(4) << 20;
 // ... unless the whole forward pass is below this many flops: then one chunk on one thread, with no
 // barriers, is faster (measured: 64-100-10 softmax, N = 200, float32: 125 us chunked on 1 thread,
 // 132-148 us layered on 1-2 threads; mnist N = 64, 34 Mflop: layered on 2 threads 549 us, chunked
