@@ -14,7 +14,8 @@
 namespace mlpgrad::MLPGRAD_ISA {
 
 // Apply f to the vectors of a tile's rows: two full vectors per row when nr == NR, otherwise through a
-// zero-padded copy (same arithmetic lane by lane, so an element's value never depends on its tile).
+// masked load and store (the lanes past nr read as zeros: the same arithmetic lane by lane, so an element's
+// value never depends on its tile).
 template <typename T, typename F>
 inline void tile_rows(T* c, int64_t ldc, int64_t mr, int64_t nr, F f) {
   constexpr int W = kLanes<T>, NR = Tile<T>::NR;
@@ -25,11 +26,8 @@ inline void tile_rows(T* c, int64_t ldc, int64_t mr, int64_t nr, F f) {
       store<T>(row + W, f(load<T>(row + W), i, W));
     } else {
       for (int64_t j0 = 0; j0 < nr; j0 += W) {
-        T tmp[W] = {};
         const int64_t len = std::min<int64_t>(W, nr - j0);
-        std::memcpy(tmp, row + j0, sizeof(T) * len);
-        store<T>(tmp, f(load<T>(tmp), i, j0));
-        std::memcpy(row + j0, tmp, sizeof(T) * len);
+        store_partial<T>(row + j0, f(load_padded<T>(row + j0, len), i, j0), len);
       }
     }
   }

@@ -82,12 +82,31 @@ template <typename T, int N> inline void store_n(T* p, Vec<T> v) {
   }
 }
 
-// The first min(len, lanes) values from p, the other lanes zero.
+// The first min(len, lanes) values from p, the other lanes zero; and the store of the first len
+// lanes (masked on AVX-512: no copy through memory with a variable-length memcpy).
 template <typename T> inline Vec<T> load_padded(const T* p, int64_t len) {
   if (len >= kLanes<T>) return load<T>(p);
+#if defined(__AVX512F__)
+  const __mmask16 m = __mmask16((1u << len) - 1);
+  if constexpr (sizeof(T) == 4) return bitcast<Vec<T>>(_mm512_maskz_loadu_ps(m, p));
+  else return bitcast<Vec<T>>(_mm512_maskz_loadu_pd(__mmask8(m), p));
+#else
   T tmp[kLanes<T>] = {};
   std::memcpy(tmp, p, sizeof(T) * len);
   return load<T>(tmp);
+#endif
+}
+template <typename T> inline void store_partial(T* p, Vec<T> v, int64_t len) {
+  if (len >= kLanes<T>) return store<T>(p, v);
+#if defined(__AVX512F__)
+  const __mmask16 m = __mmask16((1u << len) - 1);
+  if constexpr (sizeof(T) == 4) _mm512_mask_storeu_ps(p, m, bitcast<__m512>(v));
+  else _mm512_mask_storeu_pd(p, __mmask8(m), bitcast<__m512d>(v));
+#else
+  T tmp[kLanes<T>];
+  store<T>(tmp, v);
+  std::memcpy(p, tmp, sizeof(T) * len);
+#endif
 }
 
 // exp(x) lane by lane: x = n ln2 + r, |r| <= ln2/2, exp(r) by its Taylor polynomial (degree 7 for

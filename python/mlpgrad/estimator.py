@@ -32,7 +32,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d, gen_batches, shuffle
+from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
@@ -72,6 +72,14 @@ def _as_numpy(X):
         if detach is not None:
             return np.asarray(detach().cpu())
         raise
+
+
+def _shuffled(idx, random_state):
+    """sklearn.utils.shuffle(idx, random_state=random_state), the same permutation from the same random state,
+    without its per-call argument validation (about 0.25 ms, paid every epoch: a fifth of a digits fit)."""
+    perm = np.arange(idx.shape[0])
+    random_state.shuffle(perm)
+    return idx[perm]
 
 
 def _progress(total, desc, enabled):
@@ -476,9 +484,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self.n_iter_ = 0
             for it in range(self.max_iter):
                 if self.shuffle:
-                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                    sample_idx = _shuffled(sample_idx, self._random_state)
                 accumulated_loss = 0.0
-                for batch_slice in gen_batches(n_samples, batch_size):
+                for start in range(0, n_samples, batch_size):  # sklearn.utils.gen_batches' slices
+                    batch_slice = slice(start, min(start + batch_size, n_samples))
                     if self.shuffle:
                         batch_idx = sample_idx[batch_slice]
                         X_batch = X_train.take(batch_idx, axis=0)
