@@ -92,7 +92,7 @@ void pack_from_lines(int64_t kc, int64_t n, const T* src, int64_t lds, T* dst) {
       for (int q = 0; q < W; ++q) r[q] = q < lines ? load<T>(src + (g + q) * lds + p) : Vec<T>{};
       transpose<T>(r);
 #pragma GCC unroll 16
-      for (int q = 0; q < W; ++q) store_n<T, width>(dst + (p + q) * NT + g, r[q]);
+      for (int q = 0; q < W; ++q) store_partial<T>(dst + (p + q) * NT + g, r[q], width);
     }
     for (; p < kc; ++p)
       for (int j = 0; j < width; ++j) dst[p * NT + g + j] = j < lines ? src[(g + j) * lds + p] : T(0);
@@ -111,7 +111,7 @@ void pack_from_rows(int64_t kc, int64_t n, const T* src, int64_t lds, T* dst, in
     for (int64_t q = 0; q < full; ++q)
       for_groups<T, NT>([&](auto gc) {
         constexpr int g = decltype(gc)::value, width = std::min(W, NT - g);
-        store_n<T, width>(dst + q * panel + p * NT + g, load_n<T, width>(row + q * NT + g));
+        store_partial<T>(dst + q * panel + p * NT + g, load_padded<T>(row + q * NT + g, width), width);
       });
     if (rest) {
       T* out = dst + full * panel + p * NT;
@@ -343,22 +343,21 @@ void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa,
             const int64_t mr = std::min<int64_t>(MR, mc - ir);
             const T* a = s.a + ir * kc;
             T* c = C + (ic + ir) * ldc + jc + jr;
-            if (direct && mr < MR) pack_a(mr, kc, A + (ic + ir) * rsa + pc * csa, rsa, csa, s.a + ir * kc);
-            if (direct && mr == MR && nr == NR) {
-              micro_kernel<T, true>(kc, A + (ic + ir) * rsa + pc * csa, b, c, ldc, acc, rsa, csa);
-            } else if (direct && mr == MR) {
-              micro_kernel<T, true>(kc, A + (ic + ir) * rsa + pc * csa, b, s.tile, NR, false, rsa, csa);
-              for (int64_t i = 0; i < mr; ++i)
-                for (int64_t j = 0; j < nr; ++j)
-                  c[i * ldc + j] = acc ? c[i * ldc + j] + s.tile[i * NR + j] : s.tile[i * NR + j];
-            } else if (mr == MR && nr == NR) {
-              micro_kernel<T>(kc, a, b, c, ldc, acc);
+            // A full tile goes straight to C; an edge tile through the scratch tile, then its mr x nr
+            // corner is added or copied. A short panel of rows is packed even when A is read in place.
+            const bool full = mr == MR && nr == NR;
+            T* out = full ? c : s.tile;
+            const int64_t ldo = full ? ldc : NR;
+            if (direct && mr == MR) {
+              micro_kernel<T, true>(kc, A + (ic + ir) * rsa + pc * csa, b, out, ldo, full && acc, rsa, csa);
             } else {
-              micro_kernel<T>(kc, a, b, s.tile, NR, false);
+              if (direct) pack_a(mr, kc, A + (ic + ir) * rsa + pc * csa, rsa, csa, s.a + ir * kc);
+              micro_kernel<T>(kc, a, b, out, ldo, full && acc);
+            }
+            if (!full)
               for (int64_t i = 0; i < mr; ++i)
                 for (int64_t j = 0; j < nr; ++j)
                   c[i * ldc + j] = acc ? c[i * ldc + j] + s.tile[i * NR + j] : s.tile[i * NR + j];
-            }
             if (last) epi(c, ldc, ic + ir, jc + jr, mr, nr);
           }
         }

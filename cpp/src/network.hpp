@@ -433,6 +433,15 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
     }
   };
 
+  // Where each parameter's slot of a group buffer goes in the outputs (the final sum writes there).
+  struct Segment { int64_t begin, len; T* out; };
+  std::vector<Segment> segs;
+  if (mode == Mode::grad && !plan.layered)
+    for (int64_t l = 0; l < L; ++l) {
+      segs.push_back({plan.gw[l], d[l] * d[l + 1], grads->dW[l]});
+      segs.push_back({plan.gb[l], d[l + 1], grads->db[l]});
+    }
+
 #pragma omp parallel num_threads(nt)
   {
     const int tid = thread_id();
@@ -458,12 +467,6 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
             if (!stop.stopped()) do_chunk(chunk, mine, groups + g * stride, chunk == plan.group_begin(g));
         // Sum the group buffers pairwise, block by block: ((g0 + g1) + (g2 + g3)) + ..., the last
         // addition written straight into the outputs (no pass over g0 afterwards to copy it out).
-        struct Segment { int64_t begin, len; T* out; };
-        std::vector<Segment> segs;
-        for (int64_t l = 0; l < L; ++l) {
-          segs.push_back({plan.gw[l], d[l] * d[l + 1], grads->dW[l]});
-          segs.push_back({plan.gb[l], d[l + 1], grads->db[l]});
-        }
         const int64_t block = 4096, n_sum_blocks = (plan.n_params + block - 1) / block;
 #pragma omp for schedule(static)
         for (int64_t bi = 0; bi < n_sum_blocks; ++bi) {

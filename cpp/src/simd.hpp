@@ -49,41 +49,9 @@ template <typename To, typename From> inline To bitcast(From v) {
   To r; std::memcpy(&r, &v, sizeof r); return r;
 }
 
-// The first N lanes (N <= lanes, known at compile time): loaded with the others zero, or stored
-// without touching memory past them (masked on AVX-512, constant-size copies elsewhere).
-template <typename T, int N> inline Vec<T> load_n(const T* p) {
-  static_assert(N > 0 && N <= kLanes<T>);
-  if constexpr (N == kLanes<T>) {
-    return load<T>(p);
-  } else {
-#if defined(__AVX512F__)
-    constexpr __mmask16 m = __mmask16((1u << N) - 1);
-    if constexpr (sizeof(T) == 4) return bitcast<Vec<T>>(_mm512_maskz_loadu_ps(m, p));
-    else return bitcast<Vec<T>>(_mm512_maskz_loadu_pd(__mmask8(m), p));
-#else
-    Vec<T> v{};
-    std::memcpy(&v, p, sizeof(T) * N);
-    return v;
-#endif
-  }
-}
-template <typename T, int N> inline void store_n(T* p, Vec<T> v) {
-  static_assert(N > 0 && N <= kLanes<T>);
-  if constexpr (N == kLanes<T>) {
-    store<T>(p, v);
-  } else {
-#if defined(__AVX512F__)
-    constexpr __mmask16 m = __mmask16((1u << N) - 1);
-    if constexpr (sizeof(T) == 4) _mm512_mask_storeu_ps(p, m, bitcast<__m512>(v));
-    else _mm512_mask_storeu_pd(p, __mmask8(m), bitcast<__m512d>(v));
-#else
-    std::memcpy(p, &v, sizeof(T) * N);
-#endif
-  }
-}
-
 // The first min(len, lanes) values from p, the other lanes zero; and the store of the first len
-// lanes (masked on AVX-512: no copy through memory with a variable-length memcpy).
+// lanes, without touching memory past them (masked on AVX-512; a copy elsewhere). With len known at
+// compile time (the packing's panel widths) both fold to a plain or a constant-mask access.
 template <typename T> inline Vec<T> load_padded(const T* p, int64_t len) {
   if (len >= kLanes<T>) return load<T>(p);
 #if defined(__AVX512F__)
