@@ -18,7 +18,7 @@ from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.neural_network import MLPClassifier as SkMLP  # noqa: E402
 
 import mlpgrad  # noqa: E402
-from mlpgrad import _optim  # noqa: E402
+from mlpgrad import _core  # noqa: E402
 from mlpgrad.estimator import MLPClassifier, _as_numpy  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -149,6 +149,33 @@ def test_float32_close_to_float64():
 
 # ------------------------------------------------------------------ the native optimizer steps
 
+def _adam_step_numpy(params, grads, m, v, n_reg, l2, lr, beta1, beta2, eps):
+    """scikit-learn's AdamOptimizer step (its arithmetic, on the flat buffer), in NumPy."""
+    g = grads.copy()
+    g[:n_reg] += l2 * params[:n_reg]
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * (g * g)
+    params -= lr * m / (np.sqrt(v) + eps)
+    w = params[:n_reg]
+    return float(np.dot(w, w))
+
+
+def _sgd_step_numpy(params, grads, velocity, n_reg, l2, lr, momentum, nesterov):
+    """scikit-learn's SGDOptimizer step (momentum, optionally Nesterov's), in NumPy."""
+    g = grads.copy()
+    g[:n_reg] += l2 * params[:n_reg]
+    velocity *= momentum
+    velocity -= lr * g
+    if nesterov:
+        params += momentum * velocity - lr * g
+    else:
+        params += velocity
+    w = params[:n_reg]
+    return float(np.dot(w, w))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("solver", ["adam", "sgd", "sgd-plain"])
 def test_native_steps_match_numpy(dtype, solver):
@@ -159,12 +186,12 @@ def test_native_steps_match_numpy(dtype, solver):
     pa, pb = p0.copy(), p0.copy()
     sa, sb = [s.copy() for s in s1], [s.copy() for s in s1]
     if solver == "adam":
-        ra = _optim.adam_step(pa, g, sa[0], sa[1], n_reg, 0.01, 0.003, 0.9, 0.999, 1e-8)
-        rb = _optim._adam_step_numpy(pb, g, sb[0], sb[1], n_reg, 0.01, 0.003, 0.9, 0.999, 1e-8)
+        ra = _core.adam_step(pa, g, sa[0], sa[1], n_reg, 0.01, 0.003, 0.9, 0.999, 1e-8)
+        rb = _adam_step_numpy(pb, g, sb[0], sb[1], n_reg, 0.01, 0.003, 0.9, 0.999, 1e-8)
     else:
         nesterov = solver == "sgd"
-        ra = _optim.sgd_step(pa, g, sa[0], n_reg, 0.01, 0.1, 0.9, nesterov)
-        rb = _optim._sgd_step_numpy(pb, g, sb[0], n_reg, 0.01, 0.1, 0.9, nesterov)
+        ra = _core.sgd_step(pa, g, sa[0], n_reg, 0.01, 0.1, 0.9, nesterov)
+        rb = _sgd_step_numpy(pb, g, sb[0], n_reg, 0.01, 0.1, 0.9, nesterov)
     rtol = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(pa, pb, rtol=rtol, atol=rtol)
     for x, z in zip(sa, sb):

@@ -507,7 +507,7 @@ def test_arrays_that_went_through_pickle(dtype):
     workers receive such arrays): the native core must take it by value, never reject it as a wrong dtype."""
     import pickle
 
-    from mlpgrad import _optim
+    from mlpgrad import _core
 
     dt = np.dtype(dtype)
     rng = np.random.default_rng(11)
@@ -529,6 +529,6 @@ def test_arrays_that_went_through_pickle(dtype):
     g = rng.standard_normal(10).astype(dt)
     pa, ga, m, v = pickle.loads(pickle.dumps((p, g, np.zeros_like(p), np.zeros_like(p))))
     pb, gb, mb, vb = p.copy(), g.copy(), np.zeros_like(p), np.zeros_like(p)
-    _optim.adam_step(pa, ga, m, v, 8, 1e-4, 1e-3, 0.9, 0.999, 1e-8)
-    _optim.adam_step(pb, gb, mb, vb, 8, 1e-4, 1e-3, 0.9, 0.999, 1e-8)
+    _core.adam_step(pa, ga, m, v, 8, 1e-4, 1e-3, 0.9, 0.999, 1e-8)
+    _core.adam_step(pb, gb, mb, vb, 8, 1e-4, 1e-3, 0.9, 0.999, 1e-8)
     assert np.array_equal(pa, pb) and not np.array_equal(pa, p)

@@ -11,6 +11,7 @@
 
 #include "mlpgrad/mlp.hpp"
 #include "mlpgrad/optim.hpp"
+#include "mlpgrad/train.hpp"
 
 namespace py = pybind11;
 using mlpgrad::Head;
@@ -263,6 +264,78 @@ double sgd_step_impl(py::handle p, py::handle g, py::handle u, int64_t n_reg, do
   return mlpgrad::sgd_step<T>(params, grads, velocity, n, n_reg, l2, lr, momentum, nesterov);
 }
 
+// One epoch of mini-batch training (mlpgrad/train.hpp). params, grad and the optimizer state are updated in
+// place (checked like the optimizer steps'); the data are read (converted when needed) and checked.
+template <typename T>
+py::tuple train_epoch_impl(py::handle p, py::handle g, py::handle s1, py::handle s2, py::handle t_obj,
+                           const std::vector<int64_t>& sizes, py::handle X_obj, py::handle labels_obj,
+                           py::handle targets_obj, py::handle weight_obj, py::handle order_obj, int64_t batch_size,
+                           int head, double alpha, double sumsq, int solver, double lr, double beta1, double beta2,
+                           double eps, double momentum, bool nesterov, int n_threads) {
+  if (sizes.size() < 2) throw py::value_error("sizes: expected at least 2 layer widths");
+  int64_t n_params = 0;
+  for (size_t l = 0; l + 1 < sizes.size(); ++l) {
+    if (sizes[l] < 1 || sizes[l + 1] < 1) throw py::value_error("sizes: expected widths >= 1");
+    n_params += sizes[l] * sizes[l + 1] + sizes[l + 1];
+  }
+  if (batch_size < 1) throw py::value_error("batch_size: expected >= 1");
+  if (solver != 0 && solver != 1) throw py::value_error("solver: expected 0 (adam) or 1 (sgd)");
+  mlpgrad::Optimizer<T> opt;
+  opt.solver = static_cast<mlpgrad::Solver>(solver);
+  T* params = inplace_array<T>(p, "params", n_params);
+  T* grad = inplace_array<T>(g, "grad", n_params);
+  opt.state1 = inplace_array<T>(s1, "state1", n_params);
+  if (opt.solver == mlpgrad::Solver::adam) opt.state2 = inplace_array<T>(s2, "state2", n_params);
+  auto t_arr = py::reinterpret_borrow<py::array>(t_obj);
+  if (!py::array_t<int64_t>::check_(t_arr) || t_arr.ndim() != 1 || t_arr.shape(0) != 1 || !t_arr.writeable())
+    throw py::type_error("t: expected a writeable int64 array of length 1");
+  opt.t = static_cast<int64_t*>(t_arr.mutable_data());
+  opt.lr = lr;
+  opt.beta1 = beta1;
+  opt.beta2 = beta2;
+  opt.eps = eps;
+  opt.momentum = momentum;
+  opt.nesterov = nesterov;
+
+  auto X = as_c_array<T>(X_obj, "X", 2);
+  expect_dim(X.shape(1), sizes.front(), "X columns");
+  const py::ssize_t n = X.shape(0), k = sizes.back();
+  mlpgrad::Batch<T> data;
+  data.n = n;
+  data.X = X.data();
+  CArray<int64_t> labels, order;
+  CArray<T> targets, sample_weight;
+  if (!labels_obj.is_none()) {
+    labels = as_c_array<int64_t>(labels_obj, "labels", 1);
+    expect_dim(labels.shape(0), n, "labels length");
+    data.labels = labels.data();
+  } else if (!targets_obj.is_none()) {
+    targets = as_c_array<T>(targets_obj, "targets", 2);
+    expect_dim(targets.shape(0), n, "targets rows");
+    expect_dim(targets.shape(1), k, "targets columns");
+    data.targets = targets.data();
+  } else {
+    throw py::value_error("labels or targets: expected one of them");
+  }
+  if (!weight_obj.is_none()) {
+    sample_weight = as_c_array<T>(weight_obj, "sample_weight", 1);
+    expect_dim(sample_weight.shape(0), n, "sample_weight length");
+    data.sample_weight = sample_weight.data();
+  }
+  check_values<T>(data, k, head, 0);
+  const int64_t* order_ptr = nullptr;
+  if (!order_obj.is_none()) {
+    order = as_c_array<int64_t>(order_obj, "order", 1);
+    expect_dim(order.shape(0), n, "order length");
+    order_ptr = order.data();
+  }
+  const auto r = without_gil([&](const mlpgrad::Interrupt* intr) {
+    return mlpgrad::train_epoch<T>(sizes, static_cast<Head>(head), params, grad, data, order_ptr, batch_size, alpha,
+                                   sumsq, opt, n_threads, intr);
+  });
+  return py::make_tuple(r.loss_sum, r.sumsq, r.steps);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -342,4 +415,26 @@ PYBIND11_MODULE(_core, m) {
       py::arg("params"), py::arg("grads"), py::arg("velocity"), py::arg("n_reg"), py::arg("l2"), py::arg("lr"),
       py::arg("momentum"), py::arg("nesterov"),
       "One fused SGD (momentum / Nesterov) step in place on flat arrays; returns sum(params[:n_reg]**2).");
+  m.def(
+      "train_epoch",
+      [](py::handle params, py::handle grad, py::handle state1, py::handle state2, py::handle t,
+         const std::vector<int64_t>& sizes, py::handle X, py::handle labels, py::handle targets,
+         py::handle sample_weight, py::handle order, int64_t batch_size, int head, double alpha, double sumsq,
+         int solver, double lr, double beta1, double beta2, double eps, double momentum, bool nesterov,
+         int n_threads) {
+        check_codes(head, 0, n_threads);
+        return params_float32(params)
+                   ? train_epoch_impl<float>(params, grad, state1, state2, t, sizes, X, labels, targets, sample_weight,
+                                             order, batch_size, head, alpha, sumsq, solver, lr, beta1, beta2, eps,
+                                             momentum, nesterov, n_threads)
+                   : train_epoch_impl<double>(params, grad, state1, state2, t, sizes, X, labels, targets,
+                                              sample_weight, order, batch_size, head, alpha, sumsq, solver, lr, beta1,
+                                              beta2, eps, momentum, nesterov, n_threads);
+      },
+      py::arg("params"), py::arg("grad"), py::arg("state1"), py::arg("state2"), py::arg("t"), py::arg("sizes"),
+      py::arg("X"), py::arg("labels"), py::arg("targets"), py::arg("sample_weight"), py::arg("order"),
+      py::arg("batch_size"), py::arg("head"), py::arg("alpha"), py::arg("sumsq"), py::arg("solver"), py::arg("lr"),
+      py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("momentum"), py::arg("nesterov"),
+      py::arg("n_threads") = 0,
+      "One epoch of mini-batch adam / sgd (see mlpgrad/train.hpp); returns (loss_sum, sumsq, steps).");
 }

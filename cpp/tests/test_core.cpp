@@ -27,6 +27,8 @@
 #include <vector>
 
 #include "mlpgrad/mlp.hpp"
+#include "mlpgrad/optim.hpp"
+#include "mlpgrad/train.hpp"
 
 namespace {
 
@@ -742,6 +744,106 @@ void interrupts() {
   unsetenv("MLPGRAD_SCHEDULE");
 }
 
+// train_epoch (mlpgrad/train.hpp) against the same loop written here from loss_and_grad and the optimizer
+// steps: bit-identical parameters, state, loss and step count; shuffled rows, weights with a zero-weight
+// batch, a short last batch; an index out of range throws std::invalid_argument.
+template <typename T>
+void training() {
+  const std::vector<int64_t> sizes{6, 11, 3};
+  const int64_t n = 53, bs = 8, L = 2;
+  int64_t n_reg = 0, n_params = 0;
+  for (int64_t l = 0; l < L; ++l) n_reg += sizes[l] * sizes[l + 1];
+  n_params = n_reg + sizes[1] + sizes[2];
+  Rng rng(77);
+  std::vector<T> p0(n_params), X(n * sizes[0]), sw(n);
+  std::vector<int64_t> labels(n), order(n);
+  for (auto& v : p0) v = T(0.3 * rng.normal());
+  for (auto& v : X) v = T(rng.normal());
+  for (auto& v : labels) v = rng.below(sizes[2]);
+  for (auto& v : sw) v = T(rng.uniform());
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
+  for (int64_t i = 0; i < bs; ++i) sw[order[i]] = T(0);  // the first batch weighs nothing: no step
+  mlpgrad::Batch<T> data;
+  data.n = n;
+  data.X = X.data();
+  data.labels = labels.data();
+  data.sample_weight = sw.data();
+  const double alpha = 0.01, lr = 0.02;
+  for (mlpgrad::Solver solver : {mlpgrad::Solver::adam, mlpgrad::Solver::sgd}) {
+    const std::string where = std::string("train_epoch ") + dtype_name<T>() +
+                              (solver == mlpgrad::Solver::adam ? " adam" : " sgd");
+    // native
+    std::vector<T> p = p0, grad(n_params), s1(n_params, T(0)), s2(n_params, T(0));
+    int64_t t = 2;
+    mlpgrad::Optimizer<T> opt;
+    opt.solver = solver;
+    opt.state1 = s1.data();
+    opt.state2 = s2.data();
+    opt.t = &t;
+    opt.lr = lr;
+    double sumsq0 = 0;
+    for (int64_t i = 0; i < n_reg; ++i) sumsq0 += double(p0[i]) * double(p0[i]);
+    const mlpgrad::EpochResult r =
+        mlpgrad::train_epoch<T>(sizes, Head::softmax, p.data(), grad.data(), data, order.data(), bs, alpha, sumsq0,
+                                opt, 2);
+    // the loop by hand
+    std::vector<T> q = p0, g(n_params), u1(n_params, T(0)), u2(n_params, T(0)), Xb(bs * sizes[0]), wb(bs);
+    std::vector<int64_t> lb(bs);
+    mlpgrad::Network<T> net;
+    net.sizes = sizes;
+    net.W = {q.data(), q.data() + sizes[0] * sizes[1]};
+    net.b = {q.data() + n_reg, q.data() + n_reg + sizes[1]};
+    mlpgrad::Gradients<T> gr;
+    gr.dW = {g.data(), g.data() + sizes[0] * sizes[1]};
+    gr.db = {g.data() + n_reg, g.data() + n_reg + sizes[1]};
+    double loss_sum = 0, sumsq = sumsq0;
+    int64_t steps = 0, tt = 2;
+    for (int64_t start = 0; start < n; start += bs) {
+      const int64_t rows = std::min(bs, n - start);
+      double wsum = 0;
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t j = order[start + i];
+        std::copy_n(X.data() + j * sizes[0], sizes[0], Xb.data() + i * sizes[0]);
+        lb[i] = labels[j];
+        wb[i] = sw[j];
+        wsum += double(sw[j]);
+      }
+      if (!(wsum > 0)) continue;
+      mlpgrad::Batch<T> b;
+      b.n = rows;
+      b.X = Xb.data();
+      b.labels = lb.data();
+      b.sample_weight = wb.data();
+      double loss = mlpgrad::loss_and_grad<T>(net, Head::softmax, b, Reduction::mean, gr, 1);
+      loss += 0.5 * alpha * sumsq / wsum;
+      loss_sum += loss * double(rows);
+      ++tt;
+      ++steps;
+      if (solver == mlpgrad::Solver::adam) {
+        const double rate = lr * std::sqrt(1 - std::pow(0.999, double(tt))) / (1 - std::pow(0.9, double(tt)));
+        sumsq = mlpgrad::adam_step<T>(q.data(), g.data(), u1.data(), u2.data(), n_params, n_reg, alpha / wsum, rate,
+                                      0.9, 0.999, 1e-8);
+      } else {
+        sumsq = mlpgrad::sgd_step<T>(q.data(), g.data(), u1.data(), n_params, n_reg, alpha / wsum, lr, 0.9, true);
+      }
+    }
+    EXPECT(r.steps == 6 && steps == 6 && t == 8, where + ": expected 6 steps (7 batches, one of zero weight)");
+    EXPECT(same_bits(r.loss_sum, loss_sum) && same_bits(r.sumsq, sumsq), where + ": loss or sumsq differs");
+    EXPECT(same_bits(p, q) && same_bits(s1, u1) && same_bits(s2, u2), where + ": parameters or state differ");
+    g_calls += 2 * 7;
+    std::vector<int64_t> bad = order;
+    bad[n - 1] = n;
+    bool threw = false;
+    try {
+      mlpgrad::train_epoch<T>(sizes, Head::softmax, p.data(), grad.data(), data, bad.data(), bs, alpha, sumsq0, opt, 1);
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    EXPECT(threw, where + ": an order index out of range did not throw std::invalid_argument");
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -763,6 +865,8 @@ int main() {
   extremes<double>();
   interrupts<float>();
   interrupts<double>();
+  training<float>();
+  training<double>();
 
   // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
   // with the engine's own choice of schedule; a quarter of them (at least one) again with the chunked

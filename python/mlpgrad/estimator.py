@@ -3,9 +3,10 @@
 The objective, the initialization, the use of ``random_state``, the mini-batches, the optimizers and the
 stopping rules are scikit-learn's (``sklearn/neural_network/_multilayer_perceptron.py``), so that from the
 same ``random_state`` both estimators take the same steps up to rounding. What differs is where the work
-happens: each mini-batch's loss and gradients come from one native call (``mlpgrad._core.loss_and_grad``),
-and the adam / sgd steps are applied natively in one fused pass over one flat parameter buffer, of which
-``coefs_`` and ``intercepts_`` are views.
+happens: each epoch of adam / sgd is one native call (``mlpgrad._core.train_epoch``, cpp/src/train.cpp) that
+gathers each mini-batch, computes its loss and gradients and applies the step in one fused pass over one flat
+parameter buffer, of which ``coefs_`` and ``intercepts_`` are views; lbfgs makes one native call
+(``mlpgrad._core.loss_and_grad``) per evaluation.
 
 Objective (scikit-learn's), for a batch B with sample weights w (all ones by default):
 
@@ -40,7 +41,7 @@ from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _core, _dask_estimator, _optim
+from . import _core, _dask_estimator
 from ._checks import check_n_threads
 
 try:  # scikit-learn >= 1.6
@@ -54,6 +55,7 @@ __all__ = ["MLPClassifier"]
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _SIGMOID, _SOFTMAX = 0, 1  # head codes of the core
 _SUM, _MEAN = 0, 1         # reduction codes
+_SOLVER_CODE = {"adam": 0, "sgd": 1}
 
 
 def _as_numpy(X):
@@ -402,22 +404,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         flat[...] = opt_res.x
 
     def _make_state(self):
+        """The optimizer's state, updated in place by the core: "m" is adam's first moment or sgd's velocity,
+        "v" adam's second moment, "t" the number of steps taken (adam's bias correction)."""
         n = self._flat.shape[0]
-        if self.solver == "sgd":
-            return {"velocity": np.zeros(n, self._flat.dtype), "lr": float(self.learning_rate_init)}
-        return {"m": np.zeros(n, self._flat.dtype), "v": np.zeros(n, self._flat.dtype), "t": 0,
-                "lr": float(self.learning_rate_init)}
-
-    def _step(self, grad, l2):
-        s = self._state
-        if self.solver == "sgd":
-            return _optim.sgd_step(self._flat, grad, s["velocity"], self._n_reg, l2, s["lr"], float(self.momentum),
-                                   bool(self.nesterovs_momentum))
-        s["t"] += 1
-        t = s["t"]
-        lr = self.learning_rate_init * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
-        return _optim.adam_step(self._flat, grad, s["m"], s["v"], self._n_reg, l2, float(lr), float(self.beta_1),
-                                float(self.beta_2), float(self.epsilon))
+        state = {"m": np.zeros(n, self._flat.dtype), "t": np.zeros(1, np.int64), "lr": float(self.learning_rate_init)}
+        if self.solver == "adam":
+            state["v"] = np.zeros(n, self._flat.dtype)
+        return state
 
     def _trigger_stopping(self, msg):
         s = self._state
@@ -468,10 +461,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             X_train, y_train, sw_train = X, y, sample_weight
             X_val = y_val = sw_val = val_labels = val_targets = None
         labels, targets = self._targets(y_train, dtype)
-        Y = labels if labels is not None else targets
 
         n_samples = X_train.shape[0]
-        sample_idx = np.arange(n_samples, dtype=int)
+        sample_idx = np.arange(n_samples, dtype=np.int64)
         if self.batch_size == "auto":
             batch_size = min(200, n_samples)
         else:
@@ -479,10 +471,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
 
-        n_reg, alpha = self._n_reg, self.alpha
-        w = self._flat[:n_reg]
+        w = self._flat[:self._n_reg]
         sumsq = float(np.dot(w, w))
         grad = np.empty(self._flat.shape[0], dtype=dtype)
+        sizes = [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
+        head = _SOFTMAX if self.out_activation_ == "softmax" else _SIGMOID
+        s = self._state
+        state2 = s["v"] if self.solver == "adam" else None
         epochs = 1 if incremental else self.max_iter
         self._bar = _progress(epochs, "mlpgrad " + self.solver, self.verbose and not incremental)
         try:
@@ -490,36 +485,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             for it in range(self.max_iter):
                 if self.shuffle:
                     sample_idx = _shuffled(sample_idx, self._random_state)
-                accumulated_loss = 0.0
-                for start in range(0, n_samples, batch_size):  # sklearn.utils.gen_batches' slices
-                    batch_slice = slice(start, min(start + batch_size, n_samples))
-                    if self.shuffle:
-                        batch_idx = sample_idx[batch_slice]
-                        X_batch = X_train.take(batch_idx, axis=0)
-                    else:
-                        batch_idx = batch_slice
-                        X_batch = X_train[batch_slice]
-                    Y_batch = Y[batch_idx]
-                    if sw_train is None:
-                        sw_batch, sw_sum = None, float(X_batch.shape[0])
-                    else:
-                        sw_batch = sw_train[batch_idx]
-                        sw_sum = float(np.sum(sw_batch, dtype=np.float64))
-                        if not sw_sum > 0:  # a batch of zero weight: no information, no step
-                            continue
-                    loss, dWs, dbs, _ = self._batch_loss_grad(
-                        X_batch, Y_batch if labels is not None else None,
-                        Y_batch if labels is None else None, sw_batch)
-                    loss += 0.5 * alpha * sumsq / sw_sum
-                    accumulated_loss += loss * (batch_slice.stop - batch_slice.start)
-                    pos = 0
-                    for g in dWs:
-                        grad[pos:pos + g.size] = g.ravel()
-                        pos += g.size
-                    for g in dbs:
-                        grad[pos:pos + g.size] = g
-                        pos += g.size
-                    sumsq = self._step(grad, alpha / sw_sum)
+                # One native call per epoch: sklearn.utils.gen_batches' slices of sample_idx (or of the rows
+                # in order), each batch's loss and gradients, and the optimizer step (mlpgrad/train.hpp).
+                accumulated_loss, sumsq, _ = _core.train_epoch(
+                    self._flat, grad, s["m"], state2, s["t"], sizes, X_train, labels, targets, sw_train,
+                    sample_idx if self.shuffle else None, batch_size, head, float(self.alpha), sumsq,
+                    _SOLVER_CODE[self.solver], s["lr"], float(self.beta_1), float(self.beta_2),
+                    float(self.epsilon), float(self.momentum), bool(self.nesterovs_momentum), self._n_threads)
 
                 self.n_iter_ += 1
                 self.loss_ = accumulated_loss / X_train.shape[0]

@@ -1,0 +1,147 @@
+// One epoch of mini-batch training (see mlpgrad/train.hpp): scikit-learn's loop, with the batch gather, the
+// loss and gradients (the dispatched engine) and the optimizer step one after another in native code.
+#include "mlpgrad/train.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "mlpgrad/config.hpp"
+#include "mlpgrad/optim.hpp"
+
+namespace mlpgrad {
+namespace {
+
+[[noreturn]] void fail(const std::string& what) { throw std::invalid_argument("train_epoch: " + what); }
+
+// Rows `idx[0 .. m)` of a row-major (n, width) array, copied to `out` (m, width).
+template <typename T>
+void gather_rows(const T* src, int64_t width, const int64_t* idx, int64_t m, T* out) {
+  for (int64_t i = 0; i < m; ++i) std::copy_n(src + idx[i] * width, width, out + i * width);
+}
+
+// Polls the interrupt at most every kInterruptPollMs (a poll takes Python's GIL).
+class Poller {
+ public:
+  explicit Poller(const Interrupt* intr) : intr_(intr && intr->poll ? intr : nullptr) {}
+  bool interrupted() {
+    if (!intr_) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_) return false;
+    next_ = now + std::chrono::milliseconds(config::kInterruptPollMs);
+    return intr_->poll(intr_->ctx);
+  }
+
+ private:
+  const Interrupt* intr_;
+  std::chrono::steady_clock::time_point next_ = std::chrono::steady_clock::now() +
+                                                std::chrono::milliseconds(config::kInterruptPollMs);
+};
+
+}  // namespace
+
+template <typename T>
+EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params, T* grad, const Batch<T>& data,
+                        const int64_t* order, int64_t batch_size, double alpha, double sumsq, const Optimizer<T>& opt,
+                        int n_threads, const Interrupt* interrupt) {
+  if (sizes.size() < 2) fail("the network needs at least one layer");
+  if (batch_size < 1) fail("batch_size must be >= 1");
+  if (!params || !grad || !opt.state1 || !opt.t || (opt.solver == Solver::adam && !opt.state2))
+    fail("a parameter, gradient or optimizer buffer is null");
+  const int64_t L = int64_t(sizes.size()) - 1, n = data.n, d0 = sizes.front(), k = sizes.back();
+
+  // Views of the flat buffers: weights first, then biases.
+  Network<T> net;
+  net.sizes = sizes;
+  Gradients<T> grads;
+  int64_t n_reg = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    net.W.push_back(params + n_reg);
+    grads.dW.push_back(grad + n_reg);
+    n_reg += sizes[l] * sizes[l + 1];
+  }
+  int64_t n_params = n_reg;
+  for (int64_t l = 0; l < L; ++l) {
+    net.b.push_back(params + n_params);
+    grads.db.push_back(grad + n_params);
+    n_params += sizes[l + 1];
+  }
+  check<T>(net, head, &data, Reduction::sum, true);  // also the label range
+  if (order)
+    for (int64_t i = 0; i < n; ++i)
+      if (order[i] < 0 || order[i] >= n) fail("order[" + std::to_string(i) + "] is outside [0, n)");
+
+  // The gathered batch, when rows come in `order`.
+  const int64_t rows_max = std::min(batch_size, n);
+  std::vector<T> Xb, targets_b, weight_b;
+  std::vector<int64_t> labels_b;
+  if (order) {
+    Xb.resize(size_t(rows_max * d0));
+    if (data.labels) labels_b.resize(size_t(rows_max));
+    if (data.targets) targets_b.resize(size_t(rows_max * k));
+    if (data.sample_weight) weight_b.resize(size_t(rows_max));
+  }
+
+  EpochResult result;
+  result.sumsq = sumsq;
+  Poller poller(interrupt);
+  for (int64_t start = 0; start < n; start += batch_size) {
+    if (poller.interrupted()) throw Interrupted();
+    const int64_t rows = std::min(batch_size, n - start);
+    Batch<T> b;
+    b.n = rows;
+    if (order) {
+      const int64_t* idx = order + start;
+      gather_rows(data.X, d0, idx, rows, Xb.data());
+      b.X = Xb.data();
+      if (data.labels) {
+        for (int64_t i = 0; i < rows; ++i) labels_b[size_t(i)] = data.labels[idx[i]];
+        b.labels = labels_b.data();
+      }
+      if (data.targets) {
+        gather_rows(data.targets, k, idx, rows, targets_b.data());
+        b.targets = targets_b.data();
+      }
+      if (data.sample_weight) {
+        for (int64_t i = 0; i < rows; ++i) weight_b[size_t(i)] = data.sample_weight[idx[i]];
+        b.sample_weight = weight_b.data();
+      }
+    } else {
+      b.X = data.X + start * d0;
+      if (data.labels) b.labels = data.labels + start;
+      if (data.targets) b.targets = data.targets + start * k;
+      if (data.sample_weight) b.sample_weight = data.sample_weight + start;
+    }
+    double weight_sum = double(rows);  // W_B, in order
+    if (b.sample_weight) {
+      weight_sum = 0;
+      for (int64_t i = 0; i < rows; ++i) weight_sum += double(b.sample_weight[i]);
+      if (!(weight_sum > 0)) continue;
+    }
+    double loss = loss_and_grad<T>(net, head, b, Reduction::mean, grads, n_threads, interrupt);
+    loss += 0.5 * alpha * result.sumsq / weight_sum;
+    result.loss_sum += loss * double(rows);
+    const double l2 = alpha / weight_sum;
+    const int64_t t = ++*opt.t;
+    if (opt.solver == Solver::adam) {
+      const double rate = opt.lr * std::sqrt(1 - std::pow(opt.beta2, double(t))) / (1 - std::pow(opt.beta1, double(t)));
+      result.sumsq = adam_step<T>(params, grad, opt.state1, opt.state2, n_params, n_reg, l2, rate, opt.beta1,
+                                  opt.beta2, opt.eps);
+    } else {
+      result.sumsq = sgd_step<T>(params, grad, opt.state1, n_params, n_reg, l2, opt.lr, opt.momentum, opt.nesterov);
+    }
+    ++result.steps;
+  }
+  return result;
+}
+
+template EpochResult train_epoch<float>(const std::vector<int64_t>&, Head, float*, float*, const Batch<float>&,
+                                        const int64_t*, int64_t, double, double, const Optimizer<float>&, int,
+                                        const Interrupt*);
+template EpochResult train_epoch<double>(const std::vector<int64_t>&, Head, double*, double*, const Batch<double>&,
+                                         const int64_t*, int64_t, double, double, const Optimizer<double>&, int,
+                                         const Interrupt*);
+
+}  // namespace mlpgrad

@@ -1,0 +1,174 @@
+"""The native epoch of mini-batch training (``_core.train_epoch``, cpp/src/train.cpp) against the same loop
+written in Python from the core's single calls: loss_and_grad on each batch, then adam_step / sgd_step.
+Both run the same arithmetic in the same order, so they must agree bit for bit."""
+
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from mlpgrad import _core
+
+SIGMOID, SOFTMAX = 0, 1
+ADAM, SGD = 0, 1
+
+
+def _problem(dtype, head, n, sizes, weighted, seed=0):
+    rng = np.random.default_rng(seed)
+    n_reg = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_params = n_reg + sum(sizes[1:])
+    flat = (rng.standard_normal(n_params) * 0.3).astype(dtype)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    if head == SOFTMAX:
+        labels, targets = rng.integers(0, sizes[-1], n).astype(np.int64), None
+    else:
+        labels, targets = None, (rng.random((n, sizes[-1])) < 0.5).astype(dtype)
+    sw = None
+    if weighted:
+        sw = rng.uniform(0, 2, n).astype(dtype)
+        sw[:7] = 0  # the first batch (of 7 rows when unshuffled) weighs nothing: no step
+    return flat, n_reg, X, labels, targets, sw
+
+
+def _views(flat, sizes):
+    Ws, bs, pos = [], [], 0
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        Ws.append(flat[pos:pos + a * b].reshape(a, b))
+        pos += a * b
+    for b in sizes[1:]:
+        bs.append(flat[pos:pos + b])
+        pos += b
+    return Ws, bs
+
+
+def _python_epoch(flat, state, t, sizes, X, labels, targets, sw, order, batch_size, head, alpha, sumsq, solver,
+                  lr, nesterov):
+    """The epoch as the estimator ran it before it moved to native code."""
+    n_reg = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    Ws, bs = _views(flat, sizes)
+    grad = np.empty_like(flat)
+    loss_sum, steps = 0.0, 0
+    for start in range(0, X.shape[0], batch_size):
+        idx = np.arange(start, min(start + batch_size, X.shape[0]))
+        if order is not None:
+            idx = order[idx]
+        Xb = X[idx]
+        lb = None if labels is None else labels[idx]
+        tb = None if targets is None else targets[idx]
+        wb = None if sw is None else sw[idx]
+        wsum = float(len(idx))
+        if wb is not None:
+            wsum = 0.0
+            for w in wb:  # in order, in double, as the core sums them
+                wsum += float(w)
+            if not wsum > 0:
+                continue
+        loss, dWs, dbs, _ = _core.loss_and_grad(Ws, bs, Xb, lb, tb, wb, head, 1, True, False, 1)
+        loss += 0.5 * alpha * sumsq / wsum
+        loss_sum += loss * len(idx)
+        grad[...] = np.concatenate([g.ravel() for g in dWs] + list(dbs))
+        t += 1
+        steps += 1
+        if solver == ADAM:
+            rate = lr * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+            sumsq = _core.adam_step(flat, grad, state[0], state[1], n_reg, alpha / wsum, rate, 0.9, 0.999, 1e-8)
+        else:
+            sumsq = _core.sgd_step(flat, grad, state[0], n_reg, alpha / wsum, lr, 0.9, nesterov)
+    return loss_sum, sumsq, steps, t
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("solver,nesterov", [(ADAM, True), (SGD, True), (SGD, False)])
+@pytest.mark.parametrize("head", [SOFTMAX, SIGMOID])
+@pytest.mark.parametrize("shuffled,weighted", [(False, False), (True, False), (False, True), (True, True)])
+def test_epoch_equals_python_loop(dtype, solver, nesterov, head, shuffled, weighted):
+    sizes, n, batch_size = [5, 9, 4], 96, 7  # 14 batches, the last of 5 rows
+    flat, n_reg, X, labels, targets, sw = _problem(dtype, head, n, sizes, weighted)
+    order = np.random.default_rng(3).permutation(n).astype(np.int64) if shuffled else None
+    alpha, lr = 0.01, 0.05
+    X0 = X.copy()
+    results = []
+    for native in (True, False):
+        p = flat.copy()
+        state = [np.zeros_like(p), np.zeros_like(p)]
+        t = np.array([3], dtype=np.int64)  # a warm start: adam's bias correction continues from t = 3
+        sumsq = float(np.dot(p[:n_reg].astype(np.float64), p[:n_reg]))
+        for _ in range(2):  # two epochs: the state carries over
+            if native:
+                loss_sum, sumsq, steps = _core.train_epoch(
+                    p, np.empty_like(p), state[0], state[1] if solver == ADAM else None, t, sizes, X, labels,
+                    targets, sw, order, batch_size, head, alpha, sumsq, solver, lr, 0.9, 0.999, 1e-8, 0.9, nesterov, 2)
+            else:
+                loss_sum, sumsq, steps, t_new = _python_epoch(p, state, int(t[0]), sizes, X, labels, targets, sw,
+                                                              order, batch_size, head, alpha, sumsq, solver, lr,
+                                                              nesterov)
+                t[0] = t_new
+        results.append((p, state, loss_sum, sumsq, steps, int(t[0])))
+    (pa, sa, la, qa, na, ta), (pb, sb, lb, qb, nb, tb) = results
+    assert na == nb == (13 if weighted and not shuffled else 14)
+    assert ta == tb == 3 + 2 * na
+    assert la == lb and qa == qb
+    assert np.array_equal(pa, pb) and not np.array_equal(pa, flat)
+    assert np.array_equal(sa[0], sb[0]) and np.array_equal(sa[1], sb[1])
+    assert np.array_equal(X, X0)  # the data are only read
+
+
+def _call(**override):
+    sizes = [3, 4, 2]
+    n_params = 3 * 4 + 4 * 2 + 4 + 2
+    args = dict(params=np.zeros(n_params), grad=np.zeros(n_params), state1=np.zeros(n_params),
+                state2=np.zeros(n_params), t=np.zeros(1, np.int64), sizes=sizes, X=np.zeros((10, 3)),
+                labels=np.zeros(10, np.int64), targets=None, sample_weight=None, order=None, batch_size=4,
+                head=SOFTMAX, alpha=0.0, sumsq=0.0, solver=ADAM, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8,
+                momentum=0.9, nesterov=True, n_threads=1)
+    args.update(override)
+    return _core.train_epoch(**args)
+
+
+def test_epoch_counts_steps_and_rows():
+    t = np.array([5], np.int64)
+    loss_sum, sumsq, steps = _call(lr=0.0, t=t)  # the parameters stay zero: a uniform softmax over 2 classes
+    assert steps == 3 and t[0] == 8 and sumsq == 0.0
+    assert loss_sum == pytest.approx(10 * math.log(2), rel=1e-15)  # batches of 4, 4 and 2 rows
+
+
+@pytest.mark.parametrize("override,error,match", [
+    (dict(order=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10])), ValueError, r"order\[9\] is outside \[0, n\)"),
+    (dict(order=np.arange(9)), ValueError, "order length: expected 10, got 9"),
+    (dict(labels=np.full(10, 2)), ValueError, r"y labels must lie in \[0, 2\)"),
+    (dict(batch_size=0), ValueError, "batch_size: expected >= 1"),
+    (dict(solver=2), ValueError, "solver: expected 0"),
+    (dict(state1=np.zeros(3)), TypeError, "state1: expected a writeable C-contiguous 1-D array"),
+    (dict(state2=None), TypeError, "state2"),
+    (dict(grad=np.zeros(26, np.float32)), TypeError, "grad"),
+    (dict(t=np.zeros(1, np.int32)), TypeError, "t: expected a writeable int64 array of length 1"),
+    (dict(X=np.zeros((10, 4))), ValueError, "X columns: expected 3, got 4"),
+    (dict(sizes=[3, 0, 2]), ValueError, "sizes: expected widths >= 1"),
+    (dict(sample_weight=-np.ones(10)), ValueError, "sample_weight must be finite and >= 0"),
+])
+def test_epoch_rejects_bad_arguments(override, error, match):
+    with pytest.raises(error, match=match):
+        _call(**override)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="needs POSIX signals")
+def test_ctrl_c_stops_an_epoch_between_steps():
+    sizes, n, batch_size = [64, 1024, 10], 200_000, 200  # about 0.75 s on one thread
+    flat, n_reg, X, labels, targets, sw = _problem(np.float32, SOFTMAX, n, sizes, False)
+    state, t = [np.zeros_like(flat), np.zeros_like(flat)], np.zeros(1, np.int64)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        _core.train_epoch(flat, np.empty_like(flat), state[0], state[1], t, sizes, X, labels, None, None, None,
+                          batch_size, SOFTMAX, 1e-4, 0.0, ADAM, 1e-3, 0.9, 0.999, 1e-8, 0.9, True, 1)
+        time.sleep(5)  # only reached if the epoch ignored the signal
+    elapsed = time.perf_counter() - start
+    timer.join()
+    assert elapsed < 1.5
+    assert 0 < t[0] < n // batch_size  # the steps made are counted, and the epoch stopped early
+    assert np.isfinite(flat).all()
