@@ -123,6 +123,12 @@ template <typename T> struct Plan {
     const int64_t row_bytes = int64_t(sizeof(T)) * (d[0] + sum_d + 2 * max_hidden + 2 * k + 3);
     rows = std::clamp(config::kChunkBytes / row_bytes, config::kMinChunkRows, config::kMaxChunkRows);
     if (n_params * int64_t(sizeof(T)) > config::kChunkBytes) rows = std::max<int64_t>(rows, 256);
+    // A call too small for the layered schedule (below kMinFlopsForLayered) still makes two chunks when
+    // each gets kMinChunkRows rows: two threads can then share it (kMinFlopsForLayered says how measured).
+    int64_t forward_flops = 0;
+    for (int64_t l = 0; l < L; ++l) forward_flops += 2 * n * d[l] * d[l + 1];
+    if (forward_flops < config::kMinFlopsForLayered && n >= 2 * config::kMinChunkRows)
+      rows = std::min(rows, round_up((n + 1) / 2, config::kChunkRowMultiple));
     n_chunks = std::max<int64_t>(1, (n + rows - 1) / rows);
     // Whole groups: a chunk count that is a multiple of kMaxGroups gives every group as many chunks
     // (18 chunks in 8 groups ran mnist N = 4096 7% slower on 2 threads than 16), unless the chunks
@@ -135,8 +141,6 @@ template <typename T> struct Plan {
     for (int64_t c = 1; c < n_chunks; ++c) rows = std::max(rows, chunk_begin(c + 1) - chunk_begin(c));
     // The layered schedule when the batch makes too few chunks to share among threads (and the call
     // is not tiny); the choice can be forced for experiments with MLPGRAD_SCHEDULE=chunked|layered.
-    int64_t forward_flops = 0;
-    for (int64_t l = 0; l < L; ++l) forward_flops += 2 * n * d[l] * d[l + 1];
     const bool big_params = n_params * int64_t(sizeof(T)) > config::kLayeredMinParamBytes;
     layered = (n_chunks < config::kMinChunksForChunked || (big_params && n_chunks <= config::kMaxGroups)) &&
               forward_flops >= config::kMinFlopsForLayered;
