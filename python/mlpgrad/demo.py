@@ -17,22 +17,23 @@ __all__ = ["add_demo_parser", "run_demo"]
 
 
 def _cases(args):
+    """(case name, (X_train, X_test, y_train, y_test), the hyper-parameters of both estimators)."""
     from sklearn.datasets import load_digits, make_classification
     from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     split = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
-    params = dict(hidden_layer_sizes=(100,), solver=args.solver, max_iter=args.max_iter, random_state=0,
-                  early_stopping=args.early_stopping)
-    yield "digits", split, params
+    yield "digits", split, dict(hidden_layer_sizes=(100,), solver=args.solver, max_iter=args.max_iter,
+                                random_state=0, early_stopping=args.early_stopping)
     if args.large:
         X, y = make_classification(n_samples=args.large_samples, n_features=100, n_informative=40, n_classes=2,
                                    random_state=0)
         split = train_test_split(X, y, test_size=0.2, random_state=0)
-        params = dict(hidden_layer_sizes=(100,), solver=args.solver, max_iter=args.large_max_iter, random_state=0,
-                      early_stopping=args.early_stopping)
-        yield f"synthetic {args.large_samples} x 100", split, params
+        for solver in args.large_solvers.split(","):
+            yield f"synthetic {args.large_samples} x 100", split, dict(
+                hidden_layer_sizes=(100,), solver=solver, max_iter=args.large_max_iter, random_state=0,
+                early_stopping=args.early_stopping and solver != "lbfgs")
 
 
 def _fit(est, X_train, y_train, X_test, y_test, repeat=1):
@@ -59,8 +60,14 @@ def run_demo(args) -> int:
         return 1
     from .estimator import MLPClassifier
 
+    bad = [sv for sv in args.large_solvers.split(",") if sv not in ("adam", "sgd", "lbfgs")]
+    if bad:
+        print(f"--large-solvers: expected adam, sgd or lbfgs separated by commas, got {args.large_solvers!r}")
+        return 2
+
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
-    header = f"{'case':<24} {'estimator':<36} {'dtype':<8} {'iters':>5} {'fit time':>10} {'test acc':>9} {'speed-up':>9}"
+    header = (f"{'case':<24} {'estimator':<33} {'solver':<6} {'dtype':<8} {'iters':>5} {'fit time':>10} "
+              f"{'test acc':>9} {'speed-up':>9}")
     print(header)
     print("-" * len(header))
     curves = []
@@ -69,22 +76,24 @@ def run_demo(args) -> int:
         if not args.no_sklearn:
             sk = SkMLP(activation="logistic", **params)
             ref, acc = _fit(sk, X_tr, y_tr, X_te, y_te, args.repeat)
-            print(f"{case:<24} {'sklearn MLPClassifier(logistic)':<36} {'float64':<8} {sk.n_iter_:>5} "
-                  f"{ref:>8.3f} s {acc:>9.4f} {'1.0x':>9}", flush=True)
+            print(f"{case:<24} {'sklearn MLPClassifier(logistic)':<33} {params['solver']:<6} {'float64':<8} "
+                  f"{sk.n_iter_:>5} {ref:>8.3f} s {acc:>9.4f} {'1.0x':>9}", flush=True)
             if case == "digits":
                 curves.append(("scikit-learn (float64)", sk))
         for dt in dtypes:
             est = MLPClassifier(dtype=dt, n_threads=args.threads, **params)
             secs, acc = _fit(est, X_tr, y_tr, X_te, y_te, args.repeat)
             speed = f"{ref / secs:.1f}x" if ref else "-"
-            print(f"{case:<24} {'mlpgrad MLPClassifier':<36} {dt:<8} {est.n_iter_:>5} {secs:>8.3f} s {acc:>9.4f} "
-                  f"{speed:>9}", flush=True)
+            print(f"{case:<24} {'mlpgrad MLPClassifier':<33} {params['solver']:<6} {dt:<8} {est.n_iter_:>5} "
+                  f"{secs:>8.3f} s {acc:>9.4f} {speed:>9}", flush=True)
             if case == "digits":
                 curves.append((f"mlpgrad ({dt})", est))
-    print(f"\nhyper-parameters (both): hidden_layer_sizes=(100,), solver={args.solver!r}, random_state=0, "
-          f"max_iter={args.max_iter} (digits)" + (f" / {args.large_max_iter} (large)" if args.large else "")
-          + f", early_stopping={args.early_stopping}, the other parameters at scikit-learn's defaults; "
-          f"fit time: best of {args.repeat}")
+    print(f"\nhyper-parameters (both estimators of a row pair): hidden_layer_sizes=(100,), the solver shown, "
+          f"random_state=0, max_iter={args.max_iter} (digits)"
+          + (f" / {args.large_max_iter} (synthetic)" if args.large else "")
+          + f", early_stopping={args.early_stopping} (never with lbfgs), the other parameters at scikit-learn's "
+          f"defaults; scikit-learn gets the float64 data, mlpgrad computes in the dtype shown; speed-up: "
+          f"scikit-learn's fit time over mlpgrad's; fit time: best of {args.repeat}")
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")
@@ -106,7 +115,8 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo", help="mlpgrad.MLPClassifier vs scikit-learn's MLPClassifier(logistic): fit time and accuracy",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--solver", choices=["adam", "sgd", "lbfgs"], default="adam", help="solver of both (default adam)")
+    p.add_argument("--solver", choices=["adam", "sgd", "lbfgs"], default="adam",
+                   help="solver of both on digits (default adam)")
     p.add_argument("--max-iter", type=int, default=200, help="max_iter on digits (default 200, scikit-learn's)")
     p.add_argument("--dtype", choices=["float64", "float32", "both"], default="both",
                    help="mlpgrad's dtype (default: both rows); scikit-learn runs on the float64 data")
@@ -114,6 +124,8 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--large", action="store_true", help="also the synthetic make_classification case")
     p.add_argument("--large-samples", type=int, default=200_000, help="rows of the synthetic case (default 200000)")
     p.add_argument("--large-max-iter", type=int, default=10, help="max_iter of the synthetic case (default 10)")
+    p.add_argument("--large-solvers", default="adam,lbfgs",
+                   help="solvers run on the synthetic case, comma-separated (default adam,lbfgs)")
     p.add_argument("--threads", type=int, default=None, help="mlpgrad's n_threads (default: OpenMP's setting)")
     p.add_argument("--repeat", type=int, default=1, help="fit each estimator N times, report the fastest (default 1)")
     p.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn's estimator")
