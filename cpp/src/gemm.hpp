@@ -101,7 +101,7 @@ void pack_from_lines(int64_t kc, int64_t n, const T* src, int64_t lds, T* dst) {
 
 // Rows contiguous: row p of every panel at once, so the source is read row by row (panel by panel,
 // a panel's 12 or 32 values per row came from a new cache line every row: with a 4 KiB row stride,
-// all from one L1 set). Full panels by vector copies, a last partial panel by scalars.
+// all from one L1 set). Vector copies, masked for a last partial panel.
 template <typename T, int NT>
 void pack_from_rows(int64_t kc, int64_t n, const T* src, int64_t lds, T* dst, int64_t panel) {
   constexpr int W = kLanes<T>;
@@ -113,11 +113,12 @@ void pack_from_rows(int64_t kc, int64_t n, const T* src, int64_t lds, T* dst, in
         constexpr int g = decltype(gc)::value, width = std::min(W, NT - g);
         store_partial<T>(dst + q * panel + p * NT + g, load_padded<T>(row + q * NT + g, width), width);
       });
-    if (rest) {
-      T* out = dst + full * panel + p * NT;
-      std::copy(row + full * NT, row + n, out);
-      std::fill(out + rest, out + NT, T(0));
-    }
+    if (rest)  // masked loads, zeros past the last line (not a library copy and fill per row)
+      for_groups<T, NT>([&](auto gc) {
+        constexpr int g = decltype(gc)::value, width = std::min(W, NT - g);
+        const int64_t len = std::clamp<int64_t>(rest - g, 0, width);
+        store_partial<T>(dst + full * panel + p * NT + g, load_padded<T>(row + full * NT + g, len), width);
+      });
   }
 }
 
