@@ -180,8 +180,11 @@ void pack_b_panels(int64_t k, int64_t n, const T* B, int64_t rsb, int64_t csb, T
 // The micro-kernel: C (MR, NR) = [C +] Ap (MR, kc) @ Bp (kc, NR). Sums start from zero and C is
 // added once at the end, so a full tile and an edge tile (done through a scratch tile) round alike.
 //   Direct: A is read in place, element (i, p) at Ap[i * rsa + p * csa] (all MR rows must exist).
+// Not inlined: inside gemm's loop nest the compiler ran out of general registers for the direct
+// variant's row addresses (single thread, benchmarks/gemm_bench.cpp, 2026-11-25: 1024 x 64 x K with K
+// = 32, 64, 256: 150 -> 162, 161 -> 168, 164 -> 172 GFLOP/s; packed 256 x 256 x 784 166 -> 170).
 template <typename T, bool Direct = false>
-inline void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, T* __restrict C,
+[[gnu::noinline]] void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, T* __restrict C,
                          int64_t ldc, bool accumulate, int64_t rsa = 0, int64_t csa = 0) {
   constexpr int MR = Tile<T>::MR, W = kLanes<T>;
   // The C tile is only read or written after the loop: fetch its lines meanwhile (rows of C a power
@@ -194,13 +197,33 @@ inline void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict
   Vec<T> c0[MR], c1[MR];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) c0[i] = c1[i] = Vec<T>{};
-  for (int64_t p = 0; p < kc; ++p) {
-    const Vec<T> b0 = load<T>(Bp + p * 2 * W), b1 = load<T>(Bp + p * 2 * W + W);
+  if constexpr (Direct) {
+    // Row i at base[i / 4][(i % 4) * rsa]: three moving base pointers and the offsets rsa, 2 rsa, 3 rsa
+    // fit x86 addressing (base + index * scale). Written as Ap[i * rsa + p * csa], the twelve row offsets
+    // were kept on the stack and reloaded every step: 25 loads per 24 FMAs.
+    const int64_t r1 = rsa, r2 = 2 * rsa, r3 = 3 * rsa;
+    const T* base[(MR + 3) / 4];
+    for (int q = 0; q < (MR + 3) / 4; ++q) base[q] = Ap + 4 * q * rsa;
+    for (int64_t p = 0; p < kc; ++p) {
+      const Vec<T> b0 = load<T>(Bp + p * 2 * W), b1 = load<T>(Bp + p * 2 * W + W);
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const T a = Direct ? Ap[i * rsa + p * csa] : Ap[p * MR + i];
-      c0[i] += a * b0;
-      c1[i] += a * b1;
+      for (int i = 0; i < MR; ++i) {
+        const T* row = base[i / 4];
+        const T a = i % 4 == 0 ? row[0] : i % 4 == 1 ? row[r1] : i % 4 == 2 ? row[r2] : row[r3];
+        c0[i] += a * b0;
+        c1[i] += a * b1;
+      }
+      for (auto& b : base) b += csa;
+    }
+  } else {
+    for (int64_t p = 0; p < kc; ++p) {
+      const Vec<T> b0 = load<T>(Bp + p * 2 * W), b1 = load<T>(Bp + p * 2 * W + W);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const T a = Ap[p * MR + i];
+        c0[i] += a * b0;
+        c1[i] += a * b1;
+      }
     }
   }
 #pragma GCC unroll 16
