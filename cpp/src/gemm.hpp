@@ -244,17 +244,27 @@ struct NoEpilogue {
   template <typename T> void operator()(T*, int64_t, int64_t, int64_t, int64_t, int64_t) const {}
 };
 
-// C (m, n) = [C +] A (m, k) @ B (k, n), then epi(tile, ldc, row, col, mr, nr) on each finished tile.
-// Bpanels: B as full-K panels (pack_b_panels) starting at column 0 of this product, or null to pack
-// B here from strides. bsum: if not null (and B is packed here), receives += the column sums of B.
-// Sum of the lanes in a fixed (pairwise) order.
-template <typename T> inline T reduce_add(Vec<T> v) {
+// Lane r of the result: the sum of v[r]'s lanes in a fixed pairwise order (t[i] += t[i + h] for
+// h = W/2, ..., 1), for r = 0 .. W-1 at once: log2(W) stages of shuffles and adds (W - 1 pairs of
+// vectors) rather than W stores and scalar sums. A stage takes vectors holding W / g rows of g partial
+// sums each and pairs them up: lane (row q, offset o) of the result is lane o + lane o + g/2 of row q.
+template <int W, int g> constexpr int half_lane(int L) {
+  const int q = L / (g / 2), o = L % (g / 2), rows = W / g;
+  return (q >= rows ? W : 0) + (q % rows) * g + o;
+}
+template <typename T, int g, std::size_t... J>
+inline Vec<T> reduce_pair(Vec<T> x, Vec<T> y, std::index_sequence<J...>) {
   constexpr int W = kLanes<T>;
-  T t[W];
-  store<T>(t, v);
-  for (int h = W / 2; h >= 1; h /= 2)
-    for (int i = 0; i < h; ++i) t[i] += t[i + h];
-  return t[0];
+  return __builtin_shufflevector(x, y, half_lane<W, g>(J)...) +
+         __builtin_shufflevector(x, y, (half_lane<W, g>(J) + g / 2)...);
+}
+template <typename T, int g = kLanes<T>>
+inline Vec<T> reduce_add_rows(Vec<T>* v) {  // v: kLanes<T> vectors, overwritten
+  constexpr int W = kLanes<T>, count = g;  // vectors at this stage (W / g rows each)
+#pragma GCC unroll 16
+  for (int i = 0; i < count / 2; ++i) v[i] = reduce_pair<T, g>(v[2 * i], v[2 * i + 1], std::make_index_sequence<W>{});
+  if constexpr (g > 2) return reduce_add_rows<T, g / 2>(v);
+  else return v[0];
 }
 
 // Products with at most kSmallN columns (a layer of 1 to 4 units), where a register tile would be
@@ -285,14 +295,21 @@ bool gemm_small_n(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int6
         bsum[j] += t;
       }
   if (csa == 1) {
+    // Each C element: two chains of products along k, added, then the lanes summed pairwise
+    // (reduce_add's order), W rows at a time (reduce_add_rows).
     const int64_t kv = k / W * W;
-    for (int64_t i0 = 0; i0 < m; i0 += MR) {
-      const int64_t mr = std::min<int64_t>(MR, m - i0);
-      for (int64_t i = i0; i < i0 + mr; ++i) {
-        const T* a = A + i * rsa;
-        for (int64_t j = 0; j < n; ++j) {
-          const T* bj = b + j * k;
-          Vec<T> acc0{}, acc1{};  // two chains, lanes summed at the end (k is at most a few thousand)
+    for (int64_t i0 = 0; i0 < m; i0 += W) {
+      const int64_t mw = std::min<int64_t>(W, m - i0);
+      for (int64_t j = 0; j < n; ++j) {
+        const T* bj = b + j * k;
+        Vec<T> v[W];
+        for (int64_t r = 0; r < W; ++r) {
+          if (r >= mw) {
+            v[r] = Vec<T>{};
+            continue;
+          }
+          const T* a = A + (i0 + r) * rsa;
+          Vec<T> acc0{}, acc1{};
           int64_t p = 0;
           for (; p + 2 * W <= kv; p += 2 * W) {
             acc0 += load<T>(a + p) * load<T>(bj + p);
@@ -300,12 +317,16 @@ bool gemm_small_n(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int6
           }
           for (; p < kv; p += W) acc0 += load<T>(a + p) * load<T>(bj + p);
           if (p < k) acc1 += load_padded<T>(a + p, k - p) * load_padded<T>(bj + p, k - p);
-          const T dot = reduce_add<T>(acc0 + acc1);
-          C[i * ldc + j] = accumulate ? C[i * ldc + j] + dot : dot;
+          v[r] = acc0 + acc1;
+        }
+        const Vec<T> dots = reduce_add_rows<T>(v);
+        for (int64_t r = 0; r < mw; ++r) {
+          T* c = C + (i0 + r) * ldc + j;
+          *c = accumulate ? *c + dots[r] : dots[r];
         }
       }
-      epi(C + i0 * ldc, ldc, i0, 0, mr, n);
     }
+    for (int64_t i0 = 0; i0 < m; i0 += MR) epi(C + i0 * ldc, ldc, i0, 0, std::min<int64_t>(MR, m - i0), n);
     return true;
   }
   // rsa == 1: W rows of C at a time, one accumulator vector per column.
@@ -328,6 +349,9 @@ bool gemm_small_n(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int6
   return true;
 }
 
+// C (m, n) = [C +] A (m, k) @ B (k, n), then epi(tile, ldc, row, col, mr, nr) on each finished tile.
+// Bpanels: B as full-K panels (pack_b_panels) starting at column 0 of this product, or null to pack
+// B here from strides. bsum: if not null (and B is packed here), receives += the column sums of B.
 template <typename T, typename Epilogue = NoEpilogue>
 void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa, const T* Bpanels,
           const T* B, int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, GemmScratch<T> s,
