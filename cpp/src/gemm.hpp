@@ -177,37 +177,40 @@ void pack_b_panels(int64_t k, int64_t n, const T* B, int64_t rsb, int64_t csb, T
   pack_b<T>(k, n, B, rsb, csb, Bp, int64_t(Tile<T>::NR) * k, nullptr);
 }
 
-// The micro-kernel: C (MR, NR) = [C +] Ap (MR, kc) @ Bp (kc, NR). Sums start from zero and C is
-// added once at the end, so a full tile and an edge tile (done through a scratch tile) round alike.
-//   Direct: A is read in place, element (i, p) at Ap[i * rsa + p * csa] (all MR rows must exist).
+// The micro-kernel: C (Rows, NR) = [C +] Ap (Rows, kc) @ Bp (kc, NR), Rows = MR but for the last row
+// panel of a product, which takes the smallest multiple of 4 that covers it (a 32-row dW did 36 rows of
+// work, a 64-row one 72). Sums start from zero and C is added once at the end, so a full tile and an
+// edge tile (done through a scratch tile) round alike, and every variant gives the same bits.
+//   Packed: element (i, p) of A at Ap[p * MR + i] (an MR-row panel, of which Rows are used).
+//   Direct: A is read in place, element (i, p) at Ap[i * rsa + p * csa] (all Rows rows must exist).
 // Not inlined: inside gemm's loop nest the compiler ran out of general registers for the direct
 // variant's row addresses (single thread, benchmarks/gemm_bench.cpp, 2026-11-25: 1024 x 64 x K with K
 // = 32, 64, 256: 150 -> 162, 161 -> 168, 164 -> 172 GFLOP/s; packed 256 x 256 x 784 166 -> 170).
-template <typename T, bool Direct = false>
+template <typename T, bool Direct = false, int Rows = Tile<T>::MR>
 [[gnu::noinline]] void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, T* __restrict C,
                          int64_t ldc, bool accumulate, int64_t rsa = 0, int64_t csa = 0) {
   constexpr int MR = Tile<T>::MR, W = kLanes<T>;
   // The C tile is only read or written after the loop: fetch its lines meanwhile (rows of C a power
   // of two apart share an L1 set and are often gone by then; 1-3.5% on the benchmark configs).
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < Rows; ++i) {
     __builtin_prefetch(C + i * ldc, 1);
     __builtin_prefetch(C + i * ldc + 2 * W - 1, 1);
   }
-  Vec<T> c0[MR], c1[MR];
+  Vec<T> c0[Rows], c1[Rows];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = Vec<T>{};
+  for (int i = 0; i < Rows; ++i) c0[i] = c1[i] = Vec<T>{};
   if constexpr (Direct) {
     // Row i at base[i / 4][(i % 4) * rsa]: three moving base pointers and the offsets rsa, 2 rsa, 3 rsa
     // fit x86 addressing (base + index * scale). Written as Ap[i * rsa + p * csa], the twelve row offsets
     // were kept on the stack and reloaded every step: 25 loads per 24 FMAs.
     const int64_t r1 = rsa, r2 = 2 * rsa, r3 = 3 * rsa;
-    const T* base[(MR + 3) / 4];
-    for (int q = 0; q < (MR + 3) / 4; ++q) base[q] = Ap + 4 * q * rsa;
+    const T* base[(Rows + 3) / 4];
+    for (int q = 0; q < (Rows + 3) / 4; ++q) base[q] = Ap + 4 * q * rsa;
     for (int64_t p = 0; p < kc; ++p) {
       const Vec<T> b0 = load<T>(Bp + p * 2 * W), b1 = load<T>(Bp + p * 2 * W + W);
 #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
+      for (int i = 0; i < Rows; ++i) {
         const T* row = base[i / 4];
         const T a = i % 4 == 0 ? row[0] : i % 4 == 1 ? row[r1] : i % 4 == 2 ? row[r2] : row[r3];
         c0[i] += a * b0;
@@ -219,7 +222,7 @@ template <typename T, bool Direct = false>
     for (int64_t p = 0; p < kc; ++p) {
       const Vec<T> b0 = load<T>(Bp + p * 2 * W), b1 = load<T>(Bp + p * 2 * W + W);
 #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
+      for (int i = 0; i < Rows; ++i) {
         const T a = Ap[p * MR + i];
         c0[i] += a * b0;
         c1[i] += a * b1;
@@ -227,7 +230,7 @@ template <typename T, bool Direct = false>
     }
   }
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < Rows; ++i) {
     T* row = C + i * ldc;
     if (accumulate) {
       store<T>(row, load<T>(row) + c0[i]);
@@ -237,6 +240,18 @@ template <typename T, bool Direct = false>
       store<T>(row + W, c1[i]);
     }
   }
+}
+
+// The packed kernel for a panel of `rows` rows (1 .. MR): the variant of the fewest rows, in steps of 4.
+template <typename T>
+inline void micro_kernel_rows(int64_t rows, int64_t kc, const T* Ap, const T* Bp, T* C, int64_t ldc, bool accumulate) {
+  constexpr int MR = Tile<T>::MR;
+  if constexpr (MR > 8) if (rows <= 8) {
+    if (rows <= 4) return micro_kernel<T, false, 4>(kc, Ap, Bp, C, ldc, accumulate);
+    return micro_kernel<T, false, 8>(kc, Ap, Bp, C, ldc, accumulate);
+  }
+  if constexpr (MR > 4) if (rows <= 4) return micro_kernel<T, false, 4>(kc, Ap, Bp, C, ldc, accumulate);
+  micro_kernel<T, false, MR>(kc, Ap, Bp, C, ldc, accumulate);
 }
 
 // Epilogues, applied to a finished tile C[0:mr, 0:nr] (still in L1) at columns j0.. of the output.
@@ -400,7 +415,7 @@ void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa,
               micro_kernel<T, true>(kc, A + (ic + ir) * rsa + pc * csa, b, out, ldo, full && acc, rsa, csa);
             } else {
               if (direct) pack_a(mr, kc, A + (ic + ir) * rsa + pc * csa, rsa, csa, s.a + ir * kc);
-              micro_kernel<T>(kc, a, b, out, ldo, full && acc);
+              micro_kernel_rows<T>(mr, kc, a, b, out, ldo, full && acc);
             }
             if (!full)
               for (int64_t i = 0; i < mr; ++i)
