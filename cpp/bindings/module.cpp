@@ -82,6 +82,39 @@ mlpgrad::Network<T> network(const py::list& weights, const py::list& biases, std
   return net;
 }
 
+// A batch's arrays (X with d0 columns; labels, or targets with k columns; sample weights) converted,
+// checked for shape and pointed to by `batch`; they live as long as this object.
+template <typename T> struct BatchArrays {
+  CArray<T> X, targets, sample_weight;
+  CArray<int64_t> labels;
+  mlpgrad::Batch<T> batch;
+  BatchArrays(py::handle X_obj, int64_t d0, py::handle labels_obj, py::handle targets_obj, py::handle weight_obj,
+              py::ssize_t k) {
+    X = as_c_array<T>(X_obj, "X", 2);
+    expect_dim(X.shape(1), d0, "X columns");
+    const py::ssize_t n = X.shape(0);
+    batch.n = n;
+    batch.X = X.data();
+    if (!labels_obj.is_none()) {
+      labels = as_c_array<int64_t>(labels_obj, "labels", 1);
+      expect_dim(labels.shape(0), n, "labels length");
+      batch.labels = labels.data();
+    } else if (!targets_obj.is_none()) {
+      targets = as_c_array<T>(targets_obj, "targets", 2);
+      expect_dim(targets.shape(0), n, "targets rows");
+      expect_dim(targets.shape(1), k, "targets columns");
+      batch.targets = targets.data();
+    } else {
+      throw py::value_error("labels or targets: expected one of them");
+    }
+    if (!weight_obj.is_none()) {
+      sample_weight = as_c_array<T>(weight_obj, "sample_weight", 1);
+      expect_dim(sample_weight.shape(0), n, "sample_weight length");
+      batch.sample_weight = sample_weight.data();
+    }
+  }
+};
+
 // Element-wise checks of the targets and weights, in one pass each; the messages are those of
 // mlpgrad/_checks.py (which makes the same checks for the reference). Labels: see mlpgrad::check.
 template <typename T>
@@ -135,33 +168,10 @@ py::tuple loss_and_grad_impl(const py::list& weights, const py::list& biases, py
                              bool input_grad, int n_threads) {
   std::vector<py::object> keep;
   const auto net = network<T>(weights, biases, keep);
-  auto X = as_c_array<T>(X_obj, "X", 2);
-  expect_dim(X.shape(1), net.n_inputs(), "X columns");
-  const py::ssize_t n = X.shape(0), k = net.n_outputs();
-
-  mlpgrad::Batch<T> batch;
-  batch.n = n;
-  batch.X = X.data();
-  CArray<int64_t> labels;
-  CArray<T> targets, sample_weight;
-  if (!labels_obj.is_none()) {
-    labels = as_c_array<int64_t>(labels_obj, "labels", 1);
-    expect_dim(labels.shape(0), n, "labels length");
-    batch.labels = labels.data();
-  } else if (!targets_obj.is_none()) {
-    targets = as_c_array<T>(targets_obj, "targets", 2);
-    expect_dim(targets.shape(0), n, "targets rows");
-    expect_dim(targets.shape(1), k, "targets columns");
-    batch.targets = targets.data();
-  } else {
-    throw py::value_error("labels or targets: expected one of them");
-  }
-  if (!weight_obj.is_none()) {
-    sample_weight = as_c_array<T>(weight_obj, "sample_weight", 1);
-    expect_dim(sample_weight.shape(0), n, "sample_weight length");
-    batch.sample_weight = sample_weight.data();
-  }
-
+  const py::ssize_t k = net.n_outputs();
+  const BatchArrays<T> arrays(X_obj, net.n_inputs(), labels_obj, targets_obj, weight_obj, k);
+  const mlpgrad::Batch<T>& batch = arrays.batch;
+  const py::ssize_t n = batch.n;
   check_values<T>(batch, k, head, reduction);
 
   py::list dWs, dbs;
@@ -297,32 +307,12 @@ py::tuple train_epoch_impl(py::handle p, py::handle g, py::handle s1, py::handle
   opt.momentum = momentum;
   opt.nesterov = nesterov;
 
-  auto X = as_c_array<T>(X_obj, "X", 2);
-  expect_dim(X.shape(1), sizes.front(), "X columns");
-  const py::ssize_t n = X.shape(0), k = sizes.back();
-  mlpgrad::Batch<T> data;
-  data.n = n;
-  data.X = X.data();
-  CArray<int64_t> labels, order;
-  CArray<T> targets, sample_weight;
-  if (!labels_obj.is_none()) {
-    labels = as_c_array<int64_t>(labels_obj, "labels", 1);
-    expect_dim(labels.shape(0), n, "labels length");
-    data.labels = labels.data();
-  } else if (!targets_obj.is_none()) {
-    targets = as_c_array<T>(targets_obj, "targets", 2);
-    expect_dim(targets.shape(0), n, "targets rows");
-    expect_dim(targets.shape(1), k, "targets columns");
-    data.targets = targets.data();
-  } else {
-    throw py::value_error("labels or targets: expected one of them");
-  }
-  if (!weight_obj.is_none()) {
-    sample_weight = as_c_array<T>(weight_obj, "sample_weight", 1);
-    expect_dim(sample_weight.shape(0), n, "sample_weight length");
-    data.sample_weight = sample_weight.data();
-  }
+  const py::ssize_t k = sizes.back();
+  const BatchArrays<T> arrays(X_obj, sizes.front(), labels_obj, targets_obj, weight_obj, k);
+  const mlpgrad::Batch<T>& data = arrays.batch;
+  const py::ssize_t n = data.n;
   check_values<T>(data, k, head, 0);
+  CArray<int64_t> order;
   const int64_t* order_ptr = nullptr;
   if (!order_obj.is_none()) {
     order = as_c_array<int64_t>(order_obj, "order", 1);
