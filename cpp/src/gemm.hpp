@@ -245,12 +245,9 @@ template <typename T, bool Direct = false, int Rows = Tile<T>::MR>
 // The packed kernel for a panel of `rows` rows (1 .. MR): the variant of the fewest rows, in steps of 4.
 template <typename T>
 inline void micro_kernel_rows(int64_t rows, int64_t kc, const T* Ap, const T* Bp, T* C, int64_t ldc, bool accumulate) {
-  constexpr int MR = Tile<T>::MR;
-  if constexpr (MR > 8) if (rows <= 8) {
-    if (rows <= 4) return micro_kernel<T, false, 4>(kc, Ap, Bp, C, ldc, accumulate);
-    return micro_kernel<T, false, 8>(kc, Ap, Bp, C, ldc, accumulate);
-  }
-  if constexpr (MR > 4) if (rows <= 4) return micro_kernel<T, false, 4>(kc, Ap, Bp, C, ldc, accumulate);
+  constexpr int MR = Tile<T>::MR, R8 = MR > 8 ? 8 : MR;
+  if (MR > 4 && rows <= 4) return micro_kernel<T, false, 4>(kc, Ap, Bp, C, ldc, accumulate);
+  if (MR > 8 && rows <= 8) return micro_kernel<T, false, R8>(kc, Ap, Bp, C, ldc, accumulate);
   micro_kernel<T, false, MR>(kc, Ap, Bp, C, ldc, accumulate);
 }
 
