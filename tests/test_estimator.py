@@ -3,7 +3,6 @@ MLPClassifier(activation="logistic") from the same random_state, and the extras 
 gradients, progress bar, plots, PyTorch input). Skipped when scikit-learn is not installed."""
 
 import inspect
-import io
 import pickle
 import subprocess
 import sys

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 
 __all__ = ["add_demo_parser", "run_demo"]
 

@@ -21,7 +21,6 @@ scikit-learn is needed here (``pip install "mlpgrad[sklearn]"``); ``import mlpgr
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from numbers import Integral, Real
