@@ -404,14 +404,20 @@ void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa,
             const T* a = s.a + ir * kc;
             T* c = C + (ic + ir) * ldc + jc + jr;
             // A full tile goes straight to C; an edge tile through the scratch tile, then its mr x nr
-            // corner is added or copied. A short panel of rows is packed even when A is read in place.
+            // corner is added or copied. A short panel of rows read in place takes the kernel variant of
+            // exactly its rows (4 or 8), or is packed (zero-padded) for the packed kernel.
             const bool full = mr == MR && nr == NR;
             T* out = full ? c : s.tile;
             const int64_t ldo = full ? ldc : NR;
+            const T* a_in_place = A + (ic + ir) * rsa + pc * csa;
             if (direct && mr == MR) {
-              micro_kernel<T, true>(kc, A + (ic + ir) * rsa + pc * csa, b, out, ldo, full && acc, rsa, csa);
+              micro_kernel<T, true>(kc, a_in_place, b, out, ldo, full && acc, rsa, csa);
+            } else if (direct && MR > 4 && mr == 4) {
+              micro_kernel<T, true, 4>(kc, a_in_place, b, out, ldo, false, rsa, csa);
+            } else if (direct && MR > 8 && mr == 8) {
+              micro_kernel<T, true, (MR > 8 ? 8 : MR)>(kc, a_in_place, b, out, ldo, false, rsa, csa);
             } else {
-              if (direct) pack_a(mr, kc, A + (ic + ir) * rsa + pc * csa, rsa, csa, s.a + ir * kc);
+              if (direct) pack_a(mr, kc, a_in_place, rsa, csa, s.a + ir * kc);
               micro_kernel_rows<T>(mr, kc, a, b, out, ldo, full && acc);
             }
             if (!full)
