@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import mlpgrad
-from _problems import make_problem, make_targets, rel_err
+from _problems import make_problem, rel_err
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}

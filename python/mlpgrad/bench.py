@@ -755,7 +755,7 @@ def linear(config="seed1_small", dtype: str = "float32", threads: Optional[int] 
                      "threads": threads, **stats, "ns_per_row": 1e6 * ms / n,
                      "gflops": flop_count(base.sizes, n) / (ms * 1e-3) / 1e9,
                      "seconds": time.perf_counter() - t0})
-        del p
+        p = call = None  # free the problem before the next size
         if progress is not None:
             progress(f"linear {base.name} N={n}: {ms:.3f} ms in {rows[-1]['seconds']:.1f} s")
     last = rows[-1]["ns_per_row"] if rows else None
