@@ -39,16 +39,24 @@ __all__ = ["forward", "loss", "loss_and_grad"]
 
 # -- layers --------------------------------------------------------------------------------------
 
+def matmul(a, b):
+    """a @ b, with NumPy's floating-point warnings off for the product alone: OpenBLAS's kernels can raise
+    spurious 'invalid value' (or overflow, divide) flags on finite inputs whose result is finite
+    (numpy/numpy#24067, #28967). Seen here once in CI, at random, on a (1, 5) @ (5, 3) float32 product."""
+    with np.errstate(all="ignore"):
+        return a @ b
+
+
 def linear_forward(h, W, b):
     """z (N, d_out) = h (N, d_in) @ W (d_in, d_out) + b (d_out,)"""
-    return h @ W + b
+    return matmul(h, W) + b
 
 
 def linear_backward(delta, h, W, need_dh=True):
     """Given delta = dL/dz (N, d_out): dW (d_in, d_out), db (d_out,), dh (N, d_in) or None."""
-    dW = h.T @ delta
+    dW = matmul(h.T, delta)
     db = delta.sum(axis=0)
-    dh = delta @ W.T if need_dh else None
+    dh = matmul(delta, W.T) if need_dh else None
     return dW, db, dh
 
 
