@@ -6,6 +6,8 @@
 #include <string>
 
 #include "engines.hpp"
+#include "mlpgrad/config.hpp"
+#include "poll.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -107,6 +109,14 @@ double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Re
 MLPGRAD_INSTANTIATE(float)
 MLPGRAD_INSTANTIATE(double)
 #undef MLPGRAD_INSTANTIATE
+
+bool PollTimer::due_and_stop() {
+  if (!intr_) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_) return false;
+  next_ = now + std::chrono::milliseconds(config::kInterruptPollMs);
+  return intr_->poll(intr_->ctx);
+}
 
 bool openmp_enabled() {
 #ifdef _OPENMP

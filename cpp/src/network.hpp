@@ -17,7 +17,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -34,6 +33,7 @@
 #include "heads.hpp"
 #include "layers.hpp"
 #include "narrow.hpp"
+#include "poll.hpp"
 #include "mlpgrad/config.hpp"
 #include "mlpgrad/mlp.hpp"
 
@@ -227,23 +227,16 @@ inline int thread_id() {
 // kInterruptPollMs; every thread then sees `stopped` and skips its remaining units.
 class StopFlag {
  public:
-  explicit StopFlag(const Interrupt* intr) : intr_(intr && intr->poll ? intr : nullptr) {}
+  explicit StopFlag(const Interrupt* intr) : timer_(intr) {}
   bool stopped() {
-    if (intr_ && thread_id() == 0) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= next_) {
-        next_ = now + std::chrono::milliseconds(config::kInterruptPollMs);
-        if (intr_->poll(intr_->ctx)) stop_.store(true, std::memory_order_relaxed);
-      }
-    }
+    if (thread_id() == 0 && timer_.due_and_stop()) stop_.store(true, std::memory_order_relaxed);
     return stop_.load(std::memory_order_relaxed);
   }
   bool raised() const { return stop_.load(std::memory_order_relaxed); }
 
  private:
-  const Interrupt* intr_;
+  PollTimer timer_;
   std::atomic<bool> stop_{false};
-  std::chrono::steady_clock::time_point next_{};
 };
 
 // Sum of v[0..n) in a fixed pairwise order.

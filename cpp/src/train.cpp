@@ -3,13 +3,12 @@
 #include "mlpgrad/train.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
-#include "mlpgrad/config.hpp"
 #include "mlpgrad/optim.hpp"
+#include "poll.hpp"
 
 namespace mlpgrad {
 namespace {
@@ -22,23 +21,6 @@ void gather_rows(const T* src, int64_t width, const int64_t* idx, int64_t m, T* 
   for (int64_t i = 0; i < m; ++i) std::copy_n(src + idx[i] * width, width, out + i * width);
 }
 
-// Polls the interrupt at most every kInterruptPollMs (a poll takes Python's GIL).
-class Poller {
- public:
-  explicit Poller(const Interrupt* intr) : intr_(intr && intr->poll ? intr : nullptr) {}
-  bool interrupted() {
-    if (!intr_) return false;
-    const auto now = std::chrono::steady_clock::now();
-    if (now < next_) return false;
-    next_ = now + std::chrono::milliseconds(config::kInterruptPollMs);
-    return intr_->poll(intr_->ctx);
-  }
-
- private:
-  const Interrupt* intr_;
-  std::chrono::steady_clock::time_point next_ = std::chrono::steady_clock::now() +
-                                                std::chrono::milliseconds(config::kInterruptPollMs);
-};
 
 }  // namespace
 
@@ -86,9 +68,9 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
 
   EpochResult result;
   result.sumsq = sumsq;
-  Poller poller(interrupt);
+  PollTimer poll(interrupt);
   for (int64_t start = 0; start < n; start += batch_size) {
-    if (poller.interrupted()) throw Interrupted();
+    if (poll.due_and_stop()) throw Interrupted();
     const int64_t rows = std::min(batch_size, n - start);
     Batch<T> b;
     b.n = rows;
