@@ -2,6 +2,7 @@
 #include "mlpgrad/mlp.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -34,11 +35,49 @@ double dispatch(const Network<T>& net, Head head, const Batch<T>& batch, Reducti
 
 }  // namespace
 
-// scan_data: the entry points leave the label range and the mean's total weight to the engine, which
-// makes those passes over the data itself (vectorized, and without summing the weights twice).
 template <typename T>
-void check_problem(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets,
-                   bool scan_data) {
+Scan scan(const Batch<T>& batch, Head head, int64_t k) {
+  Scan s;
+  const int64_t n = batch.n;
+  if (batch.labels && n > 0) {
+    int64_t lo = batch.labels[0], hi = batch.labels[0];
+    for (int64_t i = 1; i < n; ++i) {
+      lo = std::min(lo, batch.labels[i]);
+      hi = std::max(hi, batch.labels[i]);
+    }
+    s.label_min = lo;
+    s.label_max = hi;
+    if (lo < 0 || hi >= k) { s.fault = Fault::label_range; return s; }
+  }
+  if (batch.targets) {
+    bool ok = true;  // no early exit: the loops vectorize
+    if (head == Head::sigmoid)
+      for (int64_t i = 0; i < n * k; ++i) ok &= batch.targets[i] >= T(0) && batch.targets[i] <= T(1);
+    else
+      for (int64_t i = 0; i < n * k; ++i) ok &= std::isfinite(batch.targets[i]) && batch.targets[i] >= T(0);
+    if (!ok) { s.fault = Fault::target_range; return s; }
+  }
+  s.total_weight = double(n);
+  if (batch.sample_weight) {
+    bool ok = true;
+    double total = 0;  // in row order: the engine's "mean" scale and train_epoch's W_B sum the same way
+    for (int64_t i = 0; i < n; ++i) {
+      ok &= std::isfinite(batch.sample_weight[i]) && batch.sample_weight[i] >= T(0);
+      total += double(batch.sample_weight[i]);
+    }
+    if (!ok) { s.fault = Fault::sample_weight; return s; }
+    s.total_weight = total;
+  }
+  return s;
+}
+
+namespace {
+
+// The structure of the problem (sizes, pointers); with a batch, its values too unless already scanned
+// (then batch->total_weight is the scan's). Returns the total weight (n for a batch without targets).
+template <typename T>
+double check_problem(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction,
+                     bool need_targets) {
   const int64_t L = net.n_layers();
   if (L < 1) fail("the network needs at least one layer");
   if (int64_t(net.sizes.size()) != L + 1 || int64_t(net.b.size()) != L)
@@ -48,30 +87,40 @@ void check_problem(const Network<T>& net, Head head, const Batch<T>* batch, Redu
   for (int64_t l = 0; l < L; ++l)
     if (!net.W[l] || !net.b[l]) fail("W or b of layer " + std::to_string(l) + " is null");
   if (head != Head::sigmoid && head != Head::softmax) fail("unknown head");
-  if (!batch) return;
+  if (reduction != Reduction::sum && reduction != Reduction::mean) fail("unknown reduction");
+  if (!batch) return 0.0;
   if (batch->n < 0) fail("negative number of rows");
   if (batch->n > 0 && !batch->X) fail("X is null");
-  if (!need_targets) return;
+  if (!need_targets) return double(batch->n);
   if (batch->n > 0 && !batch->labels && !batch->targets) fail("no targets");
   if (batch->labels && head != Head::softmax) fail("labels need the softmax head");
-  if (scan_data && batch->labels)
-    for (int64_t i = 0; i < batch->n; ++i)
-      if (batch->labels[i] < 0 || batch->labels[i] >= net.n_outputs())
-        fail("y labels must lie in [0, " + std::to_string(net.n_outputs()) + "), got " +
-             std::to_string(batch->labels[i]) + " at row " + std::to_string(i));
-  if (scan_data && reduction == Reduction::mean) {
-    double total = double(batch->n);
-    if (batch->sample_weight) {
-      total = 0;
-      for (int64_t i = 0; i < batch->n; ++i) total += double(batch->sample_weight[i]);
-    }
-    if (!(total > 0)) fail("reduction 'mean' needs a positive total weight");
+  double total = batch->total_weight;
+  if (total < 0) {
+    const Scan s = scan<T>(*batch, head, net.n_outputs());
+    if (s.fault == Fault::label_range)
+      fail("labels must lie in [0, " + std::to_string(net.n_outputs()) + "), got values in [" +
+           std::to_string(s.label_min) + ", " + std::to_string(s.label_max) + "]");
+    if (s.fault == Fault::target_range) fail("targets out of range for the head");
+    if (s.fault == Fault::sample_weight) fail("sample weights must be finite and >= 0");
+    total = s.total_weight;
   }
+  if (reduction == Reduction::mean && !(total > 0)) fail("reduction 'mean' needs a positive total weight");
+  return total;
 }
+
+// The batch with its total weight filled in by the check.
+template <typename T>
+Batch<T> checked(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction) {
+  Batch<T> b = batch;
+  b.total_weight = check_problem<T>(net, head, &batch, reduction, true);
+  return b;
+}
+
+}  // namespace
 
 template <typename T>
 void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets) {
-  check_problem<T>(net, head, batch, reduction, need_targets, true);
+  check_problem<T>(net, head, batch, reduction, need_targets);
 }
 
 template <typename T>
@@ -80,27 +129,28 @@ void forward(const Network<T>& net, Head head, int64_t n, const T* X, T* probs, 
   Batch<T> batch;
   batch.n = n;
   batch.X = X;
-  check_problem<T>(net, head, &batch, Reduction::sum, false, false);
+  check_problem<T>(net, head, &batch, Reduction::sum, false);
   dispatch<T>(net, head, batch, Reduction::sum, nullptr, probs, Mode::probs, n_threads, interrupt);
 }
 
 template <typename T>
 double loss(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, int n_threads,
             const Interrupt* interrupt) {
-  check_problem<T>(net, head, &batch, reduction, true, false);
-  return dispatch<T>(net, head, batch, reduction, nullptr, nullptr, Mode::loss, n_threads, interrupt);
+  const Batch<T> b = checked<T>(net, head, batch, reduction);
+  return dispatch<T>(net, head, b, reduction, nullptr, nullptr, Mode::loss, n_threads, interrupt);
 }
 
 template <typename T>
 double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
                      const Gradients<T>& grads, int n_threads, const Interrupt* interrupt) {
-  check_problem<T>(net, head, &batch, reduction, true, false);
+  const Batch<T> b = checked<T>(net, head, batch, reduction);
   if (int64_t(grads.dW.size()) != net.n_layers() || int64_t(grads.db.size()) != net.n_layers())
     fail("gradients: one dW and one db per layer expected");
-  return dispatch<T>(net, head, batch, reduction, &grads, nullptr, Mode::grad, n_threads, interrupt);
+  return dispatch<T>(net, head, b, reduction, &grads, nullptr, Mode::grad, n_threads, interrupt);
 }
 
 #define MLPGRAD_INSTANTIATE(T)                                                                          \
+  template Scan scan<T>(const Batch<T>&, Head, int64_t);                                              \
   template void check<T>(const Network<T>&, Head, const Batch<T>*, Reduction, bool);                  \
   template void forward<T>(const Network<T>&, Head, int64_t, const T*, T*, int, const Interrupt*);    \
   template double loss<T>(const Network<T>&, Head, const Batch<T>&, Reduction, int, const Interrupt*); \

@@ -326,41 +326,18 @@ double head_rows(int64_t k, Head head, const Batch<T>& batch, double scale, Mode
   return loss;
 }
 
-// The labels must lie in [0, k) before anything indexes with them. One pass, vectorized in the per-ISA
-// build; the message is the one of the Python API.
-inline void check_label_range(const int64_t* labels, int64_t n, int64_t k) {
-  if (!labels || n == 0) return;
-  int64_t lo = labels[0], hi = labels[0];
-  for (int64_t i = 1; i < n; ++i) {
-    lo = labels[i] < lo ? labels[i] : lo;
-    hi = labels[i] > hi ? labels[i] : hi;
-  }
-  if (lo < 0 || hi >= k)
-    throw std::invalid_argument("y labels must lie in [0, " + std::to_string(k) + "), got values in [" +
-                                std::to_string(lo) + ", " + std::to_string(hi) + "]");
-}
-
 // One call: probabilities (mode probs), the loss, or the loss and every gradient.
 template <typename T>
 double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, const Gradients<T>* grads,
            T* probs, Mode mode, int n_threads, const Interrupt* interrupt) {
   StopFlag stop(interrupt);
-  if (mode != Mode::probs) check_label_range(batch.labels, batch.n, net.n_outputs());
   const bool input_grad = grads && grads->dX;
   const Plan<T> plan(net.sizes, batch.n, mode, input_grad);
   const int64_t L = plan.L, n = batch.n;
   const std::vector<int64_t>& d = plan.d;
 
-  double scale = 1.0;  // 1 for "sum"; 1 / total weight for "mean"
-  if (mode != Mode::probs && reduction == Reduction::mean) {
-    double total = double(n);
-    if (batch.sample_weight) {
-      total = 0;
-      for (int64_t i = 0; i < n; ++i) total += double(batch.sample_weight[i]);
-    }
-    if (!(total > 0)) throw std::invalid_argument("reduction 'mean' needs a positive total weight");
-    scale = 1.0 / total;
-  }
+  // 1 for "sum"; 1 / total weight for "mean" (the entry points checked it is positive)
+  const double scale = mode != Mode::probs && reduction == Reduction::mean ? 1.0 / batch.total_weight : 1.0;
 
   if (n == 0) {  // empty sums: loss 0, gradients 0
     if (grads)

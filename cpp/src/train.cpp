@@ -50,7 +50,7 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
     grads.db.push_back(grad + n_params);
     n_params += sizes[l + 1];
   }
-  check<T>(net, head, &data, Reduction::sum, true);  // also the label range
+  check<T>(net, head, &data, Reduction::sum, true);  // also the values, unless the caller scanned them
   if (order)
     for (int64_t i = 0; i < n; ++i)
       if (order[i] < 0 || order[i] >= n) fail("order[" + std::to_string(i) + "] is outside [0, n)");
@@ -102,6 +102,7 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
       for (int64_t i = 0; i < rows; ++i) weight_sum += double(b.sample_weight[i]);
       if (!(weight_sum > 0)) continue;
     }
+    b.total_weight = weight_sum;  // the values were checked above
     double loss = loss_and_grad<T>(net, head, b, Reduction::mean, grads, n_threads, interrupt);
     loss += 0.5 * alpha * result.sumsq / weight_sum;
     result.loss_sum += loss * double(rows);

@@ -30,7 +30,23 @@ struct Batch {
   const int64_t* labels = nullptr;   // (n,) in [0, k): softmax head, integer labels
   const T* targets = nullptr;        // (n, k): sigmoid targets in [0, 1], or softmax target rows >= 0
   const T* sample_weight = nullptr;  // (n,) >= 0, or null for all ones
+  // sum_i w_i (n without sample weights) once scan() has passed the values; the engine then trusts the
+  // labels' range and reuses this sum. Negative: not scanned yet (the entry points scan).
+  double total_weight = -1;
 };
+
+// The first value rule a batch breaks, if any (the Python API turns each into its message).
+enum class Fault { none = 0, label_range = 1, target_range = 2, sample_weight = 3 };
+struct Scan {
+  Fault fault = Fault::none;
+  double total_weight = 0;               // sum_i w_i in row order (n without sample weights)
+  int64_t label_min = 0, label_max = 0;  // the labels' range, when there are labels and n > 0
+};
+
+// One pass over each of labels, targets and sample weights: labels in [0, k); sigmoid targets in [0, 1];
+// softmax targets finite and >= 0; weights finite and >= 0.
+template <typename T>
+Scan scan(const Batch<T>& batch, Head head, int64_t k);
 
 template <typename T>
 struct Gradients {
@@ -65,8 +81,8 @@ template <typename T>
 double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
                      const Gradients<T>& grads, int n_threads, const Interrupt* interrupt = nullptr);
 
-// Throws std::invalid_argument when sizes, pointers or the reduction's total weight are unusable.
-// The entry points above call it; the caller's own checks (in Python) give friendlier messages.
+// Throws std::invalid_argument when sizes, pointers, values (a batch not yet scanned) or the reduction's
+// total weight are unusable. The entry points above call it; the Python API checks first, with its messages.
 template <typename T>
 void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets);
 
