@@ -6,11 +6,12 @@ and nothing here requires torch to be installed.
 
 import importlib.util
 import json
+import subprocess
 import sys
 
 import pytest
 
-from mlpgrad import bench
+from mlpgrad import bench, cli
 
 QUIET = dict(settle=0, log=lambda *a, **k: None)
 
@@ -32,7 +33,7 @@ def test_bench_smoke_rows_validate(tmp_path):
 
 def test_bench_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.main(["bench", "--config", "smoke", "--repeat", "2", "--settle", "0", "--json", str(out)]) in (0, None)
+    assert cli.main(["bench", "--config", "smoke", "--repeat", "2", "--settle", "0", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert "rows" in data and data["rows"][0]["config"] == "smoke"
     assert "| smoke" in capsys.readouterr().out
@@ -78,8 +79,8 @@ def test_bench_missing_peer_is_left_out(monkeypatch):
 
 
 def test_bench_no_reference_and_none_peers(capsys):
-    assert bench.main(["bench", "--config", "smoke", "--repeat", "1", "--settle", "0", "--peers", "none",
-                       "--no-reference", "--gemm", "none"]) in (0, None)
+    assert cli.main(["bench", "--config", "smoke", "--repeat", "1", "--settle", "0", "--peers", "none",
+                       "--no-reference", "--gemm", "none"]) == 0
     out = capsys.readouterr().out
     assert "| smoke" in out and "ref ms" not in out and "torch ms" not in out
 
@@ -104,8 +105,8 @@ def test_bench_scaling_and_linear_tiny():
 
 def test_bench_cli_modes_json(tmp_path, capsys):
     out = tmp_path / "modes.json"
-    assert bench.main(["bench", "--scaling", "--config", "smoke", "--linear", "smoke", "--quick",
-                       "--repeat", "1", "--settle", "0", "--json", str(out)]) in (0, None)
+    assert cli.main(["bench", "--scaling", "--config", "smoke", "--linear", "smoke", "--quick",
+                       "--repeat", "1", "--settle", "0", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["scaling"][0]["config"] == "smoke" and data["linear"][0]["config"] == "smoke"
     assert "rows" not in data  # the modes replace the main table
@@ -121,8 +122,29 @@ def test_bench_plot_sizes():
 def test_bench_plot_writes_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"
-    assert bench.main(["bench", "--plot", str(png), "--plot-config", "smoke", "--plot-max-n", "256",
+    assert cli.main(["bench", "--plot", str(png), "--plot-config", "smoke", "--plot-max-n", "256",
                        "--dtype", "both", "--peers", "none", "--gemm", "numpy", "--quick", "--repeat", "1",
-                       "--settle", "0"]) in (0, None)
+                       "--settle", "0"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {png}" in capsys.readouterr().out
+
+
+def test_python_m_mlpgrad_lists_the_commands():
+    """The command root as a user runs it: no command prints the usage (exit 0), naming every command; an
+    unknown command is a usage error (exit 2)."""
+    out = subprocess.run([sys.executable, "-m", "mlpgrad"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage: python -m mlpgrad" in out.stdout
+    for name in cli.COMMANDS:
+        assert f"    {name}" in out.stdout, name
+    bad = subprocess.run([sys.executable, "-m", "mlpgrad", "no-such-command"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "invalid choice: 'no-such-command'" in bad.stderr
+
+
+def test_bench_cli_errors_are_usage_errors(capsys):
+    """An inconsistent bench command line is reported by the bench command's own parser (exit 2)."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--n", "5"])
+    assert exc.value.code == 2
+    assert "python -m mlpgrad bench: error: --n and --head describe the --layers network" in capsys.readouterr().err

@@ -30,7 +30,7 @@ LARGEST: dict = {}  # dtype name -> (largest relative error seen, where): printe
 
 def test_import_mlpgrad_does_not_import_dask():
     """Runs whether or not dask is installed: mlpgrad, its estimator and its command line never import dask."""
-    code = ("import sys\nimport mlpgrad\nfrom mlpgrad import bench\nbench.build_parser()\n"
+    code = ("import sys\nimport mlpgrad\nfrom mlpgrad import cli\ncli.build_parser()\n"
             "try:\n    import sklearn, scipy\nexcept ImportError:\n    pass\nelse:\n    mlpgrad.MLPClassifier\n"
             "print(sorted(m for m in sys.modules if m == 'dask' or m.startswith(('dask.', 'distributed'))))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -407,8 +407,8 @@ def test_estimator_errors_on_dask(client):
 # ------------------------------------------------------------------ the benchmark and the README
 
 def test_bench_dask_quick(client, capsys):
-    from mlpgrad import bench
-    assert bench.main(["bench-dask", "--quick", "--workers", "1,2"]) == 0
+    from mlpgrad import cli
+    assert cli.main(["bench-dask", "--quick", "--workers", "1,2"]) == 0
     out = capsys.readouterr().out
     assert "| workers | rows | data |" in out
     assert re.search(r"^\| 1 \| 40,000 \|", out, re.M) and re.search(r"^\| 2 \| 40,000 \|", out, re.M)

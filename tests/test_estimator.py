@@ -302,7 +302,7 @@ def test_mlpgrad_imports_without_scikit_learn():
 
 def test_demo_runs(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from mlpgrad.bench import main
+    from mlpgrad.cli import main
     assert main(["demo", "--max-iter", "3", "--plot", str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out
     assert "sklearn MLPClassifier(logistic)" in out and "mlpgrad MLPClassifier" in out

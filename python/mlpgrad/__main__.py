@@ -1,6 +1,6 @@
-"""``python -m mlpgrad``: the command line (see ``mlpgrad.bench.main``)."""
+"""``python -m mlpgrad``: the command line (see ``mlpgrad.cli``)."""
 import sys
 
-from .bench import main
+from .cli import main
 
 sys.exit(main())

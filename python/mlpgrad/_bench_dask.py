@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-__all__ = ["add_bench_dask_parser", "run_bench_dask"]
+__all__ = ["add_arguments", "run_command"]
 
 DEFAULTS = dict(rows=4_000_000, layers=(100, 64, 1), chunk_rows=50_000, memory_limit="512MiB", workers=(1, 2),
                 repeat=3, warmup=1, seed=0, dtype="float32", head="sigmoid")
@@ -148,7 +148,8 @@ def format_table(rows, rows_n, nbytes, limit, n_blocks) -> str:
     return "\n".join(lines)
 
 
-def run_bench_dask(args) -> int:
+def run_command(args: argparse.Namespace) -> int:
+    """``python -m mlpgrad bench-dask``: ``args`` from :func:`add_arguments`."""
     try:
         import dask
         import distributed
@@ -267,14 +268,16 @@ def _worker_list(text):
     return counts
 
 
-def add_bench_dask_parser(subparsers) -> argparse.ArgumentParser:
+DESCRIPTION = """\
+Time mlpgrad.dask.loss_and_grad on LocalClusters (processes, 1 thread per worker) of 1 and 2 workers over
+data larger than one worker's memory limit, generated block by block on the workers. Needs the dask extra:
+pip install "mlpgrad[dask]"."""
+EPILOG = "Set OMP_NUM_THREADS explicitly (e.g. OMP_NUM_THREADS=1) and run on a quiet machine."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m mlpgrad bench-dask``."""
     d = DEFAULTS
-    p = subparsers.add_parser(
-        "bench-dask", help="gradient evaluations per second on local Dask clusters of 1 and 2 workers",
-        description="Time mlpgrad.dask.loss_and_grad on LocalClusters (processes, 1 thread per worker) of 1 and 2 "
-                    "workers over data larger than one worker's memory limit, generated block by block on the "
-                    "workers. Needs the dask extra: pip install \"mlpgrad[dask]\".",
-        epilog="Set OMP_NUM_THREADS explicitly (e.g. OMP_NUM_THREADS=1) and run on a quiet machine.")
     p.add_argument("--rows", type=_positive, metavar="N", help=f"rows of X (default {d['rows']:,}; --quick "
                    f"{QUICK['rows']:,})")
     p.add_argument("--layers", type=_layers, default=d["layers"], metavar="D0-D1-...",
@@ -292,5 +295,3 @@ def add_bench_dask_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative, default=d["seed"], help="seed of the data and network (default 0)")
     p.add_argument("--quick", action="store_true", help="a small, fast run (a smoke test)")
     p.add_argument("--json", metavar="FILE", help="also write the settings and timings as JSON to FILE")
-    p.set_defaults(func=run_bench_dask, parser=p)
-    return p

@@ -66,7 +66,7 @@ Implementations are a dict of named factories (``IMPLEMENTATIONS``): a factory g
 :class:`Problem` and returns a zero-argument callable computing ``(loss, Gradients-like)``
 (anything ``np.asarray`` accepts), or None if the implementation is unavailable.  :func:`run`,
 :func:`measure_gemm`, :func:`scaling`, :func:`linear` and :func:`sweep` are the entry points for
-tests; :func:`main` is the CLI.
+tests; :func:`add_arguments` and :func:`run_command` are the ``bench`` command (``mlpgrad.cli`` dispatches).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ from ._types import Gradients
 __all__ = ["Config", "SUITE", "IMPLEMENTATIONS", "PEERS", "Problem", "make_problem", "flop_count",
            "run", "measure_gemm", "scaling", "linear", "sweep", "plot", "available_peers",
            "setup_peers", "header_info", "format_header", "format_table", "format_gemm",
-           "format_scaling", "format_linear", "main"]
+           "format_scaling", "format_linear", "add_arguments", "run_command"]
 
 SEED = 0
 QUICK_FACTOR = 16  # --quick divides every N by this
@@ -1079,7 +1079,11 @@ def _config_name(text: str) -> str:
 
 _SUITE_HELP = "\n".join(f"  {c.name:<18} {c.layers:<20} {c.head:<8} N={c.n}" for c in SUITE.values())
 
-_BENCH_EPILOG = f"""\
+DESCRIPTION = """\
+Time mlpgrad.loss_and_grad (native) against mlpgrad.reference.loss_and_grad and, when importable,
+PyTorch eager and JAX jit."""
+
+EPILOG = f"""\
 built-in suite (default: all):
 {_SUITE_HELP}
 
@@ -1112,12 +1116,8 @@ configs with >= 1 GFLOP per call or --config; issue 3 asks for >= 1.9x with 2), 
 """
 
 
-def add_bench_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "bench", help="time the native core against the NumPy reference, torch and jax",
-        description="Time mlpgrad.loss_and_grad (native) against mlpgrad.reference.loss_and_grad "
-                    "and, when importable, PyTorch eager and JAX jit.",
-        epilog=_BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m mlpgrad bench``."""
     p.add_argument("--threads", type=_positive_int, metavar="T",
                    help="threads for native (n_threads), torch (set_num_threads) and jax (XLA_FLAGS, "
                         "PJRT_NPROC) (default: each library's default)")
@@ -1159,11 +1159,10 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--linear", nargs="?", const="seed1_small", type=_config_name, metavar="CONFIG",
                    help="native's time per row for N = 2^10 .. 2^20 on CONFIG (default seed1_small)")
     p.add_argument("--json", metavar="FILE", help="also write the header and rows as JSON to FILE")
-    p.set_defaults(func=_cmd_bench, parser=p)
-    return p
 
 
-def _cmd_bench(args) -> int:
+def run_command(args: argparse.Namespace) -> int:
+    """``python -m mlpgrad bench``: ``args`` from :func:`add_arguments`, and ``args.parser`` (for its errors)."""
     parser = args.parser
     modes = bool(args.plot or args.scaling or args.linear)
     names = list(args.config) if args.config else ([] if args.layers or modes else list(SUITE))
@@ -1265,25 +1264,3 @@ def _cmd_bench(args) -> int:
         print(f"\nwrote {args.json}")
     return 0
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m mlpgrad",
-        description="mlpgrad command line: exact losses and gradients of sigmoid MLPs.")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    add_bench_parser(sub)  # further commands (e.g. demo) register here
-    from .demo import add_demo_parser  # needs no scikit-learn until it runs
-    add_demo_parser(sub)
-    from ._bench_dask import add_bench_dask_parser  # needs no dask until it runs
-    add_bench_dask_parser(sub)
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m mlpgrad COMMAND ...``; with no command, print the usage."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 0
-    return args.func(args)

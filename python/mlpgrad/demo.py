@@ -12,7 +12,9 @@ import argparse
 import time
 
 
-__all__ = ["add_demo_parser", "run_demo"]
+__all__ = ["add_arguments", "run_command"]
+
+DESCRIPTION = __doc__
 
 
 def _cases(args):
@@ -51,7 +53,8 @@ def _fit(est, X_train, y_train, X_test, y_test, repeat=1):
     return best, est.score(X_test, y_test)
 
 
-def run_demo(args) -> int:
+def run_command(args: argparse.Namespace) -> int:
+    """``python -m mlpgrad demo``: ``args`` from :func:`add_arguments`."""
     try:
         from sklearn.neural_network import MLPClassifier as SkMLP
     except ImportError:
@@ -110,10 +113,8 @@ def run_demo(args) -> int:
     return 0
 
 
-def add_demo_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "demo", help="mlpgrad.MLPClassifier vs scikit-learn's MLPClassifier(logistic): fit time and accuracy",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m mlpgrad demo``."""
     p.add_argument("--solver", choices=["adam", "sgd", "lbfgs"], default="adam",
                    help="solver of both on digits (default adam)")
     p.add_argument("--max-iter", type=int, default=200, help="max_iter on digits (default 200, scikit-learn's)")
@@ -129,5 +130,3 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="fit each estimator N times, report the fastest (default 1)")
     p.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn's estimator")
     p.add_argument("--plot", metavar="FILE.png", help="write the digits loss curves (matplotlib)")
-    p.set_defaults(func=run_demo)
-    return p
