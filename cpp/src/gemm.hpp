@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "mlpgrad/config.hpp"
+#include "config.hpp"
 #include "simd.hpp"
 
 namespace mlpgrad::MLPGRAD_ISA {

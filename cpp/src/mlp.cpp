@@ -7,7 +7,7 @@
 #include <string>
 
 #include "engines.hpp"
-#include "mlpgrad/config.hpp"
+#include "config.hpp"
 #include "poll.hpp"
 
 #ifdef _OPENMP

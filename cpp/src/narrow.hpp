@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "heads.hpp"
-#include "mlpgrad/config.hpp"
+#include "config.hpp"
 #include "mlpgrad/mlp.hpp"
 #include "simd.hpp"
 

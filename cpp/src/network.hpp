@@ -34,7 +34,7 @@
 #include "layers.hpp"
 #include "narrow.hpp"
 #include "poll.hpp"
-#include "mlpgrad/config.hpp"
+#include "config.hpp"
 #include "mlpgrad/mlp.hpp"
 
 namespace mlpgrad::MLPGRAD_ISA {
