@@ -29,6 +29,7 @@ def errors(sizes, head, n=N):
     return errs, (Ws, bs, X, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sizes,head", [([32, 64, 64, 1], "sigmoid"), ([5, 3, 5], "softmax")])
 def test_float32_gradients_at_2_20_rows(sizes, head):
     errs, _ = errors(sizes, head)
@@ -37,6 +38,7 @@ def test_float32_gradients_at_2_20_rows(sizes, head):
     assert errs[worst] < 1e-6, errs
 
 
+@pytest.mark.slow
 def test_float32_no_less_accurate_than_torch():
     torch = pytest.importorskip("torch")
     sizes, head, n = [32, 64, 64, 1], "sigmoid", 2 ** 18

@@ -31,6 +31,7 @@ def test_bench_smoke_rows_validate(tmp_path):
         assert row["ms"]["native"] > 0 and row["ms"]["reference"] > 0
 
 
+@pytest.mark.slow  # the default GEMM measurement: a 2048^3 matmul
 def test_bench_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "--config", "smoke", "--repeat", "2", "--settle", "0", "--json", str(out)]) == 0
@@ -119,6 +120,7 @@ def test_bench_plot_sizes():
     assert bench.plot_sizes("smoke", 256) == [64, 128, 256]
 
 
+@pytest.mark.slow  # matplotlib and a 1024^3 GEMM measurement
 def test_bench_plot_writes_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"

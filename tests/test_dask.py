@@ -23,6 +23,9 @@ import pytest
 import mlpgrad
 from _problems import make_problem, rel_err
 
+# Every test here is slow: the cluster's worker processes, or a fresh interpreter importing mlpgrad, sklearn, dask.
+pytestmark = pytest.mark.slow
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 LARGEST: dict = {}  # dtype name -> (largest relative error seen, where): printed at the end of the module

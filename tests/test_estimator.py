@@ -40,6 +40,7 @@ def _max_diff(a, b):
 
 # ------------------------------------------------------------------ scikit-learn's conventions
 
+@pytest.mark.slow
 def test_check_estimator():
     """Every check of sklearn.utils.estimator_checks passes. Skipped by check_estimator itself, depending on
     the environment: the pandas checks (pandas not installed), check_array_api_input (needs SCIPY_ARRAY_API=1
@@ -300,6 +301,7 @@ def test_mlpgrad_imports_without_scikit_learn():
     assert "ImportError" in out and "mlpgrad[sklearn]" in out
 
 
+@pytest.mark.slow  # two estimators fitted on digits, and matplotlib
 def test_demo_runs(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from mlpgrad.cli import main

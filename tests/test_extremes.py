@@ -438,6 +438,7 @@ _LAZY_CHILD = """
 """
 
 
+@pytest.mark.slow
 def test_X_with_more_than_2_31_elements():
     """X of (2^16 + 8, 2^15) float32: 2^31 + 2^18 elements (8 GiB), offsets of the last rows beyond 2^31
     elements and 2^33 bytes.  Zero rows everywhere but the last 8 (lazily allocated: the process stays
@@ -492,6 +493,7 @@ _ROWS_CHILD = """
 """
 
 
+@pytest.mark.slow
 def test_more_than_2_31_rows():
     """X of (2^31 + 8, 1) float32, lazily zero but for the last 8 rows (100), y = 0, W = 1, b = 0: the
     loss is (N - 8) l0 + 8 l100 with l0 = log 2 and l100 = 100 the float32 per-row losses (taken from

@@ -22,7 +22,9 @@ small problems too).  Properties:
   logits in the thousands.  Loss, gradients and probabilities finite, and the same agreement.
 
 Profiles (tests/conftest.py): "ci" (default) runs 1000 derandomized examples per test;
-``HYPOTHESIS_PROFILE=dev`` runs 100 random ones.  The largest errors seen are printed at the end.
+``HYPOTHESIS_PROFILE=dev`` runs 100 random ones.  Both properties are marked ``slow``; their ``_quick`` twins run
+``QUICK_EXAMPLES`` examples in the inner loop (``pytest -m "not slow"``).  The largest errors seen are printed at
+the end of the run.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("hypothesis")
-from hypothesis import given, note, strategies as st  # noqa: E402
+from hypothesis import given, note, settings, strategies as st  # noqa: E402
 
 import mlpgrad  # noqa: E402
 from mlpgrad import reference  # noqa: E402
@@ -248,20 +250,43 @@ def run_and_compare(spec, record):
     return L, g, P
 
 
-@given(specs())
-def test_native_matches_reference(spec):
-    run_and_compare(spec, "ordinary scales")
-
-
-@given(specs(scaled=True))
-def test_large_weight_scales(spec):
-    """Per-layer weight (and bias) scales 10**U(-1, 3): saturated hidden sigmoids, logits up to thousands.
-    Everything finite (the losses come from the logits), and the reference's answer within the bound."""
+def _large_weight_scales(spec):
     L, g, P = run_and_compare(spec, "weight scales up to 1e3")
     assert np.isfinite(L)
     for a in g.weights + g.biases + ([g.input] if g.input is not None else []):
         assert np.all(np.isfinite(a))
     assert P is None or np.all((P >= 0) & (P <= 1))
+
+
+@pytest.mark.slow
+@given(specs())
+def test_native_matches_reference(spec):
+    run_and_compare(spec, "ordinary scales")
+
+
+@pytest.mark.slow
+@given(specs(scaled=True))
+def test_large_weight_scales(spec):
+    """Per-layer weight (and bias) scales 10**U(-1, 3): saturated hidden sigmoids, logits up to thousands.
+    Everything finite (the losses come from the logits), and the reference's answer within the bound."""
+    _large_weight_scales(spec)
+
+
+# The inner loop's share of the two properties (pytest -m "not slow"): a few examples of each, so that a change
+# that breaks them shows at once; the profile's other settings (derandomized in "ci") still apply.
+QUICK_EXAMPLES = 25
+
+
+@settings(max_examples=QUICK_EXAMPLES)
+@given(specs())
+def test_native_matches_reference_quick(spec):
+    run_and_compare(spec, "ordinary scales")
+
+
+@settings(max_examples=QUICK_EXAMPLES)
+@given(specs(scaled=True))
+def test_large_weight_scales_quick(spec):
+    _large_weight_scales(spec)
 
 
 def test_zz_report_worst_errors(capsys):

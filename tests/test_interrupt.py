@@ -12,6 +12,7 @@ import mlpgrad
 from _problems import make_problem
 
 
+@pytest.mark.slow  # a call of seconds, to be interrupted
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="needs POSIX signals")
 @pytest.mark.parametrize("sizes,n", [([256, 1024, 1024, 10], 32768),  # chunked schedule
                                      ([2048, 2048, 10], 1024)])       # layered schedule
@@ -41,6 +42,7 @@ def test_ctrl_c_interrupts_a_long_call(sizes, n):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # a call long enough for three signals, each running another call
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
 def test_signal_handler_calling_mlpgrad_mid_call_leaves_the_outer_call_intact():
     # Python signal handlers run on the calling thread between chunks of a long native call; one that
