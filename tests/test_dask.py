@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import mlpgrad
+import _report
 from _problems import make_problem, rel_err
 
 # Every test here is slow: the cluster's worker processes, or a fresh interpreter importing mlpgrad, sklearn, dask.
@@ -28,7 +29,12 @@ pytestmark = pytest.mark.slow
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
-LARGEST: dict = {}  # dtype name -> (largest relative error seen, where): printed at the end of the module
+LARGEST: dict = {}  # dtype name -> (largest relative error seen, where): printed after the run
+
+
+@_report.section("mlpgrad.dask vs the in-memory API: largest max-norm relative error")
+def _largest_errors():
+    return [f"  {k}: {e:.2e} ({w})" for k, (e, w) in sorted(LARGEST.items())]
 
 
 def test_import_mlpgrad_does_not_import_dask():
@@ -61,9 +67,6 @@ def client():
                                   dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
             distributed.Client(cluster) as c:
         yield c
-    if LARGEST:
-        print("\nlargest relative error against the in-memory API: "
-              + ", ".join(f"{k}: {e:.2e} ({w})" for k, (e, w) in sorted(LARGEST.items())))
 
 
 def _rows(a, chunks):

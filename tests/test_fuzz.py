@@ -23,8 +23,8 @@ small problems too).  Properties:
 
 Profiles (tests/conftest.py): "ci" (default) runs 1000 derandomized examples per test;
 ``HYPOTHESIS_PROFILE=dev`` runs 100 random ones.  Both properties are marked ``slow``; their ``_quick`` twins run
-``QUICK_EXAMPLES`` examples in the inner loop (``pytest -m "not slow"``).  The largest errors seen are printed at
-the end of the run.
+``QUICK_EXAMPLES`` examples in the inner loop (``pytest -m "not slow"``).  The largest errors seen are printed after
+the run (tests/_report.py).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from hypothesis import given, note, settings, strategies as st  # noqa: E402
 
 import mlpgrad  # noqa: E402
 from mlpgrad import reference  # noqa: E402
+import _report  # noqa: E402
 from _bounds import check, error_scales  # noqa: E402
 from _problems import forced_schedule, make_network, make_targets  # noqa: E402
 
@@ -45,8 +46,15 @@ from _problems import forced_schedule, make_network, make_targets  # noqa: E402
 # libcst warns on import; with filterwarnings=error that would turn the report into an INTERNALERROR.
 pytestmark = pytest.mark.filterwarnings("ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
 
-# The largest error per (property, dtype), as a fraction of the allowed error: printed at the end.
+# The largest error per (property, dtype), as a fraction of the allowed error: printed after the run.
 WORST = {}
+
+
+@_report.section("fuzz: largest native error as a fraction of the allowed one (as a relative max-norm error; "
+                 "in units of u max(E))")
+def _worst_errors():
+    return [f"  {record}, {dtype}: {frac:.3g} at {what} (rel {rel:.2e}; {in_u:.3g} u max E)"
+            for (record, dtype), (frac, what, rel, in_u) in sorted(WORST.items())]
 
 
 # -- layouts --------------------------------------------------------------------------------------
@@ -287,12 +295,3 @@ def test_native_matches_reference_quick(spec):
 @given(specs(scaled=True))
 def test_large_weight_scales_quick(spec):
     _large_weight_scales(spec)
-
-
-def test_zz_report_worst_errors(capsys):
-    """Runs last: the largest error seen per property and dtype."""
-    with capsys.disabled():
-        print("\nfuzz: largest native error as a fraction of the allowed one (as a relative max-norm error; "
-              "in units of u max(E)):")
-        for (record, dtype), (frac, what, rel, in_u) in sorted(WORST.items()):
-            print(f"  {record}, {dtype}: {frac:.3g} at {what} (rel {rel:.2e}; {in_u:.3g} u max E)")

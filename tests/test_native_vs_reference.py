@@ -22,8 +22,8 @@ The case matrix (widths 1..300, depth 1..5, N 1..4096, both heads, both target k
 with and without sample weights, float32 / float64, C / Fortran / strided / negative-stride layouts for
 X, the weights (and biases) and y) is covered by ``CASES``: a table whose factor columns cover every
 pair of factor values at least once (checked by ``test_case_table_covers_every_pair``), with widths
-and N at awkward values around powers of two.  The largest error seen per dtype is printed at the end
-of the module (``test_zz_report_largest_errors``; shown without ``-s``).
+and N at awkward values around powers of two.  The largest error seen per dtype is printed after the
+run (tests/_report.py; shown without ``-s``).
 """
 
 from __future__ import annotations
@@ -36,12 +36,20 @@ import pytest
 
 import mlpgrad
 from mlpgrad import reference
+import _report
 from _problems import make_network, make_problem, make_targets, rel_err
 
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
-# (dtype name, "default" or "looser" bound) -> (largest error, where, the bound); filled by _check, printed last.
+# (dtype name, "default" or "looser" bound) -> (largest error, where, the bound); filled by _check, printed after
+# the run.
 LARGEST = {}
+
+
+@_report.section("native vs reference: largest max-norm relative error")
+def _largest_errors():
+    return [f"  {name} ({kind} bound): {err:.3e} <= {tol:.1e} at {where}"
+            for (name, kind), (err, where, tol) in sorted(LARGEST.items())]
 
 
 # -- comparison ------------------------------------------------------------------------------------
@@ -533,10 +541,3 @@ def test_mlp(dtype, head):
     _check("loss vs reference", Lm, reference.loss(_to64(m.weights), _to64(m.biases), _to64(X), _to64(y),
                                                    head=head), dt, where)
 
-
-def test_zz_report_largest_errors(capsys):
-    """Runs last in this module: the largest error per dtype over everything above."""
-    with capsys.disabled():
-        print("\nlargest max-norm relative error, native vs reference:")
-        for (name, kind), (err, where, tol) in sorted(LARGEST.items()):
-            print(f"  {name} ({kind} bound): {err:.3e} <= {tol:.1e} at {where}")

@@ -16,7 +16,7 @@ with and without sample weights (one of them zero).
 
 Tolerance: ``rel_err(analytic, g_fd) <= 1e-7`` for each gradient array separately, where ``rel_err``
 is the max-norm relative error of ``_problems`` (max|a - b| / max|b|).  The largest error met is
-printed per test and for the module (see it with ``pytest -s``).
+printed per test (see it with ``pytest -s``) and for the module after the run (tests/_report.py).
 
 These tests use only the reference: they do not need the native core to compute anything.
 """
@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from mlpgrad import reference
+import _report
 from _problems import fd_gradient, make_network, make_problem, make_targets, rel_err
 
 FD_REL_STEP = 1e-3
@@ -48,11 +49,11 @@ HEAD_KINDS = [("sigmoid", "labels"), ("sigmoid", "soft"),
 _LARGEST = {"err": 0.0, "where": None}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report_largest():
-    yield
-    print(f"\n[gradcheck] largest finite-difference rel_err over the module: {_LARGEST['err']:.3e} "
-          f"({_LARGEST['where']}); tolerance {FD_TOL:g}")
+@_report.section("reference vs finite differences (float64)")
+def _largest_error():
+    if _LARGEST["where"] is None:
+        return []
+    return [f"  largest rel_err {_LARGEST['err']:.3e} <= {FD_TOL:g} ({_LARGEST['where']})"]
 
 
 # -- helpers ----------------------------------------------------------------------------------------
