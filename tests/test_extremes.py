@@ -39,7 +39,7 @@ import pytest
 import mlpgrad
 from mlpgrad import reference
 from _bounds import check, error_scales
-from _problems import forced_schedule, make_network, make_problem
+from _problems import forced_schedule, make_network, make_problem, rel_err
 
 F32, F64 = np.float32, np.float64
 DTYPES = [F32, F64]
@@ -512,19 +512,62 @@ def test_more_than_2_31_rows():
     assert res["maxrss_mb"] < 1024
 
 
-@pytest.mark.parametrize("n_threads", [2**31 - 1, 2**31, 2**63, 10**30])
-def test_huge_n_threads_on_a_tiny_problem_is_clean(n_threads):
-    """n_threads beyond any thread count: on a 2-row problem of the narrow engine (one chunk, one task)
-    it must work or raise; never crash.  (Wider problems would try to start that many threads.)"""
-    Ws, bs = make_network([3, 4, 2], F64)
-    X, y = np.ones((2, 3)), np.array([0, 1])
-    try:
-        L = mlpgrad.loss(Ws, bs, X, y, head="softmax", n_threads=n_threads)
-    except (TypeError, ValueError, OverflowError) as exc:
-        assert "n_threads" in str(exc) or "incompatible function arguments" in str(exc)
-    else:
-        assert L == mlpgrad.loss(Ws, bs, X, y, head="softmax")
+_TINY_CHILD = """
+    import json, os, sys
+    import numpy as np
+    import mlpgrad
 
+    p = json.loads(sys.argv[1])
+    Ws, bs = [np.array(W) for W in p["Ws"]], [np.array(b) for b in p["bs"]]
+    X, y, kw = np.array(p["X"]), np.array(p["y"]), dict(n_threads=p["n_threads"])
+    L, g = mlpgrad.loss_and_grad(Ws, bs, X, y, head="softmax", input_grad=True, **kw)
+    print(json.dumps(dict(max_threads=mlpgrad.build_info()["max_threads"], L=L,
+                          loss=mlpgrad.loss(Ws, bs, X, y, head="softmax", **kw),
+                          grads=[a.tolist() for a in g.weights + g.biases + [g.input]],
+                          P=mlpgrad.forward(Ws, bs, X, head="softmax", **kw).tolist(),
+                          os_threads=len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0)))
+"""
+
+
+@pytest.mark.parametrize("n_threads, omp_num_threads", [(4096, None), (None, 2**31 - 1)],
+                         ids=["n_threads=4096", "OMP_NUM_THREADS=2^31-1"])
+def test_huge_n_threads_on_a_tiny_problem_is_clean(n_threads, omp_num_threads):
+    """The native core asked for far more threads than a 2-row problem of the narrow engine has work for (one
+    chunk, one task): n_threads=4096, the largest the API accepts (larger ones are a ValueError before the core:
+    test_inputs.py), and n_threads=None under OMP_NUM_THREADS=2^31 - 1, where the core takes OpenMP's count,
+    INT_MAX.  In a fresh process (were the core to start that many threads, OpenMP would end it): loss_and_grad
+    with dX, loss and forward return the reference's results, bit for bit the results of n_threads=1 here, and
+    the process holds a handful of OS threads afterwards."""
+    if omp_num_threads is not None and not mlpgrad.build_info()["openmp"]:
+        pytest.skip("built without OpenMP")
+    rng = np.random.default_rng(12)
+    Ws, bs = make_network([3, 4, 2], F64, rng)
+    X, y = rng.standard_normal((2, 3)), np.array([0, 1])
+    env = dict(os.environ)
+    if omp_num_threads is not None:
+        env["OMP_NUM_THREADS"] = str(omp_num_threads)
+    arg = json.dumps(dict(Ws=[W.tolist() for W in Ws], bs=[b.tolist() for b in bs], X=X.tolist(), y=y.tolist(),
+                          n_threads=n_threads))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_TINY_CHILD), arg], capture_output=True, text=True,
+                          timeout=120, env=env)
+    _assert_survived(proc.returncode, proc.stdout, proc.stderr)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if omp_num_threads is not None:
+        assert res["max_threads"] == omp_num_threads  # the core really saw the huge count
+
+    L1, g1 = mlpgrad.loss_and_grad(Ws, bs, X, y, head="softmax", input_grad=True, n_threads=1)
+    P1 = mlpgrad.forward(Ws, bs, X, head="softmax", n_threads=1)
+    assert res["L"] == res["loss"] == L1
+    for got, want in zip(res["grads"], g1.weights + g1.biases + [g1.input]):
+        np.testing.assert_array_equal(np.array(got), want)
+    np.testing.assert_array_equal(np.array(res["P"]), P1)
+
+    L_ref, g_ref = reference.loss_and_grad(Ws, bs, X, y, head="softmax", input_grad=True)
+    assert res["L"] == pytest.approx(L_ref, rel=1e-12)
+    for got, want in zip(res["grads"], g_ref.weights + g_ref.biases + [g_ref.input]):
+        assert rel_err(np.array(got), want) <= 1e-12
+    assert rel_err(np.array(res["P"]), reference.forward(Ws, bs, X, head="softmax")) <= 1e-12
+    assert res["os_threads"] < 50
 
 
 def test_huge_n_threads_on_a_small_problem_starts_few_threads():
