@@ -17,7 +17,7 @@ from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.neural_network import MLPClassifier as SkMLP  # noqa: E402
 
 import mlpgrad  # noqa: E402
-from mlpgrad import _core  # noqa: E402
+from mlpgrad import _native  # noqa: E402
 from mlpgrad.estimator import MLPClassifier, _as_numpy  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -121,7 +121,7 @@ def test_same_initial_weights():
     for est in (mg, sk):
         est._label_binarizer = sklearn.preprocessing.LabelBinarizer().fit(y)
     Y = mg._label_binarizer.transform(y)
-    mg._initialize(Y, [8, 5, 4], np.dtype(np.float64))
+    mg._initialize([8, 5, 4], np.dtype(np.float64))
     sk._initialize(Y, [8, 5, 4], np.float64)
     assert _max_diff(mg, sk) == 0.0
 
@@ -179,19 +179,33 @@ def _sgd_step_numpy(params, grads, velocity, n_reg, l2, lr, momentum, nesterov):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("solver", ["adam", "sgd", "sgd-plain"])
 def test_native_steps_match_numpy(dtype, solver):
+    """One native step (a one-batch epoch of train_epoch) against the NumPy step on the same gradient."""
     rng = np.random.default_rng(1)
-    n, n_reg = 1037, 800
-    p0, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    sizes, N = [25, 30, 7], 40
+    n = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_reg = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    X = rng.standard_normal((N, sizes[0])).astype(dtype)
+    labels = rng.integers(0, sizes[-1], N)
+    p0 = (0.3 * rng.standard_normal(n)).astype(dtype)
     s1 = [rng.standard_normal(n).astype(dtype), rng.uniform(0, 1, n).astype(dtype)]
     pa, pb = p0.copy(), p0.copy()
     sa, sb = [s.copy() for s in s1], [s.copy() for s in s1]
-    if solver == "adam":
-        ra = _core.adam_step(pa, g, sa[0], sa[1], n_reg, 0.01, 0.003, 0.9, 0.999, 1e-8)
-        rb = _adam_step_numpy(pb, g, sb[0], sb[1], n_reg, 0.01, 0.003, 0.9, 0.999, 1e-8)
+    Ws, bs = mlpgrad.unpack(p0, sizes)
+    _, grads = mlpgrad.loss_and_grad(Ws, bs, X, labels, head="softmax", reduction="mean")
+    g = mlpgrad.pack(grads.weights, grads.biases)
+    alpha, nesterov = 0.01 * N, solver == "sgd"  # the step's l2 is alpha / N
+    native = "adam" if solver == "adam" else "sgd"
+    lr = 0.003 if solver == "adam" else 0.1
+    options = _native.train_options(native, N, alpha, lr, 0.9, 0.999, 1e-8, 0.9, nesterov)
+    data = _native.bind_data(X, labels, None, "softmax", sizes[0], sizes[-1], np.dtype(dtype))
+    t = np.zeros(1, np.int64)
+    sumsq = float(np.dot(p0[:n_reg].astype(np.float64), p0[:n_reg]))
+    _, ra, _ = _native.train_epoch(pa, np.empty_like(pa), sa[0], sa[1], t, sizes, data, None, options, sumsq, 1)
+    if solver == "adam":  # the first step's bias-corrected rate
+        rb = _adam_step_numpy(pb, g, sb[0], sb[1], n_reg, 0.01, lr * np.sqrt(1 - 0.999) / (1 - 0.9), 0.9, 0.999,
+                              1e-8)
     else:
-        nesterov = solver == "sgd"
-        ra = _core.sgd_step(pa, g, sa[0], n_reg, 0.01, 0.1, 0.9, nesterov)
-        rb = _sgd_step_numpy(pb, g, sb[0], n_reg, 0.01, 0.1, 0.9, nesterov)
+        rb = _sgd_step_numpy(pb, g, sb[0], n_reg, 0.01, lr, 0.9, nesterov)
     rtol = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(pa, pb, rtol=rtol, atol=rtol)
     for x, z in zip(sa, sb):

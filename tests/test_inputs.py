@@ -507,7 +507,7 @@ def test_arrays_that_went_through_pickle(dtype):
     workers receive such arrays): the native core must take it by value, never reject it as a wrong dtype."""
     import pickle
 
-    from mlpgrad import _core
+    from mlpgrad import _native
 
     dt = np.dtype(dtype)
     rng = np.random.default_rng(11)
@@ -524,11 +524,14 @@ def test_arrays_that_went_through_pickle(dtype):
         assert a.dtype == dt and np.array_equal(a, b)
     assert np.array_equal(mlpgrad.forward(Wp, bp, Xp, head="softmax"), mlpgrad.forward(Ws, bs, X, head="softmax"))
 
-    # the fused optimizer steps update unpickled buffers in place
-    p = rng.standard_normal(10).astype(dt)
-    g = rng.standard_normal(10).astype(dt)
-    pa, ga, m, v = pickle.loads(pickle.dumps((p, g, np.zeros_like(p), np.zeros_like(p))))
-    pb, gb, mb, vb = p.copy(), g.copy(), np.zeros_like(p), np.zeros_like(p)
-    _core.adam_step(pa, ga, m, v, 8, 1e-4, 1e-3, 0.9, 0.999, 1e-8)
-    _core.adam_step(pb, gb, mb, vb, 8, 1e-4, 1e-3, 0.9, 0.999, 1e-8)
+    # the fused optimizer steps (an epoch of train_epoch) update unpickled buffers in place
+    p = mlpgrad.pack(Ws, bs)
+    pa, ga, m, v, t = pickle.loads(pickle.dumps((p, np.empty_like(p), np.zeros_like(p), np.zeros_like(p),
+                                                 np.zeros(1, np.int64))))
+    pb, gb, mb, vb, tb = p.copy(), np.empty_like(p), np.zeros_like(p), np.zeros_like(p), np.zeros(1, np.int64)
+    options = _native.train_options("adam", 8, 1e-4, 1e-3, 0.9, 0.999, 1e-8, 0.9, True)
+    _native.train_epoch(pa, ga, m, v, t, sizes, _native.bind_data(Xp, yp, None, "softmax", 6, 3, dt), None, options,
+                        0.0, 1)
+    _native.train_epoch(pb, gb, mb, vb, tb, sizes, _native.bind_data(X, y, None, "softmax", 6, 3, dt), None, options,
+                        0.0, 1)
     assert np.array_equal(pa, pb) and not np.array_equal(pa, p)

@@ -83,8 +83,8 @@ def test_sigmoid_probabilities_over_the_whole_range(dtype):
 def test_per_row_losses_over_a_dense_sweep(dtype, simd):
     # Per-row sigmoid loss for y = 1 is log1p(exp(-z)) (z >= 0) and -z + log1p(exp(z)) (z < 0):
     # each row checked, via sample weights that isolate it, against math.log1p in float64.
-    previous = mlpgrad._core.build_info()["simd"]
-    mlpgrad._core.set_simd(simd)
+    previous = mlpgrad.build_info()["simd"]
+    mlpgrad._native.set_simd(simd)
     try:
         z = np.concatenate([np.linspace(-30, 30, 301), [0.0, 1e-8, 1e-3, 0.5]]).astype(dtype)
         Ws, bs = identity_net(1, dtype)
@@ -102,4 +102,4 @@ def test_per_row_losses_over_a_dense_sweep(dtype, simd):
         print(f"{simd} {np.dtype(dtype).name}: largest relative error {worst / eps:.2f} ulp")
         assert worst <= 8 * eps
     finally:
-        mlpgrad._core.set_simd(previous)
+        mlpgrad._native.set_simd(previous)

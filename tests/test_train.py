@@ -1,6 +1,7 @@
-"""The native epoch of mini-batch training (``_core.train_epoch``, cpp/src/train.cpp) against the same loop
-written in Python from the core's single calls: loss_and_grad on each batch, then adam_step / sgd_step.
-Both run the same arithmetic in the same order, so they must agree bit for bit."""
+"""The native epoch of mini-batch training (``_native.train_epoch``, cpp/src/train.cpp) against the same loop
+written in Python: the batches gathered, weighed and skipped in Python, each one stepped by a one-batch native
+epoch. Both run the same arithmetic in the same order, so they must agree bit for bit. (The step's arithmetic
+itself is checked against NumPy in tests/test_estimator.py.)"""
 
 import math
 import os
@@ -11,10 +12,18 @@ import time
 import numpy as np
 import pytest
 
-from mlpgrad import _core
+from mlpgrad import _native
 
-SIGMOID, SOFTMAX = 0, 1
-ADAM, SGD = 0, 1
+SIGMOID, SOFTMAX = "sigmoid", "softmax"
+ADAM, SGD = "adam", "sgd"
+
+
+def _options(solver, batch_size, alpha, lr, nesterov):
+    return _native.train_options(solver, batch_size, alpha, lr, 0.9, 0.999, 1e-8, 0.9, nesterov)
+
+
+def _data(X, labels, targets, sw, head, sizes):
+    return _native.bind_data(X, labels if labels is not None else targets, sw, head, X.shape[1], sizes[-1], X.dtype)
 
 
 def _problem(dtype, head, n, sizes, weighted, seed=0):
@@ -34,51 +43,34 @@ def _problem(dtype, head, n, sizes, weighted, seed=0):
     return flat, n_reg, X, labels, targets, sw
 
 
-def _views(flat, sizes):
-    Ws, bs, pos = [], [], 0
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        Ws.append(flat[pos:pos + a * b].reshape(a, b))
-        pos += a * b
-    for b in sizes[1:]:
-        bs.append(flat[pos:pos + b])
-        pos += b
-    return Ws, bs
-
-
 def _python_epoch(flat, state, t, sizes, X, labels, targets, sw, order, batch_size, head, alpha, sumsq, solver,
                   lr, nesterov):
-    """The epoch as the estimator ran it before it moved to native code."""
-    n_reg = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    Ws, bs = _views(flat, sizes)
+    """The epoch as the estimator ran it before it moved to native code: gather, weigh and skip each batch in
+    Python; one native one-batch epoch makes its step."""
     grad = np.empty_like(flat)
+    t_arr = np.array([t], dtype=np.int64)
     loss_sum, steps = 0.0, 0
     for start in range(0, X.shape[0], batch_size):
         idx = np.arange(start, min(start + batch_size, X.shape[0]))
         if order is not None:
             idx = order[idx]
-        Xb = X[idx]
+        Xb = np.ascontiguousarray(X[idx])
         lb = None if labels is None else labels[idx]
         tb = None if targets is None else targets[idx]
         wb = None if sw is None else sw[idx]
-        wsum = float(len(idx))
         if wb is not None:
             wsum = 0.0
             for w in wb:  # in order, in double, as the core sums them
                 wsum += float(w)
             if not wsum > 0:
                 continue
-        loss, dWs, dbs, _ = _core.loss_and_grad(Ws, bs, Xb, lb, tb, wb, head, 1, True, False, 1)
-        loss += 0.5 * alpha * sumsq / wsum
-        loss_sum += loss * len(idx)
-        grad[...] = np.concatenate([g.ravel() for g in dWs] + list(dbs))
-        t += 1
+        batch_loss, sumsq, n_steps = _native.train_epoch(
+            flat, grad, state[0], state[1] if solver == ADAM else None, t_arr, sizes,
+            _data(Xb, lb, tb, wb, head, sizes), None, _options(solver, len(idx), alpha, lr, nesterov), sumsq, 1)
+        assert n_steps == 1
+        loss_sum += batch_loss
         steps += 1
-        if solver == ADAM:
-            rate = lr * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
-            sumsq = _core.adam_step(flat, grad, state[0], state[1], n_reg, alpha / wsum, rate, 0.9, 0.999, 1e-8)
-        else:
-            sumsq = _core.sgd_step(flat, grad, state[0], n_reg, alpha / wsum, lr, 0.9, nesterov)
-    return loss_sum, sumsq, steps, t
+    return loss_sum, sumsq, steps, int(t_arr[0])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -99,9 +91,10 @@ def test_epoch_equals_python_loop(dtype, solver, nesterov, head, shuffled, weigh
         sumsq = float(np.dot(p[:n_reg].astype(np.float64), p[:n_reg]))
         for _ in range(2):  # two epochs: the state carries over
             if native:
-                loss_sum, sumsq, steps = _core.train_epoch(
-                    p, np.empty_like(p), state[0], state[1] if solver == ADAM else None, t, sizes, X, labels,
-                    targets, sw, order, batch_size, head, alpha, sumsq, solver, lr, 0.9, 0.999, 1e-8, 0.9, nesterov, 2)
+                loss_sum, sumsq, steps = _native.train_epoch(
+                    p, np.empty_like(p), state[0], state[1] if solver == ADAM else None, t, sizes,
+                    _data(X, labels, targets, sw, head, sizes), order, _options(solver, batch_size, alpha, lr, nesterov),
+                    sumsq, 2)
             else:
                 loss_sum, sumsq, steps, t_new = _python_epoch(p, state, int(t[0]), sizes, X, labels, targets, sw,
                                                               order, batch_size, head, alpha, sumsq, solver, lr,
@@ -122,11 +115,14 @@ def _call(**override):
     n_params = 3 * 4 + 4 * 2 + 4 + 2
     args = dict(params=np.zeros(n_params), grad=np.zeros(n_params), state1=np.zeros(n_params),
                 state2=np.zeros(n_params), t=np.zeros(1, np.int64), sizes=sizes, X=np.zeros((10, 3)),
-                labels=np.zeros(10, np.int64), targets=None, sample_weight=None, order=None, batch_size=4,
-                head=SOFTMAX, alpha=0.0, sumsq=0.0, solver=ADAM, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8,
-                momentum=0.9, nesterov=True, n_threads=1)
+                labels=np.zeros(10, np.int64), sample_weight=None, order=None, batch_size=4, alpha=0.0, sumsq=0.0,
+                solver=ADAM, lr=0.001, n_threads=1)
     args.update(override)
-    return _core.train_epoch(**args)
+    a = args
+    data = _native.bind_data(a["X"], a["labels"], a["sample_weight"], SOFTMAX, a["X"].shape[1], 2, np.float64)
+    options = _options(a["solver"], a["batch_size"], a["alpha"], a["lr"], True)
+    return _native.train_epoch(a["params"], a["grad"], a["state1"], a["state2"], a["t"], a["sizes"], data,
+                               a["order"], options, a["sumsq"], a["n_threads"])
 
 
 def test_epoch_counts_steps_and_rows():
@@ -138,16 +134,15 @@ def test_epoch_counts_steps_and_rows():
 
 @pytest.mark.parametrize("override,error,match", [
     (dict(order=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10])), ValueError, r"order\[9\] is outside \[0, n\)"),
-    (dict(order=np.arange(9)), ValueError, "order length: expected 10, got 9"),
+    (dict(order=np.arange(9)), ValueError, "order: expected one index per row"),
     (dict(labels=np.full(10, 2)), ValueError, r"y labels must lie in \[0, 2\)"),
-    (dict(batch_size=0), ValueError, "batch_size: expected >= 1"),
-    (dict(solver=2), ValueError, "solver: expected 0"),
-    (dict(state1=np.zeros(3)), TypeError, "state1: expected a writeable C-contiguous 1-D array"),
+    (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+    (dict(state1=np.zeros(3)), TypeError, "state1: expected a writeable C-contiguous array"),
     (dict(state2=None), TypeError, "state2"),
     (dict(grad=np.zeros(26, np.float32)), TypeError, "grad"),
-    (dict(t=np.zeros(1, np.int32)), TypeError, "t: expected a writeable int64 array of length 1"),
-    (dict(X=np.zeros((10, 4))), ValueError, "X columns: expected 3, got 4"),
-    (dict(sizes=[3, 0, 2]), ValueError, "sizes: expected widths >= 1"),
+    (dict(t=np.zeros(1, np.int32)), TypeError, "t: expected a writeable C-contiguous array"),
+    (dict(X=np.zeros((10, 4))), ValueError, "data: its shapes do not match the network"),
+    (dict(sizes=[3, 0, 2]), ValueError, "every layer size must be >= 1"),
     (dict(sample_weight=-np.ones(10)), ValueError, "sample_weight must be finite and >= 0"),
 ])
 def test_epoch_rejects_bad_arguments(override, error, match):
@@ -164,8 +159,9 @@ def test_ctrl_c_stops_an_epoch_between_steps():
     timer.start()
     start = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
-        _core.train_epoch(flat, np.empty_like(flat), state[0], state[1], t, sizes, X, labels, None, None, None,
-                          batch_size, SOFTMAX, 1e-4, 0.0, ADAM, 1e-3, 0.9, 0.999, 1e-8, 0.9, True, 1)
+        _native.train_epoch(flat, np.empty_like(flat), state[0], state[1], t, sizes,
+                            _data(X, labels, None, None, SOFTMAX, sizes), None,
+                            _options(ADAM, batch_size, 1e-4, 1e-3, True), 0.0, 1)
         time.sleep(5)  # only reached if the epoch ignored the signal
     elapsed = time.perf_counter() - start
     timer.join()

@@ -1,16 +1,17 @@
-// mlpgrad._core: the thin layer between Python and the core. It checks and converts the arrays
-// (C-contiguous, in the weights' dtype; the caller's arrays are only read), allocates the results,
-// releases the GIL and calls the core. Friendly argument checking happens first, in Python.
+// mlpgrad._core: the thin layer between Python and the core, imported by mlpgrad/_native.py only. Each entry
+// point views typed arrays, releases the GIL for every pass over the data (value scans included), calls
+// the core and returns. The friendly checks and their messages are Python's (mlpgrad/_checks.py); the guards
+// here and in the core only keep a mistaken call from reading or writing out of bounds.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "mlpgrad/layout.hpp"
 #include "mlpgrad/mlp.hpp"
-#include "mlpgrad/optim.hpp"
 #include "mlpgrad/train.hpp"
 
 namespace py = pybind11;
@@ -46,33 +47,131 @@ auto without_gil(F&& f) {
 
 template <typename T> using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
+// Whether an array's dtype is T's, by value (numpy's PyArray_EquivTypes), never by identity: a dtype
+// that went through pickle (multiprocessing, Dask workers) equals np.dtype(np.float64) but is another
+// object.
+template <typename T> bool has_dtype(const py::array& a) { return py::array_t<T>::check_(a); }
+
 template <typename T>
-CArray<T> as_c_array(py::handle obj, const std::string& name, py::ssize_t ndim) {
-  // The converting constructor keeps NumPy's own error (a MemoryError for a copy too large, say);
-  // Python has checked the types already.
+CArray<T> as_c_array(py::handle obj, const char* name, py::ssize_t ndim) {
+  // The converting constructor keeps NumPy's own error (a MemoryError for a copy too large, say).
   CArray<T> arr(py::reinterpret_borrow<py::object>(obj));
-  if (arr.ndim() != ndim)
-    throw py::value_error(name + ": expected " + std::to_string(ndim) + "-D, got " + std::to_string(arr.ndim()) + "-D");
+  if (arr.ndim() != ndim) throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) + "-D");
   return arr;
 }
 
-void expect_dim(py::ssize_t got, py::ssize_t want, const std::string& what) {
-  if (got != want)
-    throw py::value_error(what + ": expected " + std::to_string(want) + ", got " + std::to_string(got));
+// A C-ordered copy that nobody else holds: as_c_array's result if it converted, else a copy.
+template <typename T>
+CArray<T> owned_c_array(py::handle obj, const char* name, py::ssize_t ndim) {
+  CArray<T> arr = as_c_array<T>(obj, name, ndim);
+  if (arr.ptr() != obj.ptr()) return arr;
+  CArray<T> copy(std::vector<py::ssize_t>(arr.shape(), arr.shape() + ndim));
+  if (arr.size()) std::memcpy(copy.mutable_data(), arr.data(), sizeof(T) * size_t(arr.size()));
+  return copy;
 }
 
-// The parameters, converted and checked to chain; arrays are kept alive by `keep`.
+void expect(bool ok, const std::string& what) {
+  if (!ok) throw py::value_error(what);
+}
+
+// A writeable C-contiguous array of dtype T and `size` elements (out= buffers, optimizer state).
+template <typename T>
+T* writeable_array(py::handle obj, const char* name, py::ssize_t size) {
+  if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(name) + ": expected a NumPy array");
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  if (!has_dtype<T>(arr) || !(arr.flags() & py::array::c_style) || !arr.writeable() || arr.size() != size)
+    throw py::type_error(std::string(name) + ": expected a writeable C-contiguous array of the parameters' dtype " +
+                         "with " + std::to_string(size) + " elements");
+  return static_cast<T*>(arr.mutable_data());
+}
+
+// ---------------------------------------------------------------------------------------------- data
+// A batch converted once (X in C order and the dtype, by reference when it already is) and scanned once, with
+// the GIL released. The engine trusts a scanned batch: a Data whose scan found a fault is never run. A Data
+// kept for many calls (own = true) holds private copies of the labels, targets and sample weights, so that
+// nothing can change them after the scan; a one-call Data references them like X.
+class Data {
+ public:
+  Data(py::handle X, py::handle labels, py::handle targets, py::handle weight, Head head, int64_t k, bool float32,
+       bool own)
+      : float32_(float32), own_(own), head_(head), k_(k) {
+    if (float32_) convert<float>(X, labels, targets, weight);
+    else convert<double>(X, labels, targets, weight);
+  }
+  bool float32() const { return float32_; }
+  Head head() const { return head_; }
+  int64_t n() const { return n_; }
+  int64_t d0() const { return d0_; }
+  int64_t k() const { return k_; }
+  const mlpgrad::Scan& scan() const { return scan_; }
+  py::object X() const { return X_; }
+  // What pickle needs to make it again (Dask moves bound batches between processes); unpickling scans again.
+  py::tuple state() const { return py::make_tuple(X_, labels_, targets_, weight_, head_, k_, float32_, own_); }
+
+  // The core's view; only for a batch without a fault.
+  template <typename T> mlpgrad::Batch<T> batch() const {
+    if (scan_.fault != mlpgrad::Fault::none) throw py::value_error("data: its values were rejected");
+    mlpgrad::Batch<T> b = view<T>();
+    b.total_weight = scan_.total_weight;
+    return b;
+  }
+
+ private:
+  template <typename T> mlpgrad::Batch<T> view() const {
+    mlpgrad::Batch<T> b;
+    b.n = n_;
+    b.X = static_cast<const T*>(py::reinterpret_borrow<py::array>(X_).data());
+    if (!labels_.is_none()) b.labels = static_cast<const int64_t*>(py::reinterpret_borrow<py::array>(labels_).data());
+    if (!targets_.is_none()) b.targets = static_cast<const T*>(py::reinterpret_borrow<py::array>(targets_).data());
+    if (!weight_.is_none()) b.sample_weight = static_cast<const T*>(py::reinterpret_borrow<py::array>(weight_).data());
+    return b;
+  }
+
+  template <typename T> void convert(py::handle X, py::handle labels, py::handle targets, py::handle weight) {
+    const auto Xa = as_c_array<T>(X, "X", 2);
+    n_ = Xa.shape(0);
+    d0_ = Xa.shape(1);
+    X_ = Xa;
+    expect(labels.is_none() != targets.is_none(), "data: expected labels or targets");
+    if (!labels.is_none()) {
+      const auto a = own_ ? owned_c_array<int64_t>(labels, "labels", 1) : as_c_array<int64_t>(labels, "labels", 1);
+      expect(a.shape(0) == n_, "labels: expected one per row of X");
+      expect(head_ == Head::softmax, "labels: need the softmax head");
+      labels_ = a;
+    } else {
+      const auto a = own_ ? owned_c_array<T>(targets, "targets", 2) : as_c_array<T>(targets, "targets", 2);
+      expect(a.shape(0) == n_ && a.shape(1) == k_, "targets: expected (N, k)");
+      targets_ = a;
+    }
+    if (!weight.is_none()) {
+      const auto a = own_ ? owned_c_array<T>(weight, "sample_weight", 1) : as_c_array<T>(weight, "sample_weight", 1);
+      expect(a.shape(0) == n_, "sample_weight: expected one per row of X");
+      weight_ = a;
+    }
+    const mlpgrad::Batch<T> b = view<T>();
+    py::gil_scoped_release release;
+    scan_ = mlpgrad::scan<T>(b, head_, k_);
+  }
+
+  bool float32_, own_;
+  Head head_;
+  int64_t k_, n_ = 0, d0_ = 0;
+  py::object X_ = py::none(), labels_ = py::none(), targets_ = py::none(), weight_ = py::none();
+  mlpgrad::Scan scan_;
+};
+
+// ---------------------------------------------------------------------------------------------- network
+// The parameters as lists of arrays, converted to C order (no copy when they are already) and checked to
+// chain; the arrays are kept alive by `keep`.
 template <typename T>
 mlpgrad::Network<T> network(const py::list& weights, const py::list& biases, std::vector<py::object>& keep) {
-  if (weights.size() == 0 || weights.size() != biases.size())
-    throw py::value_error("weights and biases: expected equal, non-zero lengths");
+  expect(weights.size() > 0 && weights.size() == biases.size(), "weights and biases: expected equal, non-zero lengths");
   mlpgrad::Network<T> net;
   for (size_t l = 0; l < weights.size(); ++l) {
-    auto W = as_c_array<T>(weights[l], "weights[" + std::to_string(l) + "]", 2);
-    auto b = as_c_array<T>(biases[l], "biases[" + std::to_string(l) + "]", 1);
+    auto W = as_c_array<T>(weights[l], "weights[l]", 2);
+    auto b = as_c_array<T>(biases[l], "biases[l]", 1);
     if (l == 0) net.sizes.push_back(W.shape(0));
-    expect_dim(W.shape(0), net.sizes.back(), "weights[" + std::to_string(l) + "] rows");
-    expect_dim(b.shape(0), W.shape(1), "biases[" + std::to_string(l) + "] length");
+    expect(W.shape(0) == net.sizes.back() && b.shape(0) == W.shape(1), "weights and biases: shapes do not chain");
     net.sizes.push_back(W.shape(1));
     net.W.push_back(W.data());
     net.b.push_back(b.data());
@@ -82,349 +181,227 @@ mlpgrad::Network<T> network(const py::list& weights, const py::list& biases, std
   return net;
 }
 
-// A batch's arrays (X with d0 columns; labels, or targets with k columns; sample weights) converted,
-// checked for shape and pointed to by `batch`; they live as long as this object.
-template <typename T> struct BatchArrays {
-  CArray<T> X, targets, sample_weight;
-  CArray<int64_t> labels;
-  mlpgrad::Batch<T> batch;
-  BatchArrays(py::handle X_obj, int64_t d0, py::handle labels_obj, py::handle targets_obj, py::handle weight_obj,
-              py::ssize_t k) {
-    X = as_c_array<T>(X_obj, "X", 2);
-    expect_dim(X.shape(1), d0, "X columns");
-    const py::ssize_t n = X.shape(0);
-    batch.n = n;
-    batch.X = X.data();
-    if (!labels_obj.is_none()) {
-      labels = as_c_array<int64_t>(labels_obj, "labels", 1);
-      expect_dim(labels.shape(0), n, "labels length");
-      batch.labels = labels.data();
-    } else if (!targets_obj.is_none()) {
-      targets = as_c_array<T>(targets_obj, "targets", 2);
-      expect_dim(targets.shape(0), n, "targets rows");
-      expect_dim(targets.shape(1), k, "targets columns");
-      batch.targets = targets.data();
-    } else {
-      throw py::value_error("labels or targets: expected one of them");
-    }
-    if (!weight_obj.is_none()) {
-      sample_weight = as_c_array<T>(weight_obj, "sample_weight", 1);
-      expect_dim(sample_weight.shape(0), n, "sample_weight length");
-      batch.sample_weight = sample_weight.data();
-    }
-  }
-};
-
-// Element-wise checks of the targets and weights, in one pass each; the messages are those of
-// mlpgrad/_checks.py (which makes the same checks for the reference). Labels: see mlpgrad::check.
+// ---------------------------------------------------------------------------------------------- entry points
+// The loss of `data` for `net` and, with `grad_out` (a flat (P,) buffer, pack order), every gradient written
+// into it; with dX, dL/dX too. Returns the loss.
 template <typename T>
-void check_values(const mlpgrad::Batch<T>& batch, int64_t k, int head, int reduction) {
-  const int64_t n = batch.n;  // (the label range is checked by the core, with the same message)
-  if (batch.targets) {
-    bool ok = true;
-    if (head == 0) {
-      for (int64_t i = 0; i < n * k; ++i) ok &= batch.targets[i] >= T(0) && batch.targets[i] <= T(1);
-      if (!ok) throw py::value_error("y must hold values in [0, 1] for the sigmoid head");
+double run_loss(const mlpgrad::Network<T>& net, const Data& data, Reduction reduction, T* grad_out, T* dX,
+                int n_threads) {
+  expect(data.d0() == net.n_inputs() && data.k() == net.n_outputs(), "data: its shapes do not match the network");
+  const mlpgrad::Batch<T> batch = data.batch<T>();
+  if (!grad_out)
+    return without_gil([&](const mlpgrad::Interrupt* intr) {
+      return mlpgrad::loss<T>(net, data.head(), batch, reduction, n_threads, intr);
+    });
+  mlpgrad::Gradients<T> grads = mlpgrad::Layout(net.sizes).gradients<T>(grad_out);
+  grads.dX = dX;
+  return without_gil([&](const mlpgrad::Interrupt* intr) {
+    return mlpgrad::loss_and_grad<T>(net, data.head(), batch, reduction, grads, n_threads, intr);
+  });
+}
+
+// (loss, grad or None, dX or None). grad: `out` when given (checked), else a new (P,) array.
+template <typename T>
+py::tuple loss_and_grad_impl(const mlpgrad::Network<T>& net, const Data& data, Reduction reduction, bool want_grad,
+                             bool input_grad, int n_threads, py::handle out) {
+  py::object grad = py::none(), dX = py::none();
+  T* g = nullptr;
+  T* dx = nullptr;
+  if (want_grad) {
+    const int64_t P = mlpgrad::Layout(net.sizes).n_params;
+    if (out.is_none()) {
+      py::array_t<T> a(P);
+      g = a.mutable_data();
+      grad = a;
     } else {
-      for (int64_t i = 0; i < n * k; ++i) ok &= std::isfinite(batch.targets[i]) && batch.targets[i] >= T(0);
-      if (!ok) throw py::value_error("y as 2-D softmax targets must be finite and >= 0");
+      g = writeable_array<T>(out, "out", P);
+      grad = py::reinterpret_borrow<py::object>(out);
+    }
+    if (input_grad) {
+      py::array_t<T> a({py::ssize_t(data.n()), py::ssize_t(data.d0())});
+      dx = a.mutable_data();
+      dX = a;
     }
   }
-  double total = double(n);
-  if (batch.sample_weight) {
-    bool ok = true;
-    total = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      ok &= std::isfinite(batch.sample_weight[i]) && batch.sample_weight[i] >= T(0);
-      total += double(batch.sample_weight[i]);
-    }
-    if (!ok) throw py::value_error("sample_weight must be finite and >= 0");
-  }
-  if (reduction == 1 && !(total > 0))
-    throw py::value_error(std::string("reduction='mean' needs a positive total weight: ") +
-                          (n == 0 ? "X has no rows (N = 0)" : "sample_weight sums to 0"));
+  const double value = run_loss<T>(net, data, reduction, g, dx, n_threads);
+  return py::make_tuple(value, grad, dX);
 }
 
 template <typename T>
-py::array forward_impl(const py::list& weights, const py::list& biases, py::handle X_obj, int head, int n_threads) {
+py::tuple loss_and_grad_lists(const py::list& weights, const py::list& biases, const Data& data, Reduction reduction,
+                              bool want_grad, bool input_grad, int n_threads, py::handle out) {
+  std::vector<py::object> keep;
+  return loss_and_grad_impl<T>(network<T>(weights, biases, keep), data, reduction, want_grad, input_grad, n_threads,
+                               out);
+}
+
+template <typename T>
+py::tuple loss_and_grad_flat(py::handle theta, const std::vector<int64_t>& sizes, const Data& data,
+                             Reduction reduction, bool want_grad, bool input_grad, int n_threads, py::handle out) {
+  const mlpgrad::Layout layout(sizes);
+  const auto params = as_c_array<T>(theta, "theta", 1);
+  expect(params.shape(0) == layout.n_params, "theta: expected P elements");
+  return loss_and_grad_impl<T>(layout.network<T>(params.data()), data, reduction, want_grad, input_grad, n_threads,
+                               out);
+}
+
+template <typename T>
+py::array forward_impl(const py::list& weights, const py::list& biases, py::handle X_obj, Head head, int n_threads) {
   std::vector<py::object> keep;
   const auto net = network<T>(weights, biases, keep);
-  auto X = as_c_array<T>(X_obj, "X", 2);
-  expect_dim(X.shape(1), net.n_inputs(), "X columns");
+  const auto X = as_c_array<T>(X_obj, "X", 2);
+  expect(X.shape(1) == net.n_inputs(), "X: expected d_0 columns");
   const py::ssize_t n = X.shape(0), k = net.n_outputs();
   py::array_t<T> probs({n, k});
   T* out = probs.mutable_data();
   const T* x = X.data();
   without_gil([&](const mlpgrad::Interrupt* intr) {
-    mlpgrad::forward<T>(net, static_cast<Head>(head), n, x, out, n_threads, intr);
+    mlpgrad::forward<T>(net, head, n, x, out, n_threads, intr);
     return 0;
   });
   return std::move(probs);
 }
 
-template <typename T>
-py::tuple loss_and_grad_impl(const py::list& weights, const py::list& biases, py::handle X_obj, py::handle labels_obj,
-                             py::handle targets_obj, py::handle weight_obj, int head, int reduction, bool want_grad,
-                             bool input_grad, int n_threads) {
-  std::vector<py::object> keep;
-  const auto net = network<T>(weights, biases, keep);
-  const py::ssize_t k = net.n_outputs();
-  const BatchArrays<T> arrays(X_obj, net.n_inputs(), labels_obj, targets_obj, weight_obj, k);
-  const mlpgrad::Batch<T>& batch = arrays.batch;
-  const py::ssize_t n = batch.n;
-  check_values<T>(batch, k, head, reduction);
+// ---------------------------------------------------------------------------------------------- training
+// The settings of one epoch of mini-batch training (mlpgrad/train.hpp), set once by the estimator.
+struct TrainOptions {
+  mlpgrad::Solver solver = mlpgrad::Solver::adam;
+  int64_t batch_size = 200;
+  double alpha = 0, lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, momentum = 0.9;
+  bool nesterov = true;
+};
 
-  py::list dWs, dbs;
-  mlpgrad::Gradients<T> grads;
-  py::object dX = py::none();
-  if (want_grad) {
-    for (size_t l = 0; l + 1 < net.sizes.size(); ++l) {
-      py::array_t<T> dW({net.sizes[l], net.sizes[l + 1]}), db(net.sizes[l + 1]);
-      grads.dW.push_back(dW.mutable_data());
-      grads.db.push_back(db.mutable_data());
-      dWs.append(dW);
-      dbs.append(db);
-    }
-    if (input_grad) {
-      py::array_t<T> dX_arr({n, py::ssize_t(net.n_inputs())});
-      grads.dX = dX_arr.mutable_data();
-      dX = dX_arr;
-    }
-  }
-  const double value = without_gil([&](const mlpgrad::Interrupt* intr) {
-    return want_grad ? mlpgrad::loss_and_grad<T>(net, static_cast<Head>(head), batch,
-                                                 static_cast<Reduction>(reduction), grads, n_threads, intr)
-                     : mlpgrad::loss<T>(net, static_cast<Head>(head), batch, static_cast<Reduction>(reduction),
-                                        n_threads, intr);
-  });
-  return py::make_tuple(value, dWs, dbs, dX);
-}
-
-// Whether an array's dtype is T's, by value (numpy's PyArray_EquivTypes), never by identity: a dtype
-// that went through pickle (multiprocessing, Dask workers) equals np.dtype(np.float64) but is another
-// object.
-template <typename T> bool has_dtype(const py::array& a) { return py::array_t<T>::check_(a); }
-std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
-
-// The dtype of the computation: that of weights[0] (float32 or float64).
-bool is_float32(const py::list& weights) {
-  if (weights.size() == 0) throw py::value_error("weights: expected at least one layer");
-  const auto arr = py::array::ensure(weights[0]);
-  if (has_dtype<float>(arr)) return true;
-  if (has_dtype<double>(arr)) return false;
-  throw py::type_error("weights[0]: expected dtype float32 or float64, got " + dtype_name(arr));
-}
-
-void check_codes(int head, int reduction, int n_threads) {
-  if (head != 0 && head != 1) throw py::value_error("head: expected 0 (sigmoid) or 1 (softmax)");
-  if (reduction != 0 && reduction != 1) throw py::value_error("reduction: expected 0 (sum) or 1 (mean)");
-  if (n_threads < 0) throw py::value_error("n_threads: expected >= 0");
-}
-
-// The optimizer steps update their arrays in place: they must be C-contiguous, writeable and of the
-// parameters' dtype already (no conversion, which would update a copy).
-template <typename T>
-T* inplace_array(py::handle obj, const char* name, py::ssize_t n) {
-  auto arr = py::reinterpret_borrow<py::array>(obj);
-  if (!has_dtype<T>(arr) || !(arr.flags() & py::array::c_style) || !arr.writeable() || arr.ndim() != 1 ||
-      (n >= 0 && arr.shape(0) != n))
-    throw py::type_error(std::string(name) + ": expected a writeable C-contiguous 1-D array of the parameters' dtype" +
-                         " and length");
-  return static_cast<T*>(arr.mutable_data());
-}
-
-template <typename T>
-const T* input_array(py::handle obj, const char* name, py::ssize_t n) {
-  auto arr = py::reinterpret_borrow<py::array>(obj);
-  if (!has_dtype<T>(arr) || !(arr.flags() & py::array::c_style) || arr.ndim() != 1 || arr.shape(0) != n)
-    throw py::type_error(std::string(name) + ": expected a C-contiguous 1-D array of the parameters' dtype and length");
-  return static_cast<const T*>(arr.data());
-}
-
-bool params_float32(py::handle params) {
-  if (!py::isinstance<py::array>(params)) throw py::type_error("params: expected a NumPy array");
-  const auto arr = py::reinterpret_borrow<py::array>(params);
-  if (has_dtype<float>(arr)) return true;
-  if (has_dtype<double>(arr)) return false;
-  throw py::type_error("params: expected dtype float32 or float64, got " + dtype_name(arr));
-}
-
-template <typename T>
-double adam_step_impl(py::handle p, py::handle g, py::handle m, py::handle v, int64_t n_reg, double l2, double lr,
-                      double beta1, double beta2, double eps) {
-  T* params = inplace_array<T>(p, "params", -1);
-  const py::ssize_t n = py::reinterpret_borrow<py::array>(p).shape(0);
-  if (n_reg < 0 || n_reg > n) throw py::value_error("n_reg: expected 0 <= n_reg <= len(params)");
-  const T* grads = input_array<T>(g, "grads", n);
-  T* ms = inplace_array<T>(m, "m", n);
-  T* vs = inplace_array<T>(v, "v", n);
-  py::gil_scoped_release release;
-  return mlpgrad::adam_step<T>(params, grads, ms, vs, n, n_reg, l2, lr, beta1, beta2, eps);
-}
-
-template <typename T>
-double sgd_step_impl(py::handle p, py::handle g, py::handle u, int64_t n_reg, double l2, double lr, double momentum,
-                     bool nesterov) {
-  T* params = inplace_array<T>(p, "params", -1);
-  const py::ssize_t n = py::reinterpret_borrow<py::array>(p).shape(0);
-  if (n_reg < 0 || n_reg > n) throw py::value_error("n_reg: expected 0 <= n_reg <= len(params)");
-  const T* grads = input_array<T>(g, "grads", n);
-  T* velocity = inplace_array<T>(u, "velocity", n);
-  py::gil_scoped_release release;
-  return mlpgrad::sgd_step<T>(params, grads, velocity, n, n_reg, l2, lr, momentum, nesterov);
-}
-
-// One epoch of mini-batch training (mlpgrad/train.hpp). params, grad and the optimizer state are updated in
-// place (checked like the optimizer steps'); the data are read (converted when needed) and checked.
+// One epoch: params, grad (scratch) and the optimizer state (state1, state2 for adam, the step count t) are
+// updated in place; order: None or the rows' order. Returns (loss_sum, sumsq, steps).
 template <typename T>
 py::tuple train_epoch_impl(py::handle p, py::handle g, py::handle s1, py::handle s2, py::handle t_obj,
-                           const std::vector<int64_t>& sizes, py::handle X_obj, py::handle labels_obj,
-                           py::handle targets_obj, py::handle weight_obj, py::handle order_obj, int64_t batch_size,
-                           int head, double alpha, double sumsq, int solver, double lr, double beta1, double beta2,
-                           double eps, double momentum, bool nesterov, int n_threads) {
-  if (sizes.size() < 2) throw py::value_error("sizes: expected at least 2 layer widths");
-  int64_t n_params = 0;
-  for (size_t l = 0; l + 1 < sizes.size(); ++l) {
-    if (sizes[l] < 1 || sizes[l + 1] < 1) throw py::value_error("sizes: expected widths >= 1");
-    n_params += sizes[l] * sizes[l + 1] + sizes[l + 1];
-  }
-  if (batch_size < 1) throw py::value_error("batch_size: expected >= 1");
-  if (solver != 0 && solver != 1) throw py::value_error("solver: expected 0 (adam) or 1 (sgd)");
+                           const std::vector<int64_t>& sizes, const Data& data, py::handle order_obj,
+                           const TrainOptions& o, double sumsq, int n_threads) {
+  const mlpgrad::Layout layout(sizes);
+  const int64_t P = layout.n_params;
+  expect(data.d0() == sizes.front() && data.k() == sizes.back(), "data: its shapes do not match the network");
   mlpgrad::Optimizer<T> opt;
-  opt.solver = static_cast<mlpgrad::Solver>(solver);
-  T* params = inplace_array<T>(p, "params", n_params);
-  T* grad = inplace_array<T>(g, "grad", n_params);
-  opt.state1 = inplace_array<T>(s1, "state1", n_params);
-  if (opt.solver == mlpgrad::Solver::adam) opt.state2 = inplace_array<T>(s2, "state2", n_params);
-  auto t_arr = py::reinterpret_borrow<py::array>(t_obj);
-  if (!py::array_t<int64_t>::check_(t_arr) || t_arr.ndim() != 1 || t_arr.shape(0) != 1 || !t_arr.writeable())
-    throw py::type_error("t: expected a writeable int64 array of length 1");
-  opt.t = static_cast<int64_t*>(t_arr.mutable_data());
-  opt.lr = lr;
-  opt.beta1 = beta1;
-  opt.beta2 = beta2;
-  opt.eps = eps;
-  opt.momentum = momentum;
-  opt.nesterov = nesterov;
-
-  const py::ssize_t k = sizes.back();
-  const BatchArrays<T> arrays(X_obj, sizes.front(), labels_obj, targets_obj, weight_obj, k);
-  const mlpgrad::Batch<T>& data = arrays.batch;
-  const py::ssize_t n = data.n;
-  check_values<T>(data, k, head, 0);
+  opt.solver = o.solver;
+  T* params = writeable_array<T>(p, "params", P);
+  T* grad = writeable_array<T>(g, "grad", P);
+  opt.state1 = writeable_array<T>(s1, "state1", P);
+  if (opt.solver == mlpgrad::Solver::adam) opt.state2 = writeable_array<T>(s2, "state2", P);
+  opt.t = writeable_array<int64_t>(t_obj, "t", 1);
+  opt.lr = o.lr;
+  opt.beta1 = o.beta1;
+  opt.beta2 = o.beta2;
+  opt.eps = o.eps;
+  opt.momentum = o.momentum;
+  opt.nesterov = o.nesterov;
+  const mlpgrad::Batch<T> batch = data.batch<T>();
   CArray<int64_t> order;
   const int64_t* order_ptr = nullptr;
   if (!order_obj.is_none()) {
     order = as_c_array<int64_t>(order_obj, "order", 1);
-    expect_dim(order.shape(0), n, "order length");
+    expect(order.shape(0) == data.n(), "order: expected one index per row");
     order_ptr = order.data();
   }
   const auto r = without_gil([&](const mlpgrad::Interrupt* intr) {
-    return mlpgrad::train_epoch<T>(sizes, static_cast<Head>(head), params, grad, data, order_ptr, batch_size, alpha,
-                                   sumsq, opt, n_threads, intr);
+    return mlpgrad::train_epoch<T>(sizes, data.head(), params, grad, batch, order_ptr, o.batch_size, o.alpha, sumsq,
+                                   opt, n_threads, intr);
   });
   return py::make_tuple(r.loss_sum, r.sumsq, r.steps);
+}
+
+// ---------------------------------------------------------------------------------------------- build
+py::dict build_info() {
+  py::dict info;
+  info["compiler"] = mlpgrad::compiler();
+  info["openmp"] = mlpgrad::openmp_enabled();
+  info["max_threads"] = mlpgrad::default_threads();
+  info["simd"] = mlpgrad::isa_name(mlpgrad::active_isa());
+  info["simd_best"] = mlpgrad::isa_name(mlpgrad::best_isa());
+  py::list levels;
+  for (int i = 0; i <= static_cast<int>(mlpgrad::best_isa()); ++i)
+    levels.append(mlpgrad::isa_name(static_cast<mlpgrad::Isa>(i)));
+  info["simd_available"] = levels;
+  return info;
+}
+
+std::string set_simd(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(mlpgrad::Isa::avx512); ++i) {
+    const auto isa = static_cast<mlpgrad::Isa>(i);
+    if (name == mlpgrad::isa_name(isa)) {
+      mlpgrad::set_active_isa(isa);
+      return mlpgrad::isa_name(mlpgrad::active_isa());
+    }
+  }
+  throw py::value_error("simd: expected 'generic', 'avx2' or 'avx512', got '" + name + "'");
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
-  m.doc() = "mlpgrad's native core (use the functions of the mlpgrad package, which check their arguments)";
+  m.doc() = "mlpgrad's native core; mlpgrad._native is its only user (the public functions check arguments)";
 
-  m.def(
-      "forward",
-      [](const py::list& weights, const py::list& biases, py::handle X, int head, int n_threads) {
-        check_codes(head, 0, n_threads);
-        return is_float32(weights) ? forward_impl<float>(weights, biases, X, head, n_threads)
-                                   : forward_impl<double>(weights, biases, X, head, n_threads);
-      },
-      py::arg("weights"), py::arg("biases"), py::arg("X"), py::arg("head"), py::arg("n_threads") = 0);
+  py::enum_<Head>(m, "Head").value("sigmoid", Head::sigmoid).value("softmax", Head::softmax);
+  py::enum_<Reduction>(m, "Reduction").value("sum", Reduction::sum).value("mean", Reduction::mean);
+  py::enum_<mlpgrad::Solver>(m, "Solver").value("adam", mlpgrad::Solver::adam).value("sgd", mlpgrad::Solver::sgd);
+  py::enum_<mlpgrad::Fault>(m, "Fault")
+      .value("none", mlpgrad::Fault::none)
+      .value("label_range", mlpgrad::Fault::label_range)
+      .value("target_range", mlpgrad::Fault::target_range)
+      .value("sample_weight", mlpgrad::Fault::sample_weight);
 
-  m.def(
-      "loss_and_grad",
-      [](const py::list& weights, const py::list& biases, py::handle X, py::handle labels, py::handle targets,
-         py::handle sample_weight, int head, int reduction, bool want_grad, bool input_grad, int n_threads) {
-        check_codes(head, reduction, n_threads);
-        return is_float32(weights)
-                   ? loss_and_grad_impl<float>(weights, biases, X, labels, targets, sample_weight, head, reduction,
-                                               want_grad, input_grad, n_threads)
-                   : loss_and_grad_impl<double>(weights, biases, X, labels, targets, sample_weight, head, reduction,
-                                                want_grad, input_grad, n_threads);
-      },
-      py::arg("weights"), py::arg("biases"), py::arg("X"), py::arg("labels"), py::arg("targets"),
-      py::arg("sample_weight"), py::arg("head"), py::arg("reduction"), py::arg("want_grad"), py::arg("input_grad"),
-      py::arg("n_threads") = 0);
+  py::class_<Data>(m, "Data", "A batch converted and scanned once (see mlpgrad/_native.py).")
+      .def(py::init<py::handle, py::handle, py::handle, py::handle, Head, int64_t, bool, bool>(), py::arg("X"),
+           py::arg("labels"), py::arg("targets"), py::arg("sample_weight"), py::arg("head"), py::arg("k"),
+           py::arg("float32"), py::arg("own"))
+      .def(py::pickle([](const Data& d) { return d.state(); },
+                      [](const py::tuple& t) {
+                        return Data(t[0], t[1], t[2], t[3], t[4].cast<Head>(), t[5].cast<int64_t>(),
+                                    t[6].cast<bool>(), t[7].cast<bool>());
+                      }))
+      .def_property_readonly("n", &Data::n)
+      .def_property_readonly("X", &Data::X)
+      .def_property_readonly("fault", [](const Data& d) { return d.scan().fault; })
+      .def_property_readonly("total_weight", [](const Data& d) { return d.scan().total_weight; })
+      .def_property_readonly("label_range",
+                             [](const Data& d) { return py::make_tuple(d.scan().label_min, d.scan().label_max); });
 
-  m.def("build_info", []() {
-    py::dict info;
-    info["compiler"] = mlpgrad::compiler();
-    info["openmp"] = mlpgrad::openmp_enabled();
-    info["max_threads"] = mlpgrad::default_threads();
-    info["simd"] = mlpgrad::isa_name(mlpgrad::active_isa());
-    info["simd_best"] = mlpgrad::isa_name(mlpgrad::best_isa());
-    py::list levels;
-    for (int i = 0; i <= static_cast<int>(mlpgrad::best_isa()); ++i)
-      levels.append(mlpgrad::isa_name(static_cast<mlpgrad::Isa>(i)));
-    info["simd_available"] = levels;
-    return info;
+  py::class_<TrainOptions>(m, "TrainOptions", "The settings of train_epoch.")
+      .def(py::init<>())
+      .def_readwrite("solver", &TrainOptions::solver)
+      .def_readwrite("batch_size", &TrainOptions::batch_size)
+      .def_readwrite("alpha", &TrainOptions::alpha)
+      .def_readwrite("lr", &TrainOptions::lr)
+      .def_readwrite("beta1", &TrainOptions::beta1)
+      .def_readwrite("beta2", &TrainOptions::beta2)
+      .def_readwrite("eps", &TrainOptions::eps)
+      .def_readwrite("momentum", &TrainOptions::momentum)
+      .def_readwrite("nesterov", &TrainOptions::nesterov);
+
+  m.def("forward", [](const py::list& weights, const py::list& biases, py::handle X, Head head, bool float32,
+                      int n_threads) {
+    return float32 ? forward_impl<float>(weights, biases, X, head, n_threads)
+                   : forward_impl<double>(weights, biases, X, head, n_threads);
   });
-
-  m.def(
-      "set_simd",
-      [](const std::string& name) {
-        for (int i = 0; i <= static_cast<int>(mlpgrad::Isa::avx512); ++i) {
-          const auto isa = static_cast<mlpgrad::Isa>(i);
-          if (name == mlpgrad::isa_name(isa)) {
-            mlpgrad::set_active_isa(isa);
-            return std::string(mlpgrad::isa_name(mlpgrad::active_isa()));
-          }
-        }
-        throw py::value_error("simd: expected 'generic', 'avx2' or 'avx512', got '" + name + "'");
-      },
-      py::arg("name"), "Use this SIMD level (clamped to the best one available); returns the level now in use.");
-
-  m.def(
-      "adam_step",
-      [](py::handle params, py::handle grads, py::handle m_, py::handle v_, int64_t n_reg, double l2, double lr,
-         double beta1, double beta2, double eps) {
-        return params_float32(params) ? adam_step_impl<float>(params, grads, m_, v_, n_reg, l2, lr, beta1, beta2, eps)
-                                      : adam_step_impl<double>(params, grads, m_, v_, n_reg, l2, lr, beta1, beta2, eps);
-      },
-      py::arg("params"), py::arg("grads"), py::arg("m"), py::arg("v"), py::arg("n_reg"), py::arg("l2"), py::arg("lr"),
-      py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-      "One fused Adam step in place on flat arrays (see mlpgrad/optim.hpp); returns sum(params[:n_reg]**2).");
-
-  m.def(
-      "sgd_step",
-      [](py::handle params, py::handle grads, py::handle velocity, int64_t n_reg, double l2, double lr, double momentum,
-         bool nesterov) {
-        return params_float32(params) ? sgd_step_impl<float>(params, grads, velocity, n_reg, l2, lr, momentum, nesterov)
-                                      : sgd_step_impl<double>(params, grads, velocity, n_reg, l2, lr, momentum, nesterov);
-      },
-      py::arg("params"), py::arg("grads"), py::arg("velocity"), py::arg("n_reg"), py::arg("l2"), py::arg("lr"),
-      py::arg("momentum"), py::arg("nesterov"),
-      "One fused SGD (momentum / Nesterov) step in place on flat arrays; returns sum(params[:n_reg]**2).");
-  m.def(
-      "train_epoch",
-      [](py::handle params, py::handle grad, py::handle state1, py::handle state2, py::handle t,
-         const std::vector<int64_t>& sizes, py::handle X, py::handle labels, py::handle targets,
-         py::handle sample_weight, py::handle order, int64_t batch_size, int head, double alpha, double sumsq,
-         int solver, double lr, double beta1, double beta2, double eps, double momentum, bool nesterov,
-         int n_threads) {
-        check_codes(head, 0, n_threads);
-        return params_float32(params)
-                   ? train_epoch_impl<float>(params, grad, state1, state2, t, sizes, X, labels, targets, sample_weight,
-                                             order, batch_size, head, alpha, sumsq, solver, lr, beta1, beta2, eps,
-                                             momentum, nesterov, n_threads)
-                   : train_epoch_impl<double>(params, grad, state1, state2, t, sizes, X, labels, targets,
-                                              sample_weight, order, batch_size, head, alpha, sumsq, solver, lr, beta1,
-                                              beta2, eps, momentum, nesterov, n_threads);
-      },
-      py::arg("params"), py::arg("grad"), py::arg("state1"), py::arg("state2"), py::arg("t"), py::arg("sizes"),
-      py::arg("X"), py::arg("labels"), py::arg("targets"), py::arg("sample_weight"), py::arg("order"),
-      py::arg("batch_size"), py::arg("head"), py::arg("alpha"), py::arg("sumsq"), py::arg("solver"), py::arg("lr"),
-      py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("momentum"), py::arg("nesterov"),
-      py::arg("n_threads") = 0,
-      "One epoch of mini-batch adam / sgd (see mlpgrad/train.hpp); returns (loss_sum, sumsq, steps).");
+  m.def("loss_and_grad", [](const py::list& weights, const py::list& biases, const Data& data, Reduction reduction,
+                            bool want_grad, bool input_grad, int n_threads, py::handle out) {
+    return data.float32()
+               ? loss_and_grad_lists<float>(weights, biases, data, reduction, want_grad, input_grad, n_threads, out)
+               : loss_and_grad_lists<double>(weights, biases, data, reduction, want_grad, input_grad, n_threads, out);
+  });
+  m.def("loss_and_grad_flat", [](py::handle theta, const std::vector<int64_t>& sizes, const Data& data,
+                                 Reduction reduction, bool want_grad, bool input_grad, int n_threads, py::handle out) {
+    return data.float32()
+               ? loss_and_grad_flat<float>(theta, sizes, data, reduction, want_grad, input_grad, n_threads, out)
+               : loss_and_grad_flat<double>(theta, sizes, data, reduction, want_grad, input_grad, n_threads, out);
+  });
+  m.def("train_epoch", [](py::handle params, py::handle grad, py::handle state1, py::handle state2, py::handle t,
+                          const std::vector<int64_t>& sizes, const Data& data, py::handle order,
+                          const TrainOptions& options, double sumsq, int n_threads) {
+    return data.float32() ? train_epoch_impl<float>(params, grad, state1, state2, t, sizes, data, order, options,
+                                                    sumsq, n_threads)
+                          : train_epoch_impl<double>(params, grad, state1, state2, t, sizes, data, order, options,
+                                                     sumsq, n_threads);
+  });
+  m.def("build_info", &build_info);
+  m.def("set_simd", &set_simd, "Use this SIMD level (clamped to the best available); returns the level in use.");
 }

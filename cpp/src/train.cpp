@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "mlpgrad/layout.hpp"
 #include "mlpgrad/optim.hpp"
 #include "poll.hpp"
 
@@ -32,24 +33,12 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
   if (batch_size < 1) fail("batch_size must be >= 1");
   if (!params || !grad || !opt.state1 || !opt.t || (opt.solver == Solver::adam && !opt.state2))
     fail("a parameter, gradient or optimizer buffer is null");
-  const int64_t L = int64_t(sizes.size()) - 1, n = data.n, d0 = sizes.front(), k = sizes.back();
+  const int64_t n = data.n, d0 = sizes.front(), k = sizes.back();
 
-  // Views of the flat buffers: weights first, then biases.
-  Network<T> net;
-  net.sizes = sizes;
-  Gradients<T> grads;
-  int64_t n_reg = 0;
-  for (int64_t l = 0; l < L; ++l) {
-    net.W.push_back(params + n_reg);
-    grads.dW.push_back(grad + n_reg);
-    n_reg += sizes[l] * sizes[l + 1];
-  }
-  int64_t n_params = n_reg;
-  for (int64_t l = 0; l < L; ++l) {
-    net.b.push_back(params + n_params);
-    grads.db.push_back(grad + n_params);
-    n_params += sizes[l + 1];
-  }
+  const Layout layout(sizes);
+  const Network<T> net = layout.network<T>(params);
+  const Gradients<T> grads = layout.gradients<T>(grad);
+  const int64_t n_reg = layout.n_weights, n_params = layout.n_params;
   check<T>(net, head, &data, Reduction::sum, true);  // also the values, unless the caller scanned them
   if (order)
     for (int64_t i = 0; i < n; ++i)

@@ -9,14 +9,17 @@
 from __future__ import annotations
 
 from ._types import Gradients
+from ._flat import pack, unpack
 from .api import forward, loss, loss_and_grad
 from .model import MLP
+from .objective import Objective
 from . import reference
 from ._build import build_info
 
 __version__ = build_info()["version"]
 
-__all__ = ["Gradients", "forward", "loss", "loss_and_grad", "MLP", "reference", "build_info", "__version__"]
+__all__ = ["Gradients", "forward", "loss", "loss_and_grad", "pack", "unpack", "Objective", "MLP", "reference",
+           "build_info", "__version__"]
 
 
 def __getattr__(name):

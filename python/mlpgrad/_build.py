@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from importlib import metadata
 
-from . import _core
+from . import _native
 
 _SIMD_LEVELS = ("generic", "avx2", "avx512")
 
@@ -17,12 +17,12 @@ def _apply_simd_env() -> None:
         return
     if value not in _SIMD_LEVELS:
         raise ImportError(f"MLPGRAD_SIMD must be one of {_SIMD_LEVELS}, got {value!r}")
-    _core.set_simd(value)
+    _native.set_simd(value)
 
 
 def build_info() -> dict:
     """Version, compiler, OpenMP (on/off, default threads) and the SIMD level in use."""
-    info = dict(_core.build_info())
+    info = _native.build_info()
     try:
         version = metadata.version("mlpgrad")
     except metadata.PackageNotFoundError:  # running from a source tree

@@ -35,6 +35,16 @@ REDUCTIONS = ("sum", "mean")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_THREADS = 4096  # n_threads above this is surely a mistake (the core also never starts more threads than work units)
 
+# The messages of the value rules, shared by the NumPy checks below and by mlpgrad._native, which turns the
+# native scan's findings into them.
+TARGET_MESSAGE = {"sigmoid": "y must hold values in [0, 1] for the sigmoid head",
+                  "softmax": "y as 2-D softmax targets must be finite and >= 0"}
+SAMPLE_WEIGHT_MESSAGE = "sample_weight must be finite and >= 0"
+
+
+def label_range_message(k: int, lo, hi) -> str:
+    return f"y labels must lie in [0, {k}), got values in [{lo}, {hi}]"
+
 
 def _describe(obj) -> str:
     if isinstance(obj, np.ndarray):
@@ -201,7 +211,7 @@ def _check_y(y, head: str, n: int, k: int, dtype, values: bool):
             raise ValueError(f"y of shape ({n},) needs one output unit; the network has {k}: pass y of shape ({n}, {k})")
         t = _cast(y, dtype).reshape(n, k)
         if values and not np.all((t >= 0) & (t <= 1)):  # also rejects NaN
-            raise ValueError("y must hold values in [0, 1] for the sigmoid head")
+            raise ValueError(TARGET_MESSAGE["sigmoid"])
         return None, t
 
     # softmax
@@ -210,12 +220,12 @@ def _check_y(y, head: str, n: int, k: int, dtype, values: bool):
             raise ValueError("y as 1-D labels must hold integers; got non-integral or non-finite floats")
         # floats and uint64 are range-checked here, before the cast, so nothing wraps
         if (values or y.dtype.kind == "f" or y.dtype == np.uint64) and n and (y.min() < 0 or y.max() >= k):
-            raise ValueError(f"y labels must lie in [0, {k}), got values in [{y.min()}, {y.max()}]")
+            raise ValueError(label_range_message(k, y.min(), y.max()))
         labels = y.astype(np.int64, copy=False)
         return labels, None
     t = _cast(y, dtype)
     if values and not np.all((t >= 0) & np.isfinite(t)):
-        raise ValueError("y as 2-D softmax targets must be finite and >= 0")
+        raise ValueError(TARGET_MESSAGE["softmax"])
     return None, t
 
 
@@ -230,7 +240,7 @@ def check_sample_weight(sample_weight, n: int, dtype, values: bool = True):
         raise ValueError(f"sample_weight must have shape ({n},) to match X, got {w.shape}")
     w = _cast(w, dtype)
     if values and not np.all(np.isfinite(w) & (w >= 0)):
-        raise ValueError("sample_weight must be finite and >= 0")
+        raise ValueError(SAMPLE_WEIGHT_MESSAGE)
     return w
 
 
@@ -244,12 +254,62 @@ def check_problem(weights, biases, X, y, head, reduction, sample_weight, values:
     labels, targets = _check_y(y, head, n, k, dtype, values)
     w = check_sample_weight(sample_weight, n, dtype, values)
     p = Problem(Ws, bs, X, labels, targets, w, head, reduction, dtype)
-    if values and reduction == "mean":
-        total = n if w is None else float(np.sum(w, dtype=np.float64))
-        if not total > 0:
-            raise ValueError("reduction='mean' needs a positive total weight: "
-                             + ("X has no rows (N = 0)" if n == 0 else "sample_weight sums to 0"))
+    if values:
+        check_total_weight(reduction, n if w is None else float(np.sum(w, dtype=np.float64)), n)
     return p
+
+
+def check_data(X, y, sample_weight, head: str, d0: int, k: int, dtype):
+    """The shape and dtype rules of X, y and sample_weight, with their conversions: (X, labels, targets,
+    sample_weight). The element-wise rules are left to the native scan (mlpgrad._native.bind_data)."""
+    X = check_X(X, d0, dtype)
+    n = X.shape[0]
+    labels, targets = _check_y(y, head, n, k, dtype, values=False)
+    return X, labels, targets, check_sample_weight(sample_weight, n, dtype, values=False)
+
+
+def check_total_weight(reduction: str, total: float, n: int) -> None:
+    """reduction="mean" divides by the total weight, which must be positive."""
+    if reduction == "mean" and not total > 0:
+        raise ValueError("reduction='mean' needs a positive total weight: "
+                         + ("X has no rows (N = 0)" if n == 0 else "sample_weight sums to 0"))
+
+
+def check_layer_sizes(layer_sizes) -> tuple:
+    """d_0 .. d_L as a tuple of ints, at least two, each >= 1."""
+    if isinstance(layer_sizes, (str, bytes, np.ndarray)) and not (isinstance(layer_sizes, np.ndarray)
+                                                                  and layer_sizes.ndim == 1):
+        raise TypeError(f"layer_sizes must be a sequence of ints, got {_describe(layer_sizes)}")
+    try:
+        sizes = tuple(operator.index(s) for s in layer_sizes)
+    except TypeError:
+        raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}") from None
+    if len(sizes) < 2:
+        raise ValueError(f"layer_sizes must hold at least 2 sizes (d_0 and d_L), got {list(sizes)}")
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"layer_sizes must all be >= 1, got {list(sizes)}")
+    return sizes
+
+
+def check_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return FLOAT_DTYPES[0] if dt == FLOAT_DTYPES[0] else FLOAT_DTYPES[1]
+
+
+def check_nonnegative(value, name: str) -> float:
+    """A finite real number >= 0, as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value
 
 
 def check_flag(value, name: str) -> bool:

@@ -1,10 +1,11 @@
 """``MLPClassifier.fit`` / ``partial_fit`` on dask arrays chunked along rows (called by ``mlpgrad.estimator``).
 
-``fit`` (solver "lbfgs"): the full-batch objective of the in-memory fit, each evaluation's data loss and
-gradients computed on the cluster by :func:`mlpgrad.dask.loss_and_grad` (one task per row block, a fixed
-reduction tree), scipy's L-BFGS-B on the client. Before the first iteration X (cast to the parameters' dtype),
-the binarized targets and the sample weights are persisted on the workers, so every iteration reads them from
-the workers' memory (or their spill to disk), not from their source; they are released when ``fit`` returns.
+``fit`` (solver "lbfgs"): the in-memory fit (``MLPClassifier._fit``) with ``OnDask`` as the data's side. The
+objective is an :class:`mlpgrad.dask.Objective`: before the first iteration every row block of X (cast to the
+parameters' dtype), of the binarized targets and of the sample weights is bound on its worker (converted,
+scanned, kept there), so every evaluation reads it from the workers' memory, not from its source; each
+evaluation is one task per block and a fixed reduction tree, scipy's L-BFGS-B runs on the client. The blocks
+are released when ``fit`` returns.
 The classes come from one pass over y (``dask.array.unique``). The steps are the in-memory fit's, up to the
 order of the sums (tests/test_dask.py compares the two).
 
@@ -25,7 +26,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["is_dask_array", "fit", "partial_fit"]
+__all__ = ["is_dask_array", "OnDask", "partial_fit"]
 
 
 def is_dask_array(*objs) -> bool:
@@ -75,87 +76,75 @@ def _targets_block(yb, binarizer, softmax, dtype):
     return np.ascontiguousarray(Y, dtype=dtype)
 
 
-def fit(est, X, y, sample_weight=None):
-    """``est.fit(X, y, sample_weight)`` with dask arrays (solver "lbfgs"); see the module docstring."""
-    import dask
-    import dask.array as da
-    from sklearn.exceptions import DataConversionWarning
-    from sklearn.preprocessing import LabelBinarizer
-    from sklearn.utils import check_random_state
-    from sklearn.utils.multiclass import unique_labels
+class OnDask:
+    """The data's side of ``MLPClassifier.fit`` on dask arrays (solver "lbfgs"; MLPClassifier._fit does the rest):
+    the checks, the classes from one pass over y, and the objective as an ``mlpgrad.dask.Objective``, whose
+    bound blocks live on the workers until the fit ends."""
 
-    from . import dask as mdask
+    def __init__(self, est, X, y, sample_weight, first_pass):
+        import dask.array as da
+        from sklearn.exceptions import DataConversionWarning
+        from sklearn.preprocessing import LabelBinarizer
+        from sklearn.utils.multiclass import unique_labels
 
-    est._validate_params()
-    t0 = time.perf_counter()
-    if est.solver != "lbfgs":
-        raise ValueError(f"solver={est.solver!r}: fit on dask arrays uses solver='lbfgs' (full-batch gradients on the "
-                         "cluster); for mini-batch steps (adam, sgd) call partial_fit(X, y, classes=...) once per "
-                         "epoch, which steps through the row blocks")
-    hidden = est.hidden_layer_sizes
-    hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
-    if np.any(np.array(hidden) <= 0):
-        raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden)
-    first_pass = not hasattr(est, "coefs_") or not est.warm_start
-    X, y, sample_weight, n, d = _check_data(est, X, y, sample_weight, reset=first_pass)
+        if est.solver != "lbfgs":
+            raise ValueError(f"solver={est.solver!r}: fit on dask arrays uses solver='lbfgs' (full-batch gradients on "
+                             "the cluster); for mini-batch steps (adam, sgd) call partial_fit(X, y, classes=...) once "
+                             "per epoch, which steps through the row blocks")
+        X, y, sample_weight, n, d = _check_data(est, X, y, sample_weight, reset=first_pass)
+        # classes: one pass over y; the binarizer is fitted on a stand-in with y's distinct values and y's width
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
+                          "(n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=4)
+            y = y[:, 0]
+        values = da.unique(y).compute()
+        if values.dtype.kind == "f" and np.isnan(values).any():
+            raise ValueError("Input y contains NaN.")
+        standin = values if y.ndim == 1 else np.repeat(values[:, None], y.shape[1], axis=1)
+        if not hasattr(est, "classes_") or not est.warm_start:
+            est._label_binarizer = LabelBinarizer().fit(standin)
+            est.classes_ = est._label_binarizer.classes_
+        elif set(unique_labels(standin)) != set(est.classes_):
+            raise ValueError("warm_start can only be used where `y` has the same classes as in the previous call to "
+                             f"fit. Previously got {est.classes_}, `y` has {unique_labels(standin)}")
+        if first_pass:
+            est.n_features_in_ = d
+        est.n_outputs_ = est._label_binarizer.transform(standin[:1]).reshape(1, -1).shape[1]
+        self.est, self.X, self.y, self.sample_weight = est, X, y, sample_weight
+        self.n_features, self.dtype = d, X.dtype
+        self._objective = None
 
-    # classes: one pass over y; the binarizer is fitted on a stand-in with y's distinct values and y's width
-    if y.ndim == 2 and y.shape[1] == 1:
-        warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
-                      "(n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=3)
-        y = y[:, 0]
-    values = da.unique(y).compute()
-    if values.dtype.kind == "f" and np.isnan(values).any():
-        raise ValueError("Input y contains NaN.")
-    standin = values if y.ndim == 1 else np.repeat(values[:, None], y.shape[1], axis=1)
-    if not hasattr(est, "classes_") or not est.warm_start:
-        est._label_binarizer = LabelBinarizer().fit(standin)
-        est.classes_ = est._label_binarizer.classes_
-    elif set(unique_labels(standin)) != set(est.classes_):
-        raise ValueError("warm_start can only be used where `y` has the same classes as in the previous call to "
-                         f"fit. Previously got {est.classes_}, `y` has {unique_labels(standin)}")
-    if first_pass:
-        est.n_features_in_ = d
-    n_outputs = est._label_binarizer.transform(standin[:1]).reshape(1, -1).shape[1]
-    layer_units = [d] + hidden + [n_outputs]
-    est._random_state = check_random_state(est.random_state)
-    if first_pass:
-        est._initialize(np.zeros((1, n_outputs)), layer_units, est._param_dtype(X.dtype))
-    else:
-        est._ensure_flat()
-    est.n_outputs_ = n_outputs
-    dtype = est._flat.dtype
-    est._n_threads = None if est.n_threads is None else int(est.n_threads)
-    softmax = est.out_activation_ == "softmax"
+    def __enter__(self):
+        return self
 
-    # the data as the core takes it, persisted on the workers for the iterations
-    if softmax:
-        T = y.map_blocks(_targets_block, est._label_binarizer, True, dtype, dtype=np.int64)
-    elif y.ndim == 1:
-        T = y.map_blocks(_targets_block, est._label_binarizer, False, dtype, dtype=dtype, new_axis=1,
-                         chunks=(y.chunks[0], (n_outputs,)))
-    else:
-        T = y.map_blocks(_targets_block, est._label_binarizer, False, dtype, dtype=dtype)
-    Xc = X.astype(dtype)
-    sw = None if sample_weight is None else sample_weight.astype(dtype)
-    Xc, T, sw = dask.persist(Xc, T, sw)
-    finite, sw_sum = dask.compute(da.isfinite(Xc).all(), float(n) if sw is None else sw.sum(dtype=np.float64))
-    if not finite:
-        raise ValueError("Input X contains NaN or infinity.")
+    def __exit__(self, *exc):
+        self._objective = None  # releases the bound blocks on the workers
+        return False
 
-    head = "softmax" if softmax else "sigmoid"
+    def objective(self):
+        """The fit's objective (MLPClassifier's: mean loss, penalty alpha / 2 ||W||^2 / total weight)."""
+        from . import dask as mdask
 
-    def data_loss_grad():
-        loss, grads = mdask.loss_and_grad(est.coefs_, est.intercepts_, Xc, T, head=head, reduction="mean",
-                                          sample_weight=sw, n_threads=est._n_threads)
-        return loss, grads.weights, grads.biases
+        est, y = self.est, self.y
+        dtype, k = est._flat.dtype, est.n_outputs_
+        softmax = est.out_activation_ == "softmax"
+        if softmax:
+            T = y.map_blocks(_targets_block, est._label_binarizer, True, dtype, dtype=np.int64)
+        elif y.ndim == 1:
+            T = y.map_blocks(_targets_block, est._label_binarizer, False, dtype, dtype=dtype, new_axis=1,
+                             chunks=(y.chunks[0], (k,)))
+        else:
+            T = y.map_blocks(_targets_block, est._label_binarizer, False, dtype, dtype=dtype)
+        obj = mdask.Objective(est._layer_units(), self.X, T, head=est._head(), reduction="mean",
+                              sample_weight=self.sample_weight, dtype=dtype, n_threads=est.n_threads)
+        if not obj._x_finite:
+            raise ValueError("Input X contains NaN or infinity.")
+        obj.alpha = est.alpha / obj.total_weight  # scikit-learn's penalty, divided by the total weight
+        self._objective = obj
+        return obj
 
-    est._minimize_lbfgs(data_loss_grad, float(sw_sum))
-    if not np.all(np.isfinite(est._flat)):
-        raise ValueError("Solver produced non-finite parameter weights. The input data may contain large values and "
-                         "need to be preprocessed.")
-    est.fit_time_ = time.perf_counter() - t0
-    return est
+    def arrays(self, dtype):  # pragma: no cover - the solver check in __init__ keeps stochastic fits away
+        raise AssertionError("fit on dask arrays runs lbfgs only")
 
 
 def partial_fit(est, X, y, sample_weight=None, classes=None):

@@ -1,15 +1,15 @@
-"""The native API: check arguments in Python, compute in the C++ core (``mlpgrad._core``)."""
+"""The native API on lists of parameters: check the arguments (``_checks``), bind the batch once and call the
+core through ``_native``."""
 
 from __future__ import annotations
 
-from . import _core
-from ._checks import check_flag, check_head, check_n_threads, check_network, check_problem, check_X
+from . import _native
+from ._checks import (check_flag, check_head, check_n_threads, check_network, check_reduction, check_total_weight,
+                      check_X)
+from ._flat import unpack
 from ._types import Gradients
 
 __all__ = ["forward", "loss", "loss_and_grad"]
-
-_HEAD_CODE = {"sigmoid": 0, "softmax": 1}
-_REDUCTION_CODE = {"sum": 0, "mean": 1}
 
 
 def forward(weights, biases, X, *, head, n_threads=None):
@@ -20,20 +20,22 @@ def forward(weights, biases, X, *, head, n_threads=None):
     head = check_head(head)
     weights, biases, dtype = check_network(weights, biases)
     X = check_X(X, weights[0].shape[0], dtype)
-    return _core.forward(weights, biases, X, _HEAD_CODE[head], check_n_threads(n_threads))
+    return _native.forward(weights, biases, X, head, check_n_threads(n_threads))
 
 
-def _run(problem, want_grad, input_grad, n_threads):
-    p = problem
-    return _core.loss_and_grad(p.weights, p.biases, p.X, p.labels, p.targets, p.sample_weight,
-                               _HEAD_CODE[p.head], _REDUCTION_CODE[p.reduction],
-                               want_grad, input_grad, check_n_threads(n_threads))
+def _checked(weights, biases, X, y, head, reduction, sample_weight):
+    """(weights, biases, the bound batch, reduction) for a call on one batch."""
+    head, reduction = check_head(head), check_reduction(reduction)
+    weights, biases, dtype = check_network(weights, biases)
+    data = _native.bind_data(X, y, sample_weight, head, weights[0].shape[0], weights[-1].shape[1], dtype)
+    check_total_weight(reduction, data.total_weight, data.n)
+    return weights, biases, data, reduction
 
 
 def loss(weights, biases, X, y, *, head, reduction="sum", sample_weight=None, n_threads=None):
     """The loss as a Python float (see ``loss_and_grad``)."""
-    p = check_problem(weights, biases, X, y, head, reduction, sample_weight, values=False)
-    return _run(p, False, False, n_threads)[0]
+    weights, biases, data, reduction = _checked(weights, biases, X, y, head, reduction, sample_weight)
+    return _native.loss_and_grad(weights, biases, data, reduction, False, False, check_n_threads(n_threads))[0]
 
 
 def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight=None, input_grad=False,
@@ -41,8 +43,13 @@ def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight
     """Loss and its gradients for the whole batch in one native call.
 
     Returns ``(loss, Gradients(weights, biases, input))``: ``weights[l]`` / ``biases[l]`` have the
-    parameters' shapes and dtype; ``input`` is dL/dX (N, d_0) if ``input_grad`` else None.
+    parameters' shapes and dtype (views of one flat gradient in ``mlpgrad.pack`` order); ``input`` is
+    dL/dX (N, d_0) if ``input_grad`` else None.
     """
-    p = check_problem(weights, biases, X, y, head, reduction, sample_weight, values=False)
-    value, dWs, dbs, dX = _run(p, True, check_flag(input_grad, "input_grad"), n_threads)
-    return value, Gradients(list(dWs), list(dbs), dX)
+    weights, biases, data, reduction = _checked(weights, biases, X, y, head, reduction, sample_weight)
+    input_grad = check_flag(input_grad, "input_grad")
+    value, grad, dX = _native.loss_and_grad(weights, biases, data, reduction, True, input_grad,
+                                            check_n_threads(n_threads))
+    sizes = [weights[0].shape[0]] + [W.shape[1] for W in weights]
+    dWs, dbs = unpack(grad, sizes)
+    return value, Gradients(dWs, dbs, dX)

@@ -53,11 +53,14 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by tests/test_dask.py
     raise ImportError(f'mlpgrad.dask needs dask[array,distributed] ({exc}): pip install "mlpgrad[dask]"') from exc
 
-from . import api
-from ._checks import check_flag, check_head, check_n_threads, check_network, check_problem, check_reduction
+from . import _native
+from ._checks import (check_flag, check_head, check_layer_sizes, check_n_threads, check_network, check_nonnegative,
+                      check_reduction, check_total_weight, label_range_message)
+from ._flat import n_params, n_weights, unpack
 from ._types import Gradients
+from .objective import as_theta, check_out as _check_out, data_dtype
 
-__all__ = ["loss", "loss_and_grad"]
+__all__ = ["loss", "loss_and_grad", "Objective"]
 
 
 # ------------------------------------------------------------------ argument checks (on the client)
@@ -94,18 +97,12 @@ def _check_ndim(arr, ndims, name: str, what: str) -> None:
         raise ValueError(f"{name} must be {what}, got {arr.ndim}-D dask array of shape {arr.shape}")
 
 
-def check_dask_problem(weights, biases, X, y, head, reduction, sample_weight, func="loss_and_grad"):
-    """The rules of ``mlpgrad._checks.check_problem`` that need no data (types, shapes, dtypes), plus the
-    chunking rules; returns (weights, biases, dtype, X, y, sample_weight). The element-wise checks (label
-    range, target values, sample weights) are made on the workers, block by block, by the same code as the
-    in-memory API, with the same messages."""
+def check_dask_data(X, y, sample_weight, head, d0, k, func="loss_and_grad"):
+    """The rules of X, y and sample_weight that need no data (types, shapes, dtypes) and the chunking rules;
+    returns (X, y, sample_weight). The element-wise rules (label range, target values, sample weights) are
+    checked on the workers by the in-memory API's code (``_native.bind_data``), with the same messages."""
     hint = (f"for arrays in memory use mlpgrad.{func}, or wrap it: "
             "dask.array.from_array({name}, chunks=(rows_per_block, -1))")
-    head = check_head(head)
-    reduction = check_reduction(reduction)
-    Ws, bs, dtype = check_network(weights, biases)
-    d0, k = Ws[0].shape[0], Ws[-1].shape[1]
-
     X = _as_dask(X, "X", hint)
     if X.dtype.kind not in "iuf":
         raise TypeError(f"X must be a real array (integer or floating), got dtype {X.dtype}")
@@ -135,9 +132,18 @@ def check_dask_problem(weights, biases, X, y, head, reduction, sample_weight, fu
         if not any(math.isnan(c) for c in sample_weight.chunks[0]) and sample_weight.shape[0] != n:
             raise ValueError(f"sample_weight must have shape ({n},) to match X, got {sample_weight.shape}")
         _check_chunks(sample_weight, "sample_weight", X.chunks[0])
+    return X, y, sample_weight
 
-    if reduction == "mean" and n == 0:
-        raise ValueError("reduction='mean' needs a positive total weight: X has no rows (N = 0)")
+
+def check_dask_problem(weights, biases, X, y, head, reduction, sample_weight, func="loss_and_grad"):
+    """The in-memory rules of the parameters, head and reduction, and check_dask_data's; returns
+    (head, reduction, weights, biases, dtype, X, y, sample_weight)."""
+    head = check_head(head)
+    reduction = check_reduction(reduction)
+    Ws, bs, dtype = check_network(weights, biases)
+    X, y, sample_weight = check_dask_data(X, y, sample_weight, head, Ws[0].shape[0], Ws[-1].shape[1], func)
+    if X.shape[0] == 0:  # the total weight of no rows is known without the data
+        check_total_weight(reduction, 0.0, 0)
     return head, reduction, Ws, bs, dtype, X, y, sample_weight
 
 
@@ -160,19 +166,30 @@ def _task_threads(n_threads):
     return 1
 
 
-def _problem(params, X, y, sample_weight, head):
-    """One block's checked and converted arguments, by the in-memory API's code (reduction "sum")."""
-    weights, biases = params  # unpickled on the worker: the core compares dtypes by value
-    return check_problem(list(weights), list(biases), X, y, head, "sum", sample_weight, values=False)
+def _bind_block(X, y, sample_weight, head, d0, k, dtype, check=True, own=False):
+    """One row block bound as the in-memory API binds a batch (_native.bind_data)."""
+    return _native.bind_data(X, y, sample_weight, head, d0, k, dtype, check, own)
 
 
 def _block_sums(params, X, y, sample_weight, head, want_grad, n_threads):
-    """One row block: (summed loss, summed gradients as one flat float64 vector or None, total weight)."""
-    p = _problem(params, X, y, sample_weight, head)
-    value, dWs, dbs, _ = api._run(p, want_grad, False, _task_threads(n_threads))
-    total = float(p.X.shape[0]) if p.sample_weight is None else float(np.sum(p.sample_weight, dtype=np.float64))
-    grad = np.concatenate([g.ravel() for g in dWs] + list(dbs), dtype=np.float64) if want_grad else None
-    return float(value), grad, total
+    """One row block, bound here: (summed loss, summed gradients as one flat float64 vector or None, total weight)."""
+    weights, biases = params  # unpickled on the worker: the core compares dtypes by value
+    data = _bind_block(X, y, sample_weight, head, weights[0].shape[0], weights[-1].shape[1], weights[0].dtype)
+    value, grad, _ = _native.loss_and_grad(list(weights), list(biases), data, "sum", want_grad, False,
+                                           check_n_threads(_task_threads(n_threads)))
+    return float(value), (grad.astype(np.float64) if want_grad else None), data.total_weight
+
+
+def _bound_block_sums(theta, sizes, data, want_grad, n_threads):
+    """The same for a block bound once (Objective): the parameters as one flat vector."""
+    value, grad, _ = _native.loss_and_grad_flat(theta, sizes, data, "sum", want_grad, False,
+                                                check_n_threads(_task_threads(n_threads)))
+    return float(value), (grad.astype(np.float64) if want_grad else None), data.total_weight
+
+
+def _block_summary(data):
+    """What the client needs of a bound block: (N, total weight, fault, label range, whether X is finite)."""
+    return data.n, data.total_weight, data.fault, data.label_range, bool(np.isfinite(data.X).all())
 
 
 def _add(a, b):
@@ -180,10 +197,23 @@ def _add(a, b):
     return a[0] + b[0], (None if a[1] is None else a[1] + b[1]), a[2] + b[2]
 
 
+def _pairwise(parts, add):
+    """Sum parts pairwise by index: (0 + 1), (2 + 3), ..., then the sums of those pairs, and so on; the shape
+    depends only on len(parts). add(a, b, level, i) makes one node."""
+    level = 0
+    while len(parts) > 1:
+        level += 1
+        pairs = [add(parts[i], parts[i + 1], level, i // 2) for i in range(0, len(parts) - 1, 2)]
+        parts = pairs + parts[len(parts) - len(parts) % 2:]
+    return parts[0] if parts else None
+
+
 def _block_input_grad(X, y, sample_weight=None, *, params, head, scale, n_threads):
     """dL/dX of one row block, times the client's scale (1, or 1 / total weight for "mean")."""
-    p = _problem(params, X, y, sample_weight, head)
-    dX = api._run(p, True, True, _task_threads(n_threads))[3]
+    weights, biases = params
+    data = _bind_block(X, y, sample_weight, head, weights[0].shape[0], weights[-1].shape[1], weights[0].dtype)
+    dX = _native.loss_and_grad(list(weights), list(biases), data, "sum", True, True,
+                               check_n_threads(_task_threads(n_threads)))[2]
     if scale != 1.0:
         dX *= scale
     return dX
@@ -198,6 +228,12 @@ def _blocks(arr):
     return list(arr.to_delayed().ravel())
 
 
+def _tree(parts, token):
+    """The pairwise tree of Delayed block sums: its root, or None without blocks."""
+    return _pairwise(parts, lambda a, b, level, i: dask.delayed(_add)(
+        a, b, dask_key_name=f"mlpgrad-sum-{level}-{i}-{token}"))
+
+
 def _graph(weights, biases, X, y, sample_weight, head, want_grad, n_threads):
     """Build (the parameters' Delayed, the tree's root Delayed or None without blocks) for checked arguments."""
     params = (tuple(np.array(W, order="C") for W in weights), tuple(np.array(b) for b in biases))  # copies
@@ -208,15 +244,9 @@ def _graph(weights, biases, X, y, sample_weight, head, want_grad, n_threads):
     xs, ys, ws = _blocks(X), _blocks(y), _blocks(sample_weight)
     ws = ws if ws is not None else [None] * len(xs)
     parts = [dask.delayed(_block_sums)(params_d, xs[i], ys[i], ws[i], head, want_grad, n_threads,
-                                            dask_key_name=f"mlpgrad-block-{i}-{token}")
+                                       dask_key_name=f"mlpgrad-block-{i}-{token}")
              for i in range(len(xs))]
-    level = 0
-    while len(parts) > 1:  # pairwise, by block index: the tree's shape depends only on the number of blocks
-        level += 1
-        pairs = [dask.delayed(_add)(parts[i], parts[i + 1], dask_key_name=f"mlpgrad-sum-{level}-{i // 2}-{token}")
-                 for i in range(0, len(parts) - 1, 2)]
-        parts = pairs + parts[len(parts) - len(parts) % 2:]
-    return params_d, (parts[0] if parts else None)
+    return params_d, _tree(parts, token)
 
 
 def _sums(weights, biases, X, y, sample_weight, head, want_grad, n_threads):
@@ -229,12 +259,8 @@ def _sums(weights, biases, X, y, sample_weight, head, want_grad, n_threads):
 
 
 def _scale(reduction, n, total) -> float:
-    if reduction == "sum":
-        return 1.0
-    if not total > 0:
-        raise ValueError("reduction='mean' needs a positive total weight: "
-                         + ("X has no rows (N = 0)" if n == 0 else "sample_weight sums to 0"))
-    return 1.0 / total
+    check_total_weight(reduction, total, n)
+    return 1.0 if reduction == "sum" else 1.0 / total
 
 
 def _checked_threads(n_threads):
@@ -275,10 +301,7 @@ def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight
     if scale != 1.0:
         value *= scale
         grad *= scale
-    dWs, dbs, pos = [], [], 0
-    for arr, out in [(W, dWs) for W in Ws] + [(b, dbs) for b in bs]:
-        out.append(grad[pos:pos + arr.size].reshape(arr.shape).astype(dtype))
-        pos += arr.size
+    dWs, dbs = unpack(grad.astype(dtype), [Ws[0].shape[0]] + [W.shape[1] for W in Ws])
     dX = None
     if input_grad:  # blockwise: the row blocks of X, y and sample_weight side by side; X's chunks exactly
         arrays = [X, "ij", y, "i" if y.ndim == 1 else "ik"] + ([] if w is None else [w, "i"])
@@ -295,3 +318,100 @@ def loss(weights, biases, X, y, *, head, reduction="sum", sample_weight=None, n_
     (value, _, total), _ = _sums(Ws, bs, X, y, w, head, False, _checked_threads(n_threads))
     return float(value * _scale(reduction, X.shape[0], total))
 
+
+
+class Objective:
+    """:class:`mlpgrad.Objective` over dask arrays chunked along rows: the loss of the data set as a function of
+    the flat parameters theta (P,), for scipy.optimize and other loops that evaluate it many times.
+
+    The same arguments, rules, result and methods as the in-memory Objective, with X, y and sample_weight as in
+    :func:`loss_and_grad`. When it is made, every row block is converted and scanned (labels, targets, weights)
+    once on the workers and kept there, bound (persisted on dask's current scheduler; released with the
+    Objective); a rule broken anywhere raises here, a label out of range with the whole array's range of
+    labels. Each evaluation then sends theta to the blocks, runs one native call per block and adds the blocks'
+    sums by the fixed pairwise tree (float64): bit-identical from run to run for the same row chunks.
+    """
+
+    def __init__(self, layer_sizes, X, y, *, head, reduction="sum", sample_weight=None, alpha=0.0, dtype=None,
+                 n_threads=None):
+        self.layer_sizes = sizes = check_layer_sizes(layer_sizes)
+        self.head = check_head(head)
+        self.reduction = check_reduction(reduction)
+        self.alpha = check_nonnegative(alpha, "alpha")
+        self.dtype = data_dtype(dtype, X)
+        self.n_threads = _checked_threads(n_threads)
+        X, y, w = check_dask_data(X, y, sample_weight, self.head, sizes[0], sizes[-1], func="Objective")
+        self.n_params, self._n_weights, self._sizes = n_params(sizes), n_weights(sizes), list(sizes)
+        self._blocks = self._bind(X, y, w)
+        self._summarize(dask.compute(*[dask.delayed(_block_summary)(b) for b in self._blocks]))
+        check_total_weight(self.reduction, self.total_weight, self.n_samples)
+
+    def _bind(self, X, y, w):
+        """Every row block bound on the workers (persisted), as a list of Delayed."""
+        token = uuid.uuid4().hex
+        xs, ys, ws = _blocks(X), _blocks(y), _blocks(w)
+        ws = ws if ws is not None else [None] * len(xs)
+        bound = [dask.delayed(_bind_block)(xs[i], ys[i], ws[i], self.head, self._sizes[0], self._sizes[-1],
+                                           self.dtype, False, True, dask_key_name=f"mlpgrad-data-{i}-{token}")
+                 for i in range(len(xs))]
+        return list(dask.persist(*bound))
+
+    def _summarize(self, summaries):
+        """N, the total weight (the evaluation tree's order) and the first broken rule, from the blocks' scans."""
+        self.n_samples = sum(s[0] for s in summaries)
+        self.total_weight = _pairwise([s[1] for s in summaries], lambda a, b, level, i: a + b) or 0.0
+        self._x_finite = all(s[4] for s in summaries)
+        labels_bad = [s for s in summaries if s[2] == _native.FAULT_LABEL_RANGE]
+        if labels_bad:  # the range of all the labels, not one block's
+            ranges = [s[3] for s in summaries if s[0]]
+            raise ValueError(label_range_message(self._sizes[-1], min(r[0] for r in ranges),
+                                                 max(r[1] for r in ranges)))
+        for s in summaries:
+            message = _native.fault_message(s[2], self.head, self._sizes[-1], s[3])
+            if message:
+                raise ValueError(message)
+
+    def __repr__(self):
+        return (f"mlpgrad.dask.Objective({list(self.layer_sizes)}, N={self.n_samples}, blocks={len(self._blocks)}, "
+                f"head={self.head!r}, reduction={self.reduction!r}, alpha={self.alpha}, dtype={self.dtype.name})")
+
+    def unpack(self, theta):
+        """Views (weights, biases) of theta (..., P): see :func:`mlpgrad.unpack`."""
+        return unpack(theta, self.layer_sizes)
+
+    def _evaluate(self, theta, want_grad):
+        """(loss, float64 gradient or None) of the data, with the reduction's scale, without the penalty."""
+        token = uuid.uuid4().hex
+        theta_d = dask.delayed(theta.copy(), name=f"mlpgrad-theta-{token}", traverse=False)
+        parts = [dask.delayed(_bound_block_sums)(theta_d, self._sizes, b, want_grad, self.n_threads,
+                                                 dask_key_name=f"mlpgrad-block-{i}-{token}")
+                 for i, b in enumerate(self._blocks)]
+        root = _tree(parts, token)
+        if root is None:
+            return 0.0, (np.zeros(self.n_params) if want_grad else None)
+        value, grad, _ = dask.compute(root)[0]
+        scale = _scale(self.reduction, self.n_samples, self.total_weight)
+        return value * scale, (grad * scale if want_grad and scale != 1.0 else grad)
+
+    def _penalty(self, theta) -> float:
+        w = theta[:self._n_weights].astype(np.float64, copy=False)
+        return 0.5 * self.alpha * float(np.dot(w, w))
+
+    def loss(self, theta) -> float:
+        """L(theta) as a Python float."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        return float(self._evaluate(theta, False)[0]) + (self._penalty(theta) if self.alpha else 0.0)
+
+    def loss_and_grad(self, theta, out=None):
+        """``(L(theta), dL/dtheta)`` as in memory: the gradient (P,) in the Objective's dtype, written into ``out``
+        when given."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        value, grad = self._evaluate(theta, True)
+        if self.alpha:
+            value += self._penalty(theta)
+            grad[:self._n_weights] += self.alpha * theta[:self._n_weights]
+        if out is None:
+            return float(value), grad.astype(self.dtype)
+        _check_out(out, self.n_params, self.dtype)
+        out[...] = grad
+        return float(value), out

@@ -3,10 +3,10 @@
 The objective, the initialization, the use of ``random_state``, the mini-batches, the optimizers and the
 stopping rules are scikit-learn's (``sklearn/neural_network/_multilayer_perceptron.py``), so that from the
 same ``random_state`` both estimators take the same steps up to rounding. What differs is where the work
-happens: each epoch of adam / sgd is one native call (``mlpgrad._core.train_epoch``, cpp/src/train.cpp) that
+happens: each epoch of adam / sgd is one native call (``_native.train_epoch``, cpp/src/train.cpp) that
 gathers each mini-batch, computes its loss and gradients and applies the step in one fused pass over one flat
-parameter buffer, of which ``coefs_`` and ``intercepts_`` are views; lbfgs makes one native call
-(``mlpgrad._core.loss_and_grad``) per evaluation.
+parameter buffer (``mlpgrad.pack`` order), of which ``coefs_`` and ``intercepts_`` are views; lbfgs minimizes an
+``mlpgrad.Objective`` (one native call per evaluation).
 
 Objective (scikit-learn's), for a batch B with sample weights w (all ones by default):
 
@@ -40,8 +40,10 @@ from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _core, _dask_estimator
+from . import _dask_estimator, _native
 from ._checks import check_n_threads
+from ._flat import n_params, n_weights, unpack
+from .objective import Objective
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -52,9 +54,6 @@ except ImportError:  # pragma: no cover - older scikit-learn
 __all__ = ["MLPClassifier"]
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
-_SIGMOID, _SOFTMAX = 0, 1  # head codes of the core
-_SUM, _MEAN = 0, 1         # reduction codes
-_SOLVER_CODE = {"adam": 0, "sgd": 1}
 
 
 def _as_numpy(X):
@@ -206,25 +205,17 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
         return dt
 
-    def _layout(self, layer_units):
-        """Offsets of the flat buffer: every W_l (row-major), then every b_l (scikit-learn's _pack order)."""
-        shapes = list(zip(layer_units[:-1], layer_units[1:]))
-        n_reg = sum(a * b for a, b in shapes)
-        return shapes, n_reg, n_reg + sum(b for _, b in shapes)
-
     def _bind(self, flat, layer_units):
-        """coefs_ / intercepts_ become views into the flat buffer."""
-        shapes, n_reg, _ = self._layout(layer_units)
+        """coefs_ / intercepts_ become views into the flat buffer (mlpgrad.pack order)."""
         self._flat = flat
-        self._n_reg = n_reg
-        self.coefs_, self.intercepts_ = [], []
-        pos = 0
-        for a, b in shapes:
-            self.coefs_.append(flat[pos:pos + a * b].reshape(a, b))
-            pos += a * b
-        for _, b in shapes:
-            self.intercepts_.append(flat[pos:pos + b])
-            pos += b
+        self._n_reg = n_weights(layer_units)
+        self.coefs_, self.intercepts_ = unpack(flat, layer_units)
+
+    def _layer_units(self):
+        return [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+
+    def _head(self):
+        return "softmax" if self.out_activation_ == "softmax" else "sigmoid"
 
     def _ensure_flat(self):
         """Re-pack coefs_ / intercepts_ when they are no longer views of the flat buffer (assigned by the
@@ -232,10 +223,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         flat = getattr(self, "_flat", None)
         if flat is not None and all(p.base is flat for p in self.coefs_ + self.intercepts_):
             return
-        layer_units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        layer_units = self._layer_units()
         dtype = np.dtype(np.asarray(self.coefs_[0]).dtype.name)  # the canonical float32 / float64
         coefs, intercepts = self.coefs_, self.intercepts_
-        self._bind(np.empty(self._layout(layer_units)[2], dtype=dtype), layer_units)
+        self._bind(np.empty(n_params(layer_units), dtype=dtype), layer_units)
         for dst, src in zip(self.coefs_ + self.intercepts_, list(coefs) + list(intercepts)):
             dst[...] = src
 
@@ -245,45 +236,28 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         state.pop("_state", None)
         return state
 
-    # ------------------------------------------------------------------ input
-    def _validate_input(self, X, y, incremental, reset):
-        X, y = _validate_data(self, _as_numpy(X), _as_numpy(y), accept_sparse=False, multi_output=True,
-                              dtype=(np.float64, np.float32), reset=reset)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
-            self.classes_ = self._label_binarizer.classes_
-        else:
-            classes = unique_labels(y)
-            if self.warm_start:
-                if set(classes) != set(self.classes_):
-                    raise ValueError("warm_start can only be used where `y` has the same classes as in the "
-                                     f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
-            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
-                                 f"'y' has {classes}.")
-        y = self._label_binarizer.transform(y).astype(bool)
-        return X, y
-
+    # ------------------------------------------------------------------ data
     def _targets(self, Y, dtype):
         """The binarized targets as the core takes them: integer labels (softmax) or (n, k) floats."""
         if self.out_activation_ == "softmax":
-            return np.ascontiguousarray(np.argmax(Y, axis=1), dtype=np.int64), None
-        return None, np.ascontiguousarray(Y, dtype=dtype)
+            return np.ascontiguousarray(np.argmax(Y, axis=1), dtype=np.int64)
+        return np.ascontiguousarray(Y, dtype=dtype)
+
+    def _objective(self, X, T, sample_weight, reduction="mean", alpha=0.0):
+        """The Objective of (X, T) at this network's sizes and dtype (T from _targets)."""
+        return Objective(self._layer_units(), X, T, head=self._head(), reduction=reduction,
+                         sample_weight=sample_weight, alpha=alpha, dtype=self._flat.dtype, n_threads=self.n_threads)
 
     # ------------------------------------------------------------------ fitting
-    def _initialize(self, y, layer_units, dtype):
+    def _initialize(self, layer_units, dtype):
         self.n_iter_ = 0
         self.t_ = 0
-        self.n_outputs_ = y.shape[1]
+        self.n_outputs_ = layer_units[-1]
         self.n_layers_ = len(layer_units)
         self.out_activation_ = "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
-        shapes, n_reg, total = self._layout(layer_units)
-        flat = np.empty(total, dtype=dtype)
+        flat = np.empty(n_params(layer_units), dtype=dtype)
         self._bind(flat, layer_units)
-        for i, (fan_in, fan_out) in enumerate(shapes):  # scikit-learn's _init_coef, in its order
+        for i, (fan_in, fan_out) in enumerate(zip(layer_units[:-1], layer_units[1:])):  # sklearn's _init_coef order
             bound = np.sqrt(2.0 / (fan_in + fan_out))  # Glorot uniform, factor 2 for the logistic
             self.coefs_[i][...] = self._random_state.uniform(-bound, bound, (fan_in, fan_out))
             self.intercepts_[i][...] = self._random_state.uniform(-bound, bound, fan_out)
@@ -303,40 +277,37 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
 
-    def _fit(self, X, y, sample_weight=None, incremental=False):
-        self._validate_params()
-        t0 = time.perf_counter()
+    def _hidden_sizes(self):
         hidden = self.hidden_layer_sizes
-        if not hasattr(hidden, "__iter__"):
-            hidden = [hidden]
-        hidden = list(hidden)
+        hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if np.any(np.array(hidden) <= 0):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden)
+        return hidden
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        """fit and partial_fit: the data's side (validation, classes, the arrays or the Objective) is _InMemory's
+        or, for dask arrays, _dask_estimator.OnDask's; the rest is shared."""
+        self._validate_params()
+        t0 = time.perf_counter()
+        hidden = self._hidden_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-
-        X, y = self._validate_input(X, y, incremental, reset=first_pass)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(_as_numpy(sample_weight), X)
-        if y.ndim == 1:
-            y = y.reshape((-1, 1))
-        self.n_outputs_ = y.shape[1]
-        layer_units = [X.shape[1]] + hidden + [self.n_outputs_]
+        if _dask_estimator.is_dask_array(X, y, sample_weight):
+            data = _dask_estimator.OnDask(self, X, y, sample_weight, first_pass)
+        else:
+            data = _InMemory(self, X, y, sample_weight, incremental, first_pass)
+        layer_units = [data.n_features] + hidden + [self.n_outputs_]
         self._random_state = check_random_state(self.random_state)
-
         if first_pass:
-            self._initialize(y, layer_units, self._param_dtype(X.dtype))
+            self._initialize(layer_units, self._param_dtype(data.dtype))
         else:
             self._ensure_flat()
-        dtype = self._flat.dtype
-        X = np.ascontiguousarray(X, dtype=dtype)
-        if sample_weight is not None:
-            sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
         self._n_threads = check_n_threads(self.n_threads)
 
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(X, y, sample_weight, incremental)
-        else:
-            self._fit_lbfgs(X, y, sample_weight)
+        with data:
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._fit_stochastic(*data.arrays(self._flat.dtype), incremental)
+            else:
+                self._minimize_lbfgs(data.objective())
 
         if not np.all(np.isfinite(self._flat)):
             raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
@@ -344,36 +315,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.fit_time_ = time.perf_counter() - t0
         return self
 
-    def _batch_loss_grad(self, X, labels, targets, sw, want_grad=True):
-        """Mean (weighted) data loss of a batch and its gradients, from one native call."""
-        head = _SOFTMAX if self.out_activation_ == "softmax" else _SIGMOID
-        return _core.loss_and_grad(self.coefs_, self.intercepts_, X, labels, targets, sw, head, _MEAN,
-                                   want_grad, False, self._n_threads)
-
-    def _fit_lbfgs(self, X, y, sample_weight):
-        labels, targets = self._targets(y, self._flat.dtype)
-        sw_sum = float(X.shape[0]) if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))
-        self._minimize_lbfgs(lambda: self._batch_loss_grad(X, labels, targets, sample_weight)[:3], sw_sum)
-
-    def _minimize_lbfgs(self, data_loss_grad, sw_sum):
-        """L-BFGS-B on the flat parameters. data_loss_grad() returns the mean data loss at the current parameters
-        and its gradients (dWs, dbs): one native call in memory, the cluster's tree for dask arrays."""
-        n_reg, flat, alpha = self._n_reg, self._flat, self.alpha
-        grad = np.empty(flat.shape[0], dtype=np.float64)
+    def _minimize_lbfgs(self, objective):
+        """L-BFGS-B on the flat parameters of ``objective`` (an mlpgrad.Objective, or mlpgrad.dask.Objective for
+        dask arrays): its loss_and_grad is scipy's fun with jac=True."""
+        flat = self._flat
         bar = _progress(self.max_iter, "mlpgrad lbfgs", self.verbose)
         self.loss_curve_ = []
-
-        def fun(x):
-            flat[...] = x
-            loss, dWs, dbs = data_loss_grad()
-            w = flat[:n_reg].astype(np.float64, copy=False)
-            loss += 0.5 * alpha * float(np.dot(w, w)) / sw_sum
-            pos = 0
-            for g in list(dWs) + list(dbs):
-                grad[pos:pos + g.size] = g.ravel()
-                pos += g.size
-            grad[:n_reg] += (alpha / sw_sum) * w
-            return loss, grad
+        fun = objective.loss_and_grad
 
         def callback(intermediate_result):
             self.loss_curve_.append(float(intermediate_result.fun))
@@ -454,12 +402,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
                                  "your dataset.")
             X_train, X_val = np.ascontiguousarray(X_train), np.ascontiguousarray(X_val)
-            val_labels, val_targets = self._targets(y_val, dtype)
+            val_objective = self._objective(X_val, self._targets(y_val, dtype), sw_val)
             y_val = self._label_binarizer.inverse_transform(y_val)
         else:
             X_train, y_train, sw_train = X, y, sample_weight
-            X_val = y_val = sw_val = val_labels = val_targets = None
-        labels, targets = self._targets(y_train, dtype)
+            X_val = y_val = sw_val = val_objective = None
+        sizes = self._layer_units()
+        data = _native.bind_data(X_train, self._targets(y_train, dtype), sw_train, self._head(), sizes[0], sizes[-1],
+                                 dtype)
 
         n_samples = X_train.shape[0]
         sample_idx = np.arange(n_samples, dtype=np.int64)
@@ -473,10 +423,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         w = self._flat[:self._n_reg]
         sumsq = float(np.dot(w, w))
         grad = np.empty(self._flat.shape[0], dtype=dtype)
-        sizes = [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
-        head = _SOFTMAX if self.out_activation_ == "softmax" else _SIGMOID
         s = self._state
         state2 = s["v"] if self.solver == "adam" else None
+        options = _native.train_options(self.solver, batch_size, float(self.alpha), s["lr"], float(self.beta_1),
+                                        float(self.beta_2), float(self.epsilon), float(self.momentum),
+                                        bool(self.nesterovs_momentum))
         epochs = 1 if incremental else self.max_iter
         self._bar = _progress(epochs, "mlpgrad " + self.solver, self.verbose and not incremental)
         try:
@@ -486,17 +437,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     sample_idx = _shuffled(sample_idx, self._random_state)
                 # One native call per epoch: sklearn.utils.gen_batches' slices of sample_idx (or of the rows
                 # in order), each batch's loss and gradients, and the optimizer step (mlpgrad/train.hpp).
-                accumulated_loss, sumsq, _ = _core.train_epoch(
-                    self._flat, grad, s["m"], state2, s["t"], sizes, X_train, labels, targets, sw_train,
-                    sample_idx if self.shuffle else None, batch_size, head, float(self.alpha), sumsq,
-                    _SOLVER_CODE[self.solver], s["lr"], float(self.beta_1), float(self.beta_2),
-                    float(self.epsilon), float(self.momentum), bool(self.nesterovs_momentum), self._n_threads)
+                options.lr = s["lr"]
+                accumulated_loss, sumsq, _ = _native.train_epoch(
+                    self._flat, grad, s["m"], state2, s["t"], sizes, data, sample_idx if self.shuffle else None,
+                    options, sumsq, self._n_threads)
 
                 self.n_iter_ += 1
                 self.loss_ = accumulated_loss / X_train.shape[0]
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
-                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val, val_labels, val_targets)
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val, val_objective)
                 self._report()
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     self._state["lr"] = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
@@ -538,14 +488,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         elif self.verbose:
             print("Iteration %d, " % self.n_iter_ + ", ".join(f"{k} = {v}" for k, v in info.items()))
 
-    def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val, val_labels, val_targets):
+    def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val, val_objective):
         if early_stopping:
             proba = self._forward(X_val)
             val_score = (np.nan if not np.isfinite(proba).all()
                          else accuracy_score(y_val, self._decode(proba), sample_weight=sw_val))
             self.validation_scores_.append(val_score)
-            val_loss, *_ = self._batch_loss_grad(X_val, val_labels, val_targets, sw_val, want_grad=False)
-            self.validation_loss_curve_.append(float(val_loss))
+            self.validation_loss_curve_.append(val_objective.loss(self._flat))
             if val_score < (self.best_validation_score_ + self.tol):
                 self._no_improvement_count += 1
             else:
@@ -567,8 +516,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         Dask arrays chunked along rows (solver "lbfgs"): each iteration's loss and gradients are computed on the
         cluster by ``mlpgrad.dask``, the optimizer runs on the client (see ``mlpgrad._dask_estimator``)."""
-        if _dask_estimator.is_dask_array(X, y, sample_weight):
-            return _dask_estimator.fit(self, X, y, sample_weight)
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     def _check_solver(self):
@@ -594,9 +541,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _forward(self, X):
         self._ensure_flat()
-        head = _SOFTMAX if self.out_activation_ == "softmax" else _SIGMOID
-        X = np.asarray(X, dtype=self.coefs_[0].dtype)
-        return _core.forward(list(self.coefs_), list(self.intercepts_), X, head, check_n_threads(self.n_threads))
+        X = np.asarray(X, dtype=self._flat.dtype)
+        return _native.forward(list(self.coefs_), list(self.intercepts_), X, self._head(),
+                               check_n_threads(self.n_threads))
 
     def _decode(self, proba):
         if self.n_outputs_ == 1:
@@ -633,9 +580,66 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         Y = self._label_binarizer.transform(_as_numpy(y))
         if Y.ndim == 1:
             Y = Y.reshape(-1, 1)
-        labels, targets = self._targets(Y, self.coefs_[0].dtype)
-        head = _SOFTMAX if self.out_activation_ == "softmax" else _SIGMOID
-        X = np.ascontiguousarray(X, dtype=self.coefs_[0].dtype)
-        _, _, _, dX = _core.loss_and_grad(list(self.coefs_), list(self.intercepts_), X, labels, targets, None,
-                                          head, _SUM, True, True, check_n_threads(self.n_threads))
+        sizes, dtype = self._layer_units(), self._flat.dtype
+        data = _native.bind_data(X, self._targets(Y, dtype), None, self._head(), sizes[0], sizes[-1], dtype)
+        _, _, dX = _native.loss_and_grad(list(self.coefs_), list(self.intercepts_), data, "sum", True, True,
+                                         check_n_threads(self.n_threads))
         return dX
+
+
+class _InMemory:
+    """The data's side of a fit on arrays in memory: scikit-learn's validation (which also sets the classes and
+    the estimator's n_outputs_), then the arrays in the parameters' dtype or the lbfgs Objective."""
+
+    def __init__(self, est, X, y, sample_weight, incremental, first_pass):
+        self.est = est
+        X, y = self._validate(est, X, y, incremental, reset=first_pass)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(_as_numpy(sample_weight), X)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        est.n_outputs_ = y.shape[1]
+        self.X, self.Y, self.sample_weight = X, y, sample_weight
+        self.n_features, self.dtype = X.shape[1], X.dtype
+
+    @staticmethod
+    def _validate(est, X, y, incremental, reset):
+        X, y = _validate_data(est, _as_numpy(X), _as_numpy(y), accept_sparse=False, multi_output=True,
+                              dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if (not hasattr(est, "classes_")) or (not est.warm_start and not incremental):
+            est._label_binarizer = LabelBinarizer()
+            est._label_binarizer.fit(y)
+            est.classes_ = est._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if est.warm_start:
+                if set(classes) != set(est.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same classes as in the "
+                                     f"previous call to fit. Previously got {est.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, est.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {est.classes_}. "
+                                 f"'y' has {classes}.")
+        y = est._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def arrays(self, dtype):
+        """(X C-ordered, binarized Y, sample weights) in the parameters' dtype."""
+        sw = self.sample_weight
+        return (np.ascontiguousarray(self.X, dtype=dtype), self.Y,
+                None if sw is None else np.ascontiguousarray(sw, dtype=dtype))
+
+    def objective(self):
+        """scikit-learn's full-batch objective as an Objective: its penalty alpha / 2 ||W||^2 / sum(w) is the
+        Objective's with alpha / sum(w)."""
+        est = self.est
+        X, Y, sw = self.arrays(est._flat.dtype)
+        sw_sum = float(X.shape[0]) if sw is None else float(np.sum(sw, dtype=np.float64))
+        return est._objective(X, est._targets(Y, est._flat.dtype), sw, alpha=est.alpha / sw_sum)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import api
-from ._checks import check_head
+from ._checks import check_dtype, check_head, check_layer_sizes
 
 
 class MLP:
@@ -16,14 +16,8 @@ class MLP:
     """
 
     def __init__(self, layer_sizes, *, head, dtype=np.float32, seed=None):
-        sizes = [int(s) for s in layer_sizes]
-        if len(sizes) < 2:
-            raise ValueError(f"layer_sizes must hold at least 2 sizes (d_0 and d_L), got {sizes}")
-        if any(s < 1 for s in sizes):
-            raise ValueError(f"layer_sizes must all be >= 1, got {sizes}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        sizes = check_layer_sizes(layer_sizes)
+        dtype = check_dtype(dtype)
         self.head = check_head(head)
         self.layer_sizes = tuple(sizes)
         self.dtype = dtype

@@ -1,0 +1,56 @@
+"""The flat parameter layout, public as ``mlpgrad.pack`` / ``mlpgrad.unpack``: every W_l row-major, layer by
+layer, then every b_l (scikit-learn's ``_pack`` order). The one owner of the layout in Python;
+cpp/include/mlpgrad/layout.hpp owns it in C++."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import FLOAT_DTYPES, _describe, check_layer_sizes, check_network
+
+__all__ = ["pack", "unpack", "n_params"]
+
+
+def n_params(layer_sizes) -> int:
+    """P = sum_l d_{l-1} d_l + d_l."""
+    sizes = check_layer_sizes(layer_sizes)
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def n_weights(sizes) -> int:
+    """The number of weights (the penalized parameters), which come first."""
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def pack(weights, biases) -> np.ndarray:
+    """The parameters as one new vector theta (P,) of their dtype: W_1.ravel(), ..., W_L.ravel(), b_1, ..., b_L."""
+    Ws, bs, dtype = check_network(weights, biases)
+    theta = np.empty(sum(W.size + b.size for W, b in zip(Ws, bs)), dtype=dtype)
+    pos = 0
+    for a in Ws + bs:
+        theta[pos:pos + a.size] = a.ravel()
+        pos += a.size
+    return theta
+
+
+def unpack(theta, layer_sizes):
+    """Views ``(weights, biases)`` of theta (..., P) for layer sizes d_0 .. d_L: ``weights[l]`` of shape
+    (..., d_l, d_{l+1}) and ``biases[l]`` (..., d_{l+1}); never a copy, so writing to a view writes theta."""
+    sizes = check_layer_sizes(layer_sizes)
+    if not isinstance(theta, np.ndarray):
+        raise TypeError(f"theta must be a NumPy array (unpack returns views of it), got {_describe(theta)}")
+    if theta.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"theta must have dtype float32 or float64, got {theta.dtype}")
+    P = n_params(sizes)
+    if theta.ndim == 0 or theta.shape[-1] != P:
+        raise ValueError(f"theta must have shape (..., {P}) for layer sizes {list(sizes)} (P = {P}), "
+                         f"got shape {theta.shape}")
+    lead = theta.shape[:-1]
+    weights, biases, pos = [], [], 0
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        weights.append(theta[..., pos:pos + a * b].reshape(*lead, a, b))  # splitting one axis: always a view
+        pos += a * b
+    for b in sizes[1:]:
+        biases.append(theta[..., pos:pos + b])
+        pos += b
+    return weights, biases

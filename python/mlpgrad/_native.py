@@ -1,0 +1,79 @@
+"""The one module that talks to the extension ``mlpgrad._core``: the head, reduction and solver codes, the
+batch bound once (converted by ``_checks``, scanned natively), and the calls. Arguments arrive checked;
+what the native scan finds is raised here with the messages of ``_checks``."""
+
+from __future__ import annotations
+
+from . import _core
+from ._checks import SAMPLE_WEIGHT_MESSAGE, TARGET_MESSAGE, check_data, label_range_message
+
+HEADS = {"sigmoid": _core.Head.sigmoid, "softmax": _core.Head.softmax}
+REDUCTIONS = {"sum": _core.Reduction.sum, "mean": _core.Reduction.mean}
+SOLVERS = {"adam": _core.Solver.adam, "sgd": _core.Solver.sgd}
+FAULT_LABEL_RANGE = _core.Fault.label_range
+
+
+def bind_data(X, y, sample_weight, head: str, d0: int, k: int, dtype, check: bool = True,
+              own: bool = False) -> "_core.Data":
+    """X, y and sample_weight checked and converted (``_checks.check_data``), then scanned once natively
+    (labels in [0, k), targets, weights; with the GIL released): a batch the calls below take as it is.
+    Arrays already in the dtype and C order are referenced, not copied; ``own=True`` (a batch kept for many
+    calls) copies the labels, targets and weights, so that the caller cannot change them after the scan.
+    ``check=False`` returns a batch whose values broke a rule too (``fault_message`` says which); the core
+    refuses to run it."""
+    X, labels, targets, w = check_data(X, y, sample_weight, head, d0, k, dtype)
+    data = _core.Data(X, labels, targets, w, HEADS[head], k, dtype == "float32", own)
+    if check and data.fault != _core.Fault.none:
+        raise ValueError(fault_message(data.fault, head, k, data.label_range))
+    return data
+
+
+def fault_message(fault, head: str, k: int, label_range) -> str:
+    """The message of the rule a scan found broken (None for none)."""
+    if fault == _core.Fault.none:
+        return None
+    if fault == _core.Fault.label_range:
+        return label_range_message(k, *label_range)
+    if fault == _core.Fault.target_range:
+        return TARGET_MESSAGE[head]
+    return SAMPLE_WEIGHT_MESSAGE
+
+
+def forward(weights, biases, X, head: str, n_threads: int):
+    """(N, k) probabilities; weights, biases and X checked and of one dtype."""
+    return _core.forward(weights, biases, X, HEADS[head], X.dtype == "float32", n_threads)
+
+
+def loss_and_grad(weights, biases, data, reduction: str, want_grad: bool, input_grad: bool, n_threads: int,
+                  out=None):
+    """(loss, flat gradient (P,) or None, dL/dX or None) for the parameters as lists."""
+    return _core.loss_and_grad(weights, biases, data, REDUCTIONS[reduction], want_grad, input_grad, n_threads, out)
+
+
+def loss_and_grad_flat(theta, sizes, data, reduction: str, want_grad: bool, input_grad: bool, n_threads: int,
+                       out=None):
+    """The same for the parameters as one flat vector theta (P,) of the data's dtype."""
+    return _core.loss_and_grad_flat(theta, sizes, data, REDUCTIONS[reduction], want_grad, input_grad, n_threads,
+                                    out)
+
+
+def train_options(solver: str, batch_size: int, alpha: float, lr: float, beta1: float, beta2: float, eps: float,
+                  momentum: float, nesterov: bool) -> "_core.TrainOptions":
+    o = _core.TrainOptions()
+    o.solver, o.batch_size, o.alpha, o.lr = SOLVERS[solver], batch_size, alpha, lr
+    o.beta1, o.beta2, o.eps, o.momentum, o.nesterov = beta1, beta2, eps, momentum, nesterov
+    return o
+
+
+def train_epoch(params, grad, state1, state2, t, sizes, data, order, options, sumsq: float, n_threads: int):
+    """One epoch of mini-batch adam / sgd in place (mlpgrad/train.hpp): (loss_sum, sumsq, steps)."""
+    return _core.train_epoch(params, grad, state1, state2, t, sizes, data, order, options, sumsq, n_threads)
+
+
+def build_info() -> dict:
+    return dict(_core.build_info())
+
+
+def set_simd(level: str) -> str:
+    """Use this SIMD level (clamped to the best the CPU has); returns the level in use."""
+    return _core.set_simd(level)

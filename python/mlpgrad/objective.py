@@ -1,0 +1,127 @@
+"""``mlpgrad.Objective``: the loss of a fixed data set as a function of one flat parameter vector.
+
+    obj = mlpgrad.Objective([784, 256, 10], X, y, head="softmax", reduction="mean", alpha=1e-4)
+    res = scipy.optimize.minimize(obj.loss_and_grad, theta0, jac=True, method="L-BFGS-B")
+
+The data are checked, converted and scanned once, when the Objective is made; each evaluation then goes
+straight to the core with the parameters ``theta`` (P,) in ``mlpgrad.pack`` order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _native
+from ._checks import (_describe, check_dtype, check_head, check_layer_sizes, check_n_threads, check_nonnegative,
+                      check_reduction, check_total_weight)
+from ._flat import n_params, n_weights, unpack
+
+__all__ = ["Objective"]
+
+
+def data_dtype(dtype, X) -> np.dtype:
+    """The computation's dtype: ``dtype``, or with None X's own when it is float32, else float64."""
+    if dtype is not None:
+        return check_dtype(dtype)
+    return np.dtype(np.float32) if getattr(X, "dtype", None) == np.float32 else np.dtype(np.float64)
+
+
+def as_theta(theta, P: int, dtype, name: str = "theta") -> np.ndarray:
+    """theta as a C-ordered (P,) array of dtype: the caller's array when it already is one, else a converted copy."""
+    if type(theta) is np.ndarray and theta.dtype == dtype and theta.shape == (P,) and theta.flags.c_contiguous:
+        return theta
+    arr = np.asarray(theta) if not isinstance(theta, (str, bytes, dict, set)) and theta is not None else None
+    if arr is None or arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real array of shape ({P},), got {_describe(theta)}")
+    if arr.shape != (P,):
+        raise ValueError(f"{name} must have shape ({P},) (the number of parameters), got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+class Objective:
+    """The loss of the data (X, y) for layer sizes d_0 .. d_L, as a function of the flat parameters theta.
+
+    ``L(theta) = sum_i c_i l_i(theta) + alpha / 2 * sum_l ||W_l||^2`` with ``c_i = w_i`` (reduction "sum") or
+    ``w_i / sum_j w_j`` ("mean"), ``w`` the sample weights (ones by default); the biases are not penalized.
+    scikit-learn's ``MLPClassifier(alpha=a)`` minimizes the "mean" objective with ``alpha = a / sum_j w_j``
+    (its penalty is divided by the number of samples, or their total weight).
+
+    Arguments follow :func:`mlpgrad.loss_and_grad`'s rules for X, y, head, reduction and sample_weight.
+    ``dtype``: float32 or float64, the dtype of the computation and of the gradients; None takes X's when X is
+    float32, else float64. ``n_threads``: threads of each evaluation (None: OpenMP's setting).
+
+    The data are checked, converted and scanned (labels, targets, weights, total weight) once, here; each
+    call then does no validation of them. Labels, targets and weights are copied; X is referenced when it
+    already has the dtype and C order (``np.ascontiguousarray(X, dtype)``): do not modify it while the
+    Objective is in use.
+    """
+
+    def __init__(self, layer_sizes, X, y, *, head, reduction="sum", sample_weight=None, alpha=0.0, dtype=None,
+                 n_threads=None):
+        self.layer_sizes = check_layer_sizes(layer_sizes)
+        self.head = check_head(head)
+        self.reduction = check_reduction(reduction)
+        self.alpha = check_nonnegative(alpha, "alpha")
+        self.dtype = data_dtype(dtype, X)
+        self._threads = check_n_threads(n_threads)
+        self.n_threads = n_threads
+        sizes = self.layer_sizes
+        self._data = _native.bind_data(X, y, sample_weight, self.head, sizes[0], sizes[-1], self.dtype, own=True)
+        check_total_weight(self.reduction, self._data.total_weight, self._data.n)
+        self.n_params = n_params(sizes)
+        self._n_weights = n_weights(sizes)
+        self._sizes = list(sizes)
+
+    def __repr__(self):
+        return (f"Objective({list(self.layer_sizes)}, N={self.n_samples}, head={self.head!r}, "
+                f"reduction={self.reduction!r}, alpha={self.alpha}, dtype={self.dtype.name})")
+
+    @property
+    def n_samples(self) -> int:
+        return self._data.n
+
+    @property
+    def total_weight(self) -> float:
+        """sum_i w_i (N without sample weights)."""
+        return self._data.total_weight
+
+    def unpack(self, theta):
+        """Views (weights, biases) of theta (..., P): see :func:`mlpgrad.unpack`."""
+        return unpack(theta, self.layer_sizes)
+
+    def _penalty(self, theta) -> float:
+        w = theta[:self._n_weights].astype(np.float64, copy=False)
+        return 0.5 * self.alpha * float(np.dot(w, w))
+
+    def loss(self, theta) -> float:
+        """L(theta) as a Python float."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        value = _native.loss_and_grad_flat(theta, self._sizes, self._data, self.reduction, False, False,
+                                           self._threads)[0]
+        return value + self._penalty(theta) if self.alpha else value
+
+    def loss_and_grad(self, theta, out=None):
+        """``(L(theta), dL/dtheta)``: the gradient (P,) in the Objective's dtype, pack order, written into ``out``
+        when given (a writeable C-contiguous (P,) array of that dtype), else into a new array."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        if out is not None:
+            check_out(out, self.n_params, self.dtype)
+        value, grad, _ = _native.loss_and_grad_flat(theta, self._sizes, self._data, self.reduction, True, False,
+                                                    self._threads, out)
+        if self.alpha:
+            value += self._penalty(theta)
+            w = theta[:self._n_weights]
+            grad[:self._n_weights] += self.alpha * w
+        return value, grad
+
+
+def check_out(out, P: int, dtype) -> None:
+    """out= of a gradient: a writeable C-contiguous (P,) array of the dtype."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array of shape ({P},) and dtype {dtype}, got {_describe(out)}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have the Objective's dtype {dtype}, got {out.dtype}")
+    if out.shape != (P,) or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out must be a writeable C-contiguous array of shape ({P},), got shape {out.shape}"
+                         + ("" if out.flags.writeable else " (read-only)")
+                         + ("" if out.flags.c_contiguous else " (not C-contiguous)"))
