@@ -22,13 +22,13 @@ import pytest
 
 import mlpgrad
 import _report
+from _bounds import tol
 from _problems import make_problem, rel_err
 
 # Every test here is slow: the cluster's worker processes, or a fresh interpreter importing mlpgrad, sklearn, dask.
 pytestmark = pytest.mark.slow
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 LARGEST: dict = {}  # dtype name -> (largest relative error seen, where): printed after the run
 
 
@@ -79,7 +79,7 @@ def _check(got, want, dtype, where):
     name = np.dtype(dtype).name
     if err > LARGEST.get(name, (-1.0, ""))[0]:
         LARGEST[name] = (err, where)
-    assert err <= TOL[np.dtype(dtype)], f"{where}: rel err {err:.3e}"
+    assert err <= tol(dtype), f"{where}: rel err {err:.3e}"
 
 
 CASES = [("softmax", "labels", [6, 5, 4]), ("softmax", "soft", [6, 5, 4]),
@@ -112,7 +112,7 @@ def test_equals_in_memory(client, head, kind, sizes, reduction, weighted, dtype)
         assert dX.dtype == g.input.dtype
         _check(dX, g.input, dtype, where + " dX")
         assert mdask.loss(Ws, bs, _rows(X, chunks), _rows(y, chunks), head=head, reduction=reduction,
-                          sample_weight=_rows(w, chunks)) == pytest.approx(loss, rel=TOL[np.dtype(dtype)])
+                          sample_weight=_rows(w, chunks)) == pytest.approx(loss, rel=tol(dtype))
 
 
 def test_integer_X_and_label_dtypes_convert_like_in_memory(client):
@@ -168,7 +168,7 @@ def test_bit_identical_across_runs_schedulers_and_threads(client):
                 == first
     # a different chunking changes only the rounding
     other = mdask.loss_and_grad(Ws, bs, _rows(X, 1000), _rows(y, 1000), **dict(kw, sample_weight=_rows(w, 1000)))
-    assert other[0] == pytest.approx(np.frombuffer(first[:8])[0], rel=1e-12)
+    assert other[0] == pytest.approx(np.frombuffer(first[:8])[0], rel=tol(np.float64))
 
 
 def _block_tasks(client) -> int:
@@ -260,7 +260,7 @@ def test_errors_of_the_chunking(client):
     # rechunked consistently: accepted, the same result up to rounding
     a = call()
     b = call(X=Xd.rechunk({0: 7}), y=yd.rechunk(7), w=wd.rechunk(7))
-    assert b[0] == pytest.approx(a[0], rel=1e-12)
+    assert b[0] == pytest.approx(a[0], rel=tol(np.float64))
     for bad, kind in [(dict(head="tanh"), ValueError), (dict(reduction="max"), ValueError),
                       (dict(n_threads=0), ValueError), (dict(n_threads=1.5), TypeError),
                       (dict(input_grad=1), TypeError)]:
@@ -338,8 +338,8 @@ def test_lbfgs_fit_on_cluster_matches_in_memory(client, kind, weighted):
     assert b.n_iter_ == a.n_iter_ and b.out_activation_ == a.out_activation_
     np.testing.assert_array_equal(b.classes_, a.classes_)
     assert b.n_features_in_ == a.n_features_in_ and b.coefs_[0].dtype == np.float64
-    assert _max_diff(a, b) <= 1e-10
-    assert b.loss_ == pytest.approx(a.loss_, rel=1e-12)
+    assert _max_diff(a, b) <= tol(np.float64, "optimizer")
+    assert b.loss_ == pytest.approx(a.loss_, rel=tol(np.float64))
     np.testing.assert_array_equal(b.predict(X), a.predict(X))
 
 

@@ -1,7 +1,7 @@
 """The native core (``mlpgrad.forward / loss / loss_and_grad``) against the NumPy reference.
 
-Tolerance, per tensor (the loss, every dW_l, every db_l, dX and the forward probabilities), in the
-max-norm relative error of ``_problems.rel_err``:
+Tolerance (``_bounds.tol``), per tensor (the loss, every dW_l, every db_l, dX and the forward probabilities),
+in the max-norm relative error of ``_problems.rel_err``:
 
     max |native - reference| / max |reference|   <=  1e-12   float64
                                                   <=  1e-5    float32
@@ -14,8 +14,9 @@ max-norm relative error of ``_problems.rel_err``:
 * A reference tensor that is exactly zero (a softmax head with one unit has zero gradients) is
   compared in absolute terms: native must be within the same bound of zero.
 * Two documented exceptions, both ill-conditioned problems rather than native error: one deep float32
-  case whose gradients cancel over the batch (``LOOSER_F32``: 5e-5), and logits of |z| ~ 1750 in
-  ``test_saturated_logits`` (bound 2 eps |z|, since the logits themselves carry a rounding error eps |z|).
+  case whose gradients cancel over the batch (``LOOSER_F32``: ``tol(float32, "cancelling")``, 5e-5), and logits
+  of |z| ~ 1750 in ``test_saturated_logits`` (``_bounds.logit_tol``: 2 eps |z|, since the logits themselves
+  carry a rounding error eps |z|).
   The largest errors are reported separately for the default and the looser bounds.
 
 The case matrix (widths 1..300, depth 1..5, N 1..4096, both heads, both target kinds, both reductions,
@@ -37,9 +38,8 @@ import pytest
 import mlpgrad
 from mlpgrad import reference
 import _report
+from _bounds import logit_tol, tol
 from _problems import make_network, make_problem, make_targets, rel_err
-
-TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
 # (dtype name, "default" or "looser" bound) -> (largest error, where, the bound); filled by _check, printed after
 # the run.
@@ -48,8 +48,8 @@ LARGEST = {}
 
 @_report.section("native vs reference: largest max-norm relative error")
 def _largest_errors():
-    return [f"  {name} ({kind} bound): {err:.3e} <= {tol:.1e} at {where}"
-            for (name, kind), (err, where, tol) in sorted(LARGEST.items())]
+    return [f"  {name} ({kind} bound): {err:.3e} <= {bound:.1e} at {where}"
+            for (name, kind), (err, where, bound) in sorted(LARGEST.items())]
 
 
 # -- comparison ------------------------------------------------------------------------------------
@@ -62,31 +62,31 @@ def _err(a, b):
     return rel_err(a, b)
 
 
-def _check(what, got, want, dtype, where, tol=None):
-    """Assert one tensor is within the dtype's tolerance (or ``tol``), and record the error."""
+def _check(what, got, want, dtype, where, bound=None):
+    """Assert one tensor is within the dtype's default tolerance (or ``bound``), and record the error."""
     dtype = np.dtype(dtype)
-    tol = TOL[dtype] if tol is None else tol
+    bound = tol(dtype) if bound is None else bound
     err = _err(got, want)
-    key = (dtype.name, "default" if tol == TOL[dtype] else "looser")
+    key = (dtype.name, "default" if bound == tol(dtype) else "looser")
     if not err <= LARGEST.get(key, (0.0,))[0]:  # also records NaN
-        LARGEST[key] = (err, f"{where} {what}", tol)
-    assert err <= tol, f"{where}: {what} rel err {err:.3e} > {tol:.0e}"
+        LARGEST[key] = (err, f"{where} {what}", bound)
+    assert err <= bound, f"{where}: {what} rel err {err:.3e} > {bound:.0e}"
     return err
 
 
-def _check_grads(g_nat, g_ref, dtype, where, input_grad=True, tol=None):
+def _check_grads(g_nat, g_ref, dtype, where, input_grad=True, bound=None):
     assert isinstance(g_nat, mlpgrad.Gradients)
     assert len(g_nat.weights) == len(g_ref.weights) and len(g_nat.biases) == len(g_ref.biases)
     for l, (a, b) in enumerate(zip(g_nat.weights, g_ref.weights)):
         assert isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == b.shape, (l, a.dtype, a.shape)
-        _check(f"dW[{l}]", a, b, dtype, where, tol)
+        _check(f"dW[{l}]", a, b, dtype, where, bound)
     for l, (a, b) in enumerate(zip(g_nat.biases, g_ref.biases)):
         assert isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == b.shape, (l, a.dtype, a.shape)
-        _check(f"db[{l}]", a, b, dtype, where, tol)
+        _check(f"db[{l}]", a, b, dtype, where, bound)
     if input_grad:
         assert isinstance(g_nat.input, np.ndarray) and g_nat.input.dtype == dtype
         assert g_nat.input.shape == g_ref.input.shape
-        _check("dX", g_nat.input, g_ref.input, dtype, where, tol)
+        _check("dX", g_nat.input, g_ref.input, dtype, where, bound)
     else:
         assert g_nat.input is None
 
@@ -229,7 +229,7 @@ LOOSER_F32 = {
     # |delta| it comes from, and that loss of digits compounds backwards through the layers.  NumPy's own
     # float32 reference reaches 1.2e-5 on db[2] here; native measured 6.7e-6 (generic) and 8.6e-6 (avx2,
     # avx512) on dW[4]: inside 1e-5, but by a margin that a different summation order can eat.
-    "3-16-31-63-127-2_N64_32_softmax_soft_mean_XC_Wslice_yrows": 5e-5,
+    "3-16-31-63-127-2_N64_32_softmax_soft_mean_XC_Wslice_yrows": tol(np.float32, "cancelling"),
 }
 
 
@@ -282,11 +282,11 @@ def test_native_matches_reference(case):
                                            head=head, reduction=red, sample_weight=_to64(w), input_grad=True)
     P_ref = reference.forward(_to64(Ws), _to64(bs), _to64(X), head=head)
 
-    tol = LOOSER_F32.get(where)
+    bound = LOOSER_F32.get(where)
     L, g = mlpgrad.loss_and_grad(Ws, bs, X, y, input_grad=True, **kw)
     assert isinstance(L, float)
     _check("loss", L, L_ref, dtype, where)
-    _check_grads(g, g_ref, dtype, where, tol=tol)
+    _check_grads(g, g_ref, dtype, where, bound=bound)
 
     L2 = mlpgrad.loss(Ws, bs, X, y, **kw)
     assert isinstance(L2, float)
@@ -294,7 +294,7 @@ def test_native_matches_reference(case):
 
     L3, g3 = mlpgrad.loss_and_grad(Ws, bs, X, y, input_grad=False, **kw)
     _check("loss(input_grad=False)", L3, L_ref, dtype, where)
-    _check_grads(g3, g_ref, dtype, where, input_grad=False, tol=tol)
+    _check_grads(g3, g_ref, dtype, where, input_grad=False, bound=bound)
 
     P = mlpgrad.forward(Ws, bs, X, head=head)
     assert isinstance(P, np.ndarray) and P.dtype == dtype and P.shape == (n, sizes[-1])
@@ -358,22 +358,21 @@ def test_saturated_logits(dtype, head, scale):
     y = make_targets(head, "soft", n, 5, dt, rng)
     zmax = np.abs(reference._forward_pass(_to64(Ws), _to64(bs), _to64(X))[1]).max()
     assert 20 < zmax < 50 if scale == 20.0 else zmax > 1000
-    tol = None
+    bound = None
     if scale > 20:
-        # Condition, not native error: the logits themselves carry a rounding error of about eps * |z|,
-        # which exp turns into that relative error of the probabilities, so the bound grows with |z|
-        # (eps * |z| = 3.9e-13 in float64, 2.1e-4 in float32 here; native measured 1.5e-5 in float32).
-        tol = max(TOL[dt], 2 * np.finfo(dt).eps * zmax)
+        # Condition, not native error (_bounds.logit_tol): eps * |z| = 3.9e-13 in float64, 2.1e-4 in float32
+        # here; native measured 1.5e-5 in float32.
+        bound = logit_tol(dt, zmax)
     L_ref, g_ref = reference.loss_and_grad(_to64(Ws), _to64(bs), _to64(X), _to64(y), head=head, input_grad=True)
     L, g = mlpgrad.loss_and_grad(Ws, bs, X, y, head=head, input_grad=True)
     assert np.isfinite(L) and np.isfinite(L_ref)
     assert all(np.all(np.isfinite(a)) for a in g.weights + g.biases + [g.input])
     where = f"saturated(scale {scale:g}, max|z| {zmax:.0f}) {head} {dt}"
-    _check("loss", L, L_ref, dt, where, tol)
-    _check_grads(g, g_ref, dt, where, tol=tol)
+    _check("loss", L, L_ref, dt, where, bound)
+    _check_grads(g, g_ref, dt, where, bound=bound)
     P = mlpgrad.forward(Ws, bs, X, head=head)
     assert np.all((P >= 0) & (P <= 1))
-    _check("forward", P, reference.forward(_to64(Ws), _to64(bs), _to64(X), head=head), dt, where, tol)
+    _check("forward", P, reference.forward(_to64(Ws), _to64(bs), _to64(X), head=head), dt, where, bound)
 
 
 # -- dtypes and conversion ---------------------------------------------------------------------------

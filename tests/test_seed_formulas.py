@@ -17,8 +17,8 @@ theta = h W2 + b2 (W2 3x5), yhat = softmax(theta), L = xent(y, yhat).  Correctly
 
     dL/dx_i = (((yhat_i - y_i) @ W2^T) * h_i * (1 - h_i)) @ W1^T        (1x5) = (1x5)(5x3) (1x3) (3x5)
 
-Tolerances (max-norm relative error, ``rel_err``): 1e-12 in float64 and 1e-5 in float32 (the closed
-forms are always evaluated in float64 from the same, exactly widened, parameters).
+Tolerances (max-norm relative error, ``rel_err``): ``_bounds.tol(dtype)``, 1e-12 in float64 and 1e-5 in
+float32 (the closed forms are always evaluated in float64 from the same, exactly widened, parameters).
 
 The seeds' literal forms have slips; ``test_seed000_literal_*`` and ``test_seed001_literal_*`` check
 them honestly against finite differences of the seeds' own losses (no package code involved):
@@ -34,9 +34,9 @@ import pytest
 
 import mlpgrad
 from mlpgrad import reference
+from _bounds import tol
 from _problems import fd_gradient, make_network, rel_err
 
-TOL = {np.float64: 1e-12, np.float32: 1e-5}
 DTYPES = [pytest.param(np.float64, id="float64"), pytest.param(np.float32, id="float32")]
 
 
@@ -104,16 +104,16 @@ def test_seed000_dW1_closed_form(impl, sizes, n, dtype):
     L_cf, dW_cf, db_cf = seed000_closed_form(Ws64, bs64, X64, y.astype(np.float64))
 
     L, g = impl.loss_and_grad(Ws, bs, X, y, head="sigmoid")
-    tol = TOL[dtype]
+    rtol = tol(dtype)
     assert g.weights[0].shape == (sizes[0], sizes[1]) and g.weights[0].dtype == dtype
     err = rel_err(g.weights[0], dW_cf[0])
     print(f"\n[seed000 {impl.__name__} {np.dtype(dtype).name} {sizes} N={n}] rel_err dW1 {err:.2e}")
-    assert err <= tol
-    assert L == pytest.approx(L_cf, rel=tol)
+    assert err <= rtol
+    assert L == pytest.approx(L_cf, rel=rtol)
     # the same delta recursion gives the other layers
     for l in range(3):
-        assert rel_err(g.weights[l], dW_cf[l]) <= tol, f"dW{l + 1}"
-        assert rel_err(g.biases[l], db_cf[l]) <= tol, f"db{l + 1}"
+        assert rel_err(g.weights[l], dW_cf[l]) <= rtol, f"dW{l + 1}"
+        assert rel_err(g.biases[l], db_cf[l]) <= rtol, f"db{l + 1}"
 
 
 # -- seed 001: 5-3-5 sigmoid hidden layer, softmax cross-entropy, dL/dx -----------------------------------
@@ -154,14 +154,14 @@ def test_seed001_input_gradient_closed_form(impl, n, kind, dtype):
     L_cf, dX_cf, dW1_cf, dW2_cf = seed001_closed_form(Ws64[0], bs64[0], Ws64[1], bs64[1], X64, T)
 
     L, g = impl.loss_and_grad(Ws, bs, X, y, head="softmax", input_grad=True)
-    tol = TOL[dtype]
+    rtol = tol(dtype)
     assert g.input.shape == (n, 5) and g.input.dtype == dtype
     err = rel_err(g.input, dX_cf)
     print(f"\n[seed001 {impl.__name__} {np.dtype(dtype).name} {kind} N={n}] rel_err dL/dx {err:.2e}")
-    assert err <= tol
-    assert L == pytest.approx(L_cf, rel=tol)
-    assert rel_err(g.weights[0], dW1_cf) <= tol
-    assert rel_err(g.weights[1], dW2_cf) <= tol
+    assert err <= rtol
+    assert L == pytest.approx(L_cf, rel=rtol)
+    assert rel_err(g.weights[0], dW1_cf) <= rtol
+    assert rel_err(g.weights[1], dW2_cf) <= rtol
 
 
 # -- the seeds' literal forms ----------------------------------------------------------------------------
