@@ -13,3 +13,15 @@ def test_readme_usage_example_runs():
     exec(compile(blocks[0], str(README), "exec"), namespace)
     assert abs(namespace["loss"] - namespace["ref_loss"]) <= 1e-5 * abs(namespace["ref_loss"])
     assert namespace["grads"].input.shape == (4096, 784)
+
+
+def test_readme_objective_example_runs():
+    """The Objective example (the second python block) continues the usage example and lowers the loss."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert "mlpgrad.Objective" in blocks[1]
+    namespace = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    exec(compile(blocks[1], str(README), "exec"), namespace)
+    obj, res = namespace["obj"], namespace["res"]
+    assert res.fun < 0.9 * obj.loss(namespace["theta0"])
+    assert namespace["weights"][0].shape == (784, 256)

@@ -764,6 +764,48 @@ def linear(config="seed1_small", dtype: str = "float32", threads: Optional[int] 
     return rows
 
 
+OBJECTIVE_N = 64
+OBJECTIVE_CONFIGS = ("seed1_small", "mnist")
+
+
+def objective(configs: Sequence = OBJECTIVE_CONFIGS, dtypes=("float32",), threads: Optional[int] = None,
+              n: int = OBJECTIVE_N, repeat: Optional[int] = None, *, settle: float = SETTLE,
+              progress: Optional[Callable] = None) -> List[dict]:
+    """Per-call time of the loss and every gradient at a small batch: the functional call on lists of
+    parameters (which checks and binds the data on every call) against ``Objective.loss_and_grad(theta)``
+    (data bound once), interleaved; both compute the same numbers."""
+    from . import api
+    from ._flat import pack
+    from .objective import Objective
+    rows = []
+    for config in configs:
+        base = get_config(config)
+        for dtype in _dtype_list(dtypes):
+            p = make_problem(replace(base, n=int(n)), dtype, threads)
+            theta = pack(p.weights, p.biases)
+            obj = Objective(base.sizes, p.X, p.y, head=p.head, n_threads=p.threads)
+            calls = {
+                "functional": lambda: api.loss_and_grad(p.weights, p.biases, p.X, p.y, head=p.head,
+                                                        n_threads=p.threads),
+                "objective": lambda: obj.loss_and_grad(theta),
+            }
+            stats = _stats(_time_rounds(calls, repeat, False, settle))
+            ms = stats["ms"]
+            rows.append({"config": base.name, "layers": base.layers, "n": int(n), "dtype": dtype,
+                         "threads": threads, **stats, "ratio": ms["functional"] / ms["objective"]})
+            if progress is not None:
+                progress(f"objective {base.name} {dtype}: functional {1e3 * ms['functional']:.1f} us, "
+                         f"Objective {1e3 * ms['objective']:.1f} us")
+    return rows
+
+
+def format_objective(rows: List[dict]) -> str:
+    head = ["config", "layers", "N", "dtype", "functional (us)", "Objective (us)", "functional / Objective"]
+    body = [[r["config"], r["layers"], str(r["n"]), r["dtype"], f"{1e3 * r['ms']['functional']:.1f}",
+             f"{1e3 * r['ms']['objective']:.1f}", _fmt_ratio(r["ratio"])] for r in rows]
+    return _markdown(head, body, [False, False, True, False, True, True, True])
+
+
 PLOT_MIN_N = 2 ** 6
 PLOT_MAX_N = 2 ** 20
 PLOT_FLOP_BUDGET = 2e11  # default largest N: ~200 GFLOP per call (mnist: 2^16 rows)
@@ -1158,13 +1200,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="native with 1 vs T threads (--threads, default 2) on the large configs")
     p.add_argument("--linear", nargs="?", const="seed1_small", type=_config_name, metavar="CONFIG",
                    help="native's time per row for N = 2^10 .. 2^20 on CONFIG (default seed1_small)")
+    p.add_argument("--objective", action="store_true",
+                   help=f"per-call time at N = {OBJECTIVE_N}: the functional loss_and_grad against "
+                        "Objective.loss_and_grad (data bound once), on --config (default seed1_small mnist)")
     p.add_argument("--json", metavar="FILE", help="also write the header and rows as JSON to FILE")
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """``python -m mlpgrad bench``: ``args`` from :func:`add_arguments`, and ``args.parser`` (for its errors)."""
+def _selected_configs(args) -> List[Config]:
+    """The configs of --config (or the suite, when no other mode or --layers is asked for), and --layers'."""
     parser = args.parser
-    modes = bool(args.plot or args.scaling or args.linear)
+    modes = bool(args.plot or args.scaling or args.linear or args.objective)
     names = list(args.config) if args.config else ([] if args.layers or modes else list(SUITE))
     configs = []
     for name in names:
@@ -1181,39 +1226,22 @@ def run_command(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401  (fail before the long run, not after)
         except ImportError:
             parser.error("--plot needs matplotlib (pip install 'mlpgrad[bench]')")
+    return configs
 
-    table_configs = configs if (not modes or (not args.scaling and configs)) else []
-    need_peers = bool(table_configs or args.plot)
-    requested = args.peers if need_peers else []
-    peers = available_peers() if requested == "auto" else list(requested)
 
-    info = header_info(args.threads, setup_peers(peers, args.threads, args.dtype))
-    print("\n".join(format_header(info)), flush=True)
+def _log(msg):
+    print(msg, flush=True)
 
-    def progress(msg):
-        print(msg, file=sys.stderr, flush=True)
 
-    def log(msg):
-        print(msg, flush=True)
+def _progress(msg):
+    print(msg, file=sys.stderr, flush=True)
 
-    for name in peers:
-        if "error" in info["peers"].get(name, {}) and requested != "auto":
-            log(f"NOTE: peer {name} was asked for but is not importable; its column is left out")
-    peers = [name for name in peers if "error" not in info["peers"].get(name, {})]
 
-    out: dict = {"header": info}
-    gemm = None
-    if need_peers and args.gemm != "none":
-        gemm = measure_gemm(args.dtype, args.threads, args.gemm, quick=args.quick, settle=args.settle,
-                            progress=progress)
-        print("\n".join(format_gemm(gemm)), flush=True)
-        out["gemm"] = gemm
-    peak = gemm["peak"] if gemm else None
-    print(flush=True)
-
+def _run_tables(args, configs, table_configs, peers, peak, out) -> None:
+    """The main table, --scaling, --linear and --objective, each printed as it completes."""
     if table_configs:
         rows = run(table_configs, args.dtype, args.threads, args.repeat, quick=args.quick,
-                   settle=args.settle, log=log, progress=progress, peers=peers,
+                   settle=args.settle, log=_log, progress=_progress, peers=peers,
                    reference=args.reference, gemm_peak=peak)
         print(format_table(rows))
         print("\n" + table_legend(rows), flush=True)
@@ -1221,9 +1249,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.scaling:
         t = args.threads if args.threads is not None else 2
         if t == 1:
-            parser.error("--scaling compares 1 thread with --threads T: T must be >= 2")
+            args.parser.error("--scaling compares 1 thread with --threads T: T must be >= 2")
         srows = scaling(configs or None, args.dtype, (1, t), args.repeat, quick=args.quick,
-                        settle=args.settle, log=log, progress=progress)
+                        settle=args.settle, log=_log, progress=_progress)
         print(f"\nthread scaling (native, 1 vs {t} threads; issue 3 target >= {SCALING_TARGET * t:.2f}x):\n")
         print(format_scaling(srows), flush=True)
         out["scaling"] = srows
@@ -1231,22 +1259,36 @@ def run_command(args: argparse.Namespace) -> int:
         ns = LINEAR_SIZES if not args.quick else tuple(2 ** k for k in range(10, 17))
         for dtype in _dtype_list(args.dtype):
             lrows = linear(args.linear, dtype, args.threads, ns, args.repeat, settle=args.settle,
-                           progress=progress)
+                           progress=_progress)
             cfg = get_config(args.linear)
             print(f"\ntime against N (native, {cfg.name} {cfg.layers} {dtype}):\n")
             print(format_linear(lrows), flush=True)
             out.setdefault("linear", []).extend(lrows)
-    if args.plot:
-        ns = plot_sizes(args.plot_config, args.plot_max_n)
-        prows = sweep(args.plot_config, args.dtype, args.threads, ns, args.repeat, settle=args.settle,
-                      log=log, progress=progress, peers=peers, reference=args.reference, gemm_peak=peak)
-        cfg = get_config(args.plot_config)
-        thr = args.threads if args.threads is not None else "default"
-        print(f"\nthroughput against N ({cfg.name} {cfg.layers}, threads={thr}):\n")
-        print(format_table(prows), flush=True)
-        plot(prows, args.plot, gemm, title=f"mlpgrad bench: {cfg.name} {cfg.layers}, threads={thr},")
-        print(f"\nwrote {args.plot}")
-        out["plot"] = {"file": args.plot, "config": cfg.name, "rows": prows}
+    if args.objective:
+        names = [c.name for c in configs if c.name != "custom"] or list(OBJECTIVE_CONFIGS)
+        orows = objective(names, args.dtype, args.threads, repeat=args.repeat, settle=args.settle,
+                          progress=_progress)
+        print(f"\nper call at N = {OBJECTIVE_N} (loss and every gradient; functional vs Objective, interleaved):\n")
+        print(format_objective(orows), flush=True)
+        out["objective"] = orows
+
+
+def _run_plot(args, peers, gemm, out) -> None:
+    ns = plot_sizes(args.plot_config, args.plot_max_n)
+    peak = gemm["peak"] if gemm else None
+    prows = sweep(args.plot_config, args.dtype, args.threads, ns, args.repeat, settle=args.settle,
+                  log=_log, progress=_progress, peers=peers, reference=args.reference, gemm_peak=peak)
+    cfg = get_config(args.plot_config)
+    thr = args.threads if args.threads is not None else "default"
+    print(f"\nthroughput against N ({cfg.name} {cfg.layers}, threads={thr}):\n")
+    print(format_table(prows), flush=True)
+    plot(prows, args.plot, gemm, title=f"mlpgrad bench: {cfg.name} {cfg.layers}, threads={thr},")
+    print(f"\nwrote {args.plot}")
+    out["plot"] = {"file": args.plot, "config": cfg.name, "rows": prows}
+
+
+def _finish(args, info, configs, peers, out) -> None:
+    """The load average at the end, and --json."""
     try:
         info["loadavg_end"] = list(os.getloadavg())
         print("\n- load average at the end: " + " ".join(f"{x:.2f}" for x in info["loadavg_end"])
@@ -1262,5 +1304,34 @@ def run_command(args: argparse.Namespace) -> int:
             json.dump(out, f, indent=2)
             f.write("\n")
         print(f"\nwrote {args.json}")
-    return 0
 
+
+def run_command(args: argparse.Namespace) -> int:
+    """``python -m mlpgrad bench``: ``args`` from :func:`add_arguments`, and ``args.parser`` (for its errors)."""
+    configs = _selected_configs(args)
+    modes = bool(args.plot or args.scaling or args.linear or args.objective)
+    table_configs = configs if (not modes or (not (args.scaling or args.objective) and configs)) else []
+    need_peers = bool(table_configs or args.plot)
+    requested = args.peers if need_peers else []
+    peers = available_peers() if requested == "auto" else list(requested)
+
+    info = header_info(args.threads, setup_peers(peers, args.threads, args.dtype))
+    print("\n".join(format_header(info)), flush=True)
+    for name in peers:
+        if "error" in info["peers"].get(name, {}) and requested != "auto":
+            _log(f"NOTE: peer {name} was asked for but is not importable; its column is left out")
+    peers = [name for name in peers if "error" not in info["peers"].get(name, {})]
+
+    out: dict = {"header": info}
+    gemm = None
+    if need_peers and args.gemm != "none":
+        gemm = measure_gemm(args.dtype, args.threads, args.gemm, quick=args.quick, settle=args.settle,
+                            progress=_progress)
+        print("\n".join(format_gemm(gemm)), flush=True)
+        out["gemm"] = gemm
+    print(flush=True)
+    _run_tables(args, configs, table_configs, peers, gemm["peak"] if gemm else None, out)
+    if args.plot:
+        _run_plot(args, peers, gemm, out)
+    _finish(args, info, configs, peers, out)
+    return 0
