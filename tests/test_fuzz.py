@@ -226,8 +226,12 @@ def run_and_compare(spec, record):
             L2 = mlpgrad.loss(Ws, bs, X, y, **kw)
         if spec["also"] != "loss":
             P = mlpgrad.forward(Ws, bs, X, head=head, n_threads=spec["n_threads"])
+        # the Objective on the same problem: the same native call on the packed parameters, the same bits
+        obj = mlpgrad.Objective(sizes, X, y, dtype=dt, **kw)
+        L_obj, g_obj = obj.loss_and_grad(mlpgrad.pack(Ws, bs))
 
     assert _snapshot(inputs) == before, "the native API modified an input array"
+    assert L_obj == L and np.array_equal(g_obj, mlpgrad.pack(g.weights, g.biases), equal_nan=True)
     assert [id(a) for a in Ws + bs] == ids
     assert type(L) is float and (L2 is None or type(L2) is float)
     assert isinstance(g, mlpgrad.Gradients) and len(g.weights) == len(g.biases) == len(Ws)

@@ -44,7 +44,7 @@ DTYPES = [pytest.param(np.float64, id="float64"), pytest.param(np.float32, id="f
 def impl(request):
     """The implementation under test: the package (native core) or its NumPy reference."""
     if request.param == "native":
-        pytest.importorskip("mlpgrad._core", reason="the native extension mlpgrad._core is not built")
+        pytest.importorskip("mlpgrad._native", reason="the native extension mlpgrad._core is not built")
         return mlpgrad
     return reference
 
