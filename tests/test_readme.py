@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -15,6 +17,7 @@ def test_readme_usage_example_runs():
     assert namespace["grads"].input.shape == (4096, 784)
 
 
+@pytest.mark.slow  # 20 L-BFGS iterations of a 784-256-256-10 network on 4096 rows
 def test_readme_objective_example_runs():
     """The Objective example (the second python block) continues the usage example and lowers the loss."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
