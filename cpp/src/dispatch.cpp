@@ -1,8 +1,11 @@
 // Which instruction-set level runs: the best one both this build and this CPU support, unless
 // set_active_isa() asked for a lower one. CPU support is read from CPUID and, for the register
-// state the OS saves on a context switch, from XGETBV.
+// state the OS saves on a context switch, from XGETBV. And which schedule the engine runs: its
+// own choice unless set_schedule() (or MLPGRAD_SCHEDULE, read once at load) forced one.
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 #include "mlpgrad/mlp.hpp"
 
@@ -53,6 +56,14 @@ Isa build_limit(Isa isa) {
 const Isa kBest = build_limit(detect());
 std::atomic<int> g_active{static_cast<int>(kBest)};
 
+Schedule schedule_from_env() {
+  const char* env = std::getenv("MLPGRAD_SCHEDULE");
+  if (env && std::strcmp(env, "chunked") == 0) return Schedule::chunked;
+  if (env && std::strcmp(env, "layered") == 0) return Schedule::layered;
+  return Schedule::automatic;  // unset, "default", "narrow" (the narrow engine where the widths allow it)
+}
+std::atomic<int> g_schedule{static_cast<int>(schedule_from_env())};
+
 }  // namespace
 
 Isa best_isa() { return kBest; }
@@ -60,6 +71,9 @@ Isa active_isa() { return static_cast<Isa>(g_active.load(std::memory_order_relax
 void set_active_isa(Isa isa) {
   g_active.store(std::min(static_cast<int>(isa), static_cast<int>(kBest)), std::memory_order_relaxed);
 }
+
+Schedule schedule() { return static_cast<Schedule>(g_schedule.load(std::memory_order_relaxed)); }
+void set_schedule(Schedule s) { g_schedule.store(static_cast<int>(s), std::memory_order_relaxed); }
 
 const char* isa_name(Isa isa) {
   switch (isa) {

@@ -13,48 +13,41 @@
 
 namespace mlpgrad::MLPGRAD_ISA {
 
-// p = sigmoid(z); e (n, k) scratch receives exp(-|z|).
+// One vector of logits z and targets t (any layout: lanes are independent): returns the units' losses
+// t softplus(-z) + (1 - t) softplus(z) (= softplus(z) - t z, but a confident right answer keeps its small
+// loss's precision), with softplus(+-z) = max(+-z, 0) + log1p(exp(-|z|)); *p receives sigmoid(z). The
+// sums are fused explicitly (vfma), so the bits do not depend on where the kernel is inlined: the chunked
+// and layered heads (below) and the narrow engine share it.
 template <typename T>
-void sigmoid_probs(T* p, T* e, const T* z, int64_t count) {
-  constexpr int W = kLanes<T>;
-  int64_t i = 0;
-  for (; i + W <= count; i += W) {
-    Vec<T> ev;
-    store<T>(p + i, vsigmoid<T>(load<T>(z + i), &ev));
-    store<T>(e + i, ev);
-  }
-  if (i < count) {
-    T zt[W] = {}, pt[W], et[W];
-    std::copy(z + i, z + count, zt);
-    Vec<T> ev;
-    store<T>(pt, vsigmoid<T>(load<T>(zt), &ev));
-    store<T>(et, ev);
-    std::copy(pt, pt + (count - i), p + i);
-    std::copy(et, et + (count - i), e + i);
-  }
+inline Vec<T> sigmoid_xent_unit(Vec<T> z, Vec<T> t, Vec<T>* p) {
+  Vec<T> e;
+  *p = vsigmoid<T>(z, &e);
+  const Vec<T> pos = z > 0 ? z : Vec<T>{}, neg = z < 0 ? -z : Vec<T>{};
+  return vfma<T>(T(1) - t, pos, vfma<T>(t, neg, vlog1p_nonneg<T>(e)));
 }
 
-// l_i = sum_j t softplus(-z) + (1 - t) softplus(z)  (= softplus(z) - t z, but a confident right answer keeps
-// its small loss's precision), with softplus(+-z) = max(+-z, 0) + log1p(exp(-|z|)).
+// l_i = sum_j of the units' losses (sigmoid_xent_unit); p (n, k) receives the probabilities and e (n, k)
+// the units' losses. Rows of k values are flat, so vectors run across row ends; the tail goes through a
+// padded copy.
 template <typename T>
 double sigmoid_xent_forward(T* p, T* e, const T* z, const T* t, const T* c, int64_t n, int64_t k) {
-  sigmoid_probs<T>(p, e, z, n * k);
-  // e <- per-unit losses, vector by vector (the tail through a padded copy)
   constexpr int W = kLanes<T>;
-  auto unit_loss = [](Vec<T> ev, Vec<T> zv, Vec<T> tv) {
-    const Vec<T> pos = zv > 0 ? zv : Vec<T>{}, neg = zv < 0 ? -zv : Vec<T>{};
-    return vlog1p_nonneg<T>(ev) + tv * neg + (T(1) - tv) * pos;
-  };
   const int64_t count = n * k;
   int64_t i = 0;
-  for (; i + W <= count; i += W) store<T>(e + i, unit_loss(load<T>(e + i), load<T>(z + i), load<T>(t + i)));
+  for (; i + W <= count; i += W) {
+    Vec<T> pv;
+    store<T>(e + i, sigmoid_xent_unit<T>(load<T>(z + i), load<T>(t + i), &pv));
+    store<T>(p + i, pv);
+  }
   if (i < count) {
-    T et[W] = {}, zt[W] = {}, tt[W] = {};
-    std::copy(e + i, e + count, et);
+    T et[W], pt[W], zt[W] = {}, tt[W] = {};
     std::copy(z + i, z + count, zt);
     std::copy(t + i, t + count, tt);
-    store<T>(et, unit_loss(load<T>(et), load<T>(zt), load<T>(tt)));
+    Vec<T> pv;
+    store<T>(et, sigmoid_xent_unit<T>(load<T>(zt), load<T>(tt), &pv));
+    store<T>(pt, pv);
     std::copy(et, et + (count - i), e + i);
+    std::copy(pt, pt + (count - i), p + i);
   }
   double total = 0;
   for (int64_t r = 0; r < n; ++r) {

@@ -133,11 +133,9 @@ void narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, con
   Vec<T> loss = Vec<T>{};
   if (head == Head::sigmoid) {
     for (int64_t j = 0; j < k; ++j) {
-      const Vec<T> z = load<T>(Z + j * V), t = load<T>(tv + j * V);
-      Vec<T> e;
-      const Vec<T> p = vsigmoid<T>(z, &e);
-      const Vec<T> pos = z > 0 ? z : Vec<T>{}, neg = z < 0 ? -z : Vec<T>{};
-      loss += vlog1p_nonneg<T>(e) + t * neg + (T(1) - t) * pos;
+      const Vec<T> t = load<T>(tv + j * V);
+      Vec<T> p;
+      loss += sigmoid_xent_unit<T>(load<T>(Z + j * V), t, &p);
       if (grad) store<T>(Z + j * V, masked(c * (p - t)));
     }
   } else {

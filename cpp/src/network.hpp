@@ -104,7 +104,7 @@ template <typename T> struct Plan {
   int64_t delta0 = 0, delta1 = 0, p = 0, e = 0, m = 0, lse = 0, c = 0, gemm = 0;
   int64_t per_thread = 0, shared = 0, shared_rows = 0;
 
-  Plan(const std::vector<int64_t>& sizes, int64_t n_rows, Mode mode, bool input_grad)
+  Plan(const std::vector<int64_t>& sizes, int64_t n_rows, Mode mode, bool input_grad, Schedule forced)
       : L(int64_t(sizes.size()) - 1), n(n_rows), k(sizes.back()), d(sizes) {
     int64_t max_hidden = 1, sum_d = 0;
     for (int64_t l = 1; l <= L; ++l) sum_d += d[l];
@@ -140,17 +140,13 @@ template <typename T> struct Plan {
     rows = chunk_begin(1);
     for (int64_t c = 1; c < n_chunks; ++c) rows = std::max(rows, chunk_begin(c + 1) - chunk_begin(c));
     // The layered schedule when the batch makes too few chunks to share among threads (and the call
-    // is not tiny); the choice can be forced for experiments with MLPGRAD_SCHEDULE=chunked|layered.
+    // is not tiny); set_schedule() can force chunked or layered (then never the narrow engine).
     const bool big_params = n_params * int64_t(sizeof(T)) > config::kLayeredMinParamBytes;
     layered = (n_chunks < config::kMinChunksForChunked || (big_params && n_chunks <= config::kMaxGroups)) &&
               forward_flops >= config::kMinFlopsForLayered;
-    if (const char* env = std::getenv("MLPGRAD_SCHEDULE")) {
-      if (std::strcmp(env, "layered") == 0) layered = true;
-      if (std::strcmp(env, "chunked") == 0) layered = false;
-    }
-    narrow = is_narrow(sizes);
-    if (const char* env = std::getenv("MLPGRAD_SCHEDULE"))
-      if (std::strcmp(env, "narrow") != 0 && std::strcmp(env, "default") != 0) narrow = false;
+    if (forced == Schedule::layered) layered = true;
+    if (forced == Schedule::chunked) layered = false;
+    narrow = forced == Schedule::automatic && is_narrow(sizes);
     if (narrow) {
       layered = false;
       rows = std::max<int64_t>(1, std::min(n, config::kNarrowChunkRows));
@@ -332,7 +328,7 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
            T* probs, Mode mode, int n_threads, const Interrupt* interrupt) {
   StopFlag stop(interrupt);
   const bool input_grad = grads && grads->dX;
-  const Plan<T> plan(net.sizes, batch.n, mode, input_grad);
+  const Plan<T> plan(net.sizes, batch.n, mode, input_grad, schedule());
   const int64_t L = plan.L, n = batch.n;
   const std::vector<int64_t>& d = plan.d;
 

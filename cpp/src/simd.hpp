@@ -8,7 +8,7 @@
 #include <limits>
 #include <type_traits>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__FMA__)
 #include <immintrin.h>
 #endif
 
@@ -47,6 +47,26 @@ template <typename T> inline Vec<T> splat(T x) { return Vec<T>{} + x; }
 template <typename To, typename From> inline To bitcast(From v) {
   static_assert(sizeof(To) == sizeof(From));
   To r; std::memcpy(&r, &v, sizeof r); return r;
+}
+
+// a * b + c, rounded once where the ISA has FMA, else twice. -ffp-contract=fast fuses a product and a
+// sum that meet in one basic block, so whether it fuses one that crosses a call (a kernel not inlined, a
+// branch in between) depends on the inliner; a kernel whose bits must not depend on where it is called
+// from writes its fused steps out.
+template <typename T> inline Vec<T> vfma(Vec<T> a, Vec<T> b, Vec<T> c) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4)
+    return bitcast<Vec<T>>(_mm512_fmadd_ps(bitcast<__m512>(a), bitcast<__m512>(b), bitcast<__m512>(c)));
+  else
+    return bitcast<Vec<T>>(_mm512_fmadd_pd(bitcast<__m512d>(a), bitcast<__m512d>(b), bitcast<__m512d>(c)));
+#elif defined(__FMA__) && defined(__AVX2__)
+  if constexpr (sizeof(T) == 4)
+    return bitcast<Vec<T>>(_mm256_fmadd_ps(bitcast<__m256>(a), bitcast<__m256>(b), bitcast<__m256>(c)));
+  else
+    return bitcast<Vec<T>>(_mm256_fmadd_pd(bitcast<__m256d>(a), bitcast<__m256d>(b), bitcast<__m256d>(c)));
+#else
+  return a * b + c;
+#endif
 }
 
 // The first min(len, lanes) values from p, the other lanes zero; and the store of the first len

@@ -407,6 +407,13 @@ std::vector<T> run_forward(const Data<T>& D, const Problem& P, Head head, int th
   return probs;
 }
 
+// The engine's own choice ("default"), then each schedule forced.
+const mlpgrad::Schedule kSchedules[] = {mlpgrad::Schedule::automatic, mlpgrad::Schedule::chunked,
+                                        mlpgrad::Schedule::layered};
+const char* schedule_name(mlpgrad::Schedule s) {
+  return s == mlpgrad::Schedule::chunked ? "chunked" : s == mlpgrad::Schedule::layered ? "layered" : "default";
+}
+
 std::vector<Isa> isas() {
   std::vector<Isa> v;
   for (int i = 0; i <= int(mlpgrad::best_isa()); ++i) v.push_back(Isa(i));
@@ -672,11 +679,9 @@ struct PollCounter {
 template <typename T>
 void interrupts() {
   const Variant v{Head::softmax, Targets::labels, true, Reduction::mean, true};
-  for (const char* schedule : {"default", "chunked", "layered"}) {
-    if (std::strcmp(schedule, "default") == 0)
-      unsetenv("MLPGRAD_SCHEDULE");
-    else
-      setenv("MLPGRAD_SCHEDULE", schedule, 1);
+  for (mlpgrad::Schedule forced : kSchedules) {
+    mlpgrad::set_schedule(forced);
+    const char* schedule = schedule_name(forced);
     for (const std::vector<int64_t>& sizes : {std::vector<int64_t>{5, 3, 5}, std::vector<int64_t>{40, 33, 7}}) {
       const Problem P = make_problem(sizes, 20000, 123);
       const Data<T> D(P);
@@ -741,7 +746,7 @@ void interrupts() {
       g_calls += 4;
     }
   }
-  unsetenv("MLPGRAD_SCHEDULE");
+  mlpgrad::set_schedule(mlpgrad::Schedule::automatic);
 }
 
 // train_epoch (mlpgrad/train.hpp) against the same loop written here from loss_and_grad and the optimizer
@@ -858,6 +863,11 @@ int main() {
   // set_active_isa clamps to the best level.
   mlpgrad::set_active_isa(Isa::avx512);
   EXPECT(mlpgrad::active_isa() == mlpgrad::best_isa(), "set_active_isa(avx512) is clamped to best_isa()");
+  for (mlpgrad::Schedule s : kSchedules) {
+    mlpgrad::set_schedule(s);
+    EXPECT(mlpgrad::schedule() == s, std::string("set_schedule(") + schedule_name(s) + ")");
+  }
+  mlpgrad::set_schedule(mlpgrad::Schedule::automatic);
 
   bad_inputs<float>();
   bad_inputs<double>();
@@ -870,8 +880,8 @@ int main() {
 
   // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
   // with the engine's own choice of schedule; a quarter of them (at least one) again with the chunked
-  // and with the layered schedule forced (MLPGRAD_SCHEDULE, read by the engine on every call; forcing
-  // either also turns the narrow engine off), so every schedule meets every shape.
+  // and with the layered schedule forced (mlpgrad::set_schedule; forcing either also turns the narrow
+  // engine off), so every schedule meets every shape.
   const std::vector<Variant> every = all_variants();
   const double budget = 5e7;  // flops of one loss_and_grad, times variants, per (case, N)
   int64_t n_problems = 0, n_variants = 0;
@@ -897,22 +907,19 @@ int main() {
       }
       const std::string name = shape_str(c.sizes) + " N=" + std::to_string(n);
       const int64_t forced = std::max<int64_t>(1, count / 4);
-      for (const char* schedule : {"default", "chunked", "layered"}) {
-        const bool is_default = std::strcmp(schedule, "default") == 0;
-        const int64_t first = is_default ? 0 : std::strcmp(schedule, "chunked") == 0 ? 0 : count - forced;
+      for (mlpgrad::Schedule schedule : kSchedules) {
+        const bool is_default = schedule == mlpgrad::Schedule::automatic;
+        const int64_t first = schedule == mlpgrad::Schedule::layered ? count - forced : 0;
         const int64_t last = is_default ? count : first + forced;
         const std::vector<Variant> vs(variants.begin() + first, variants.begin() + last);
         const std::vector<Result> rs(refs.begin() + first, refs.begin() + last);
-        if (is_default)
-          unsetenv("MLPGRAD_SCHEDULE");
-        else
-          setenv("MLPGRAD_SCHEDULE", schedule, 1);
-        const std::string at = name + " " + schedule;
+        mlpgrad::set_schedule(schedule);
+        const std::string at = name + " " + schedule_name(schedule);
         run_case<float>(P, vs, rs, prob_refs, at);
         run_case<double>(P, vs, rs, prob_refs, at);
         n_variants += int64_t(vs.size());
       }
-      unsetenv("MLPGRAD_SCHEDULE");
+      mlpgrad::set_schedule(mlpgrad::Schedule::automatic);
       ++n_problems;
       if (g_verbose)
         std::printf("  %-28s %2lld variants  %6.2f s\n", name.c_str(), (long long)variants.size(),

@@ -92,6 +92,14 @@ Isa active_isa();
 void set_active_isa(Isa isa);  // clamped to best_isa()
 const char* isa_name(Isa isa);
 
+// Which schedule the engine runs (docs/engine.md §1). automatic: chosen from the shapes alone (the
+// narrow engine when every width allows it, else chunked or layered); chunked and layered force one of
+// the two (never the narrow engine), for experiments and tests. Initialised once, at load, from the
+// environment variable MLPGRAD_SCHEDULE (chunked, layered; any other value or none: automatic).
+enum class Schedule { automatic = 0, chunked = 1, layered = 2 };
+void set_schedule(Schedule s);
+Schedule schedule();
+
 bool openmp_enabled();
 int default_threads();  // omp_get_max_threads(), or 1 without OpenMP
 const char* compiler();
