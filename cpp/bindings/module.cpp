@@ -360,6 +360,7 @@ PYBIND11_MODULE(_core, m) {
                       }))
       .def_property_readonly("n", &Data::n)
       .def_property_readonly("X", &Data::X)
+      .def_property_readonly("ok", [](const Data& d) { return d.scan().fault == mlpgrad::Fault::none; })
       .def_property_readonly("fault", [](const Data& d) { return d.scan().fault; })
       .def_property_readonly("total_weight", [](const Data& d) { return d.scan().total_weight; })
       .def_property_readonly("label_range",

@@ -4,6 +4,8 @@ cpp/include/mlpgrad/layout.hpp owns it in C++."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._checks import FLOAT_DTYPES, _describe, check_layer_sizes, check_network
@@ -45,12 +47,27 @@ def unpack(theta, layer_sizes):
     if theta.ndim == 0 or theta.shape[-1] != P:
         raise ValueError(f"theta must have shape (..., {P}) for layer sizes {list(sizes)} (P = {P}), "
                          f"got shape {theta.shape}")
-    lead = theta.shape[:-1]
+    return views(theta, sizes)
+
+
+@functools.lru_cache(maxsize=64)
+def _offsets(sizes: tuple):
+    """((start, stop, d_in, d_out) of every W_l, (start, stop) of every b_l) for layer sizes d_0 .. d_L."""
     weights, biases, pos = [], [], 0
     for a, b in zip(sizes[:-1], sizes[1:]):
-        weights.append(theta[..., pos:pos + a * b].reshape(*lead, a, b))  # splitting one axis: always a view
+        weights.append((pos, pos + a * b, a, b))
         pos += a * b
     for b in sizes[1:]:
-        biases.append(theta[..., pos:pos + b])
+        biases.append((pos, pos + b))
         pos += b
-    return weights, biases
+    return tuple(weights), tuple(biases)
+
+
+def views(theta: np.ndarray, sizes: tuple):
+    """unpack for arguments already checked (sizes a tuple of ints): the package's own fast path."""
+    w_offsets, b_offsets = _offsets(sizes)
+    if theta.ndim == 1:
+        return ([theta[s:e].reshape(a, b) for s, e, a, b in w_offsets], [theta[s:e] for s, e in b_offsets])
+    lead = theta.shape[:-1]  # splitting the last axis into two: always a view
+    return ([theta[..., s:e].reshape(*lead, a, b) for s, e, a, b in w_offsets],
+            [theta[..., s:e] for s, e in b_offsets])

@@ -4,6 +4,8 @@ what the native scan finds is raised here with the messages of ``_checks``."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _core
 from ._checks import SAMPLE_WEIGHT_MESSAGE, TARGET_MESSAGE, check_data, label_range_message
 
@@ -22,8 +24,8 @@ def bind_data(X, y, sample_weight, head: str, d0: int, k: int, dtype, check: boo
     ``check=False`` returns a batch whose values broke a rule too (``fault_message`` says which); the core
     refuses to run it."""
     X, labels, targets, w = check_data(X, y, sample_weight, head, d0, k, dtype)
-    data = _core.Data(X, labels, targets, w, HEADS[head], k, dtype == "float32", own)
-    if check and data.fault != _core.Fault.none:
+    data = _core.Data(X, labels, targets, w, HEADS[head], k, np.dtype(dtype).itemsize == 4, own)
+    if check and not data.ok:
         raise ValueError(fault_message(data.fault, head, k, data.label_range))
     return data
 
@@ -41,7 +43,7 @@ def fault_message(fault, head: str, k: int, label_range) -> str:
 
 def forward(weights, biases, X, head: str, n_threads: int):
     """(N, k) probabilities; weights, biases and X checked and of one dtype."""
-    return _core.forward(weights, biases, X, HEADS[head], X.dtype == "float32", n_threads)
+    return _core.forward(weights, biases, X, HEADS[head], X.dtype.itemsize == 4, n_threads)
 
 
 def loss_and_grad(weights, biases, data, reduction: str, want_grad: bool, input_grad: bool, n_threads: int,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from . import _native
 from ._checks import (check_flag, check_head, check_n_threads, check_network, check_reduction, check_total_weight,
                       check_X)
-from ._flat import unpack
+from ._flat import views
 from ._types import Gradients
 
 __all__ = ["forward", "loss", "loss_and_grad"]
@@ -28,7 +28,8 @@ def _checked(weights, biases, X, y, head, reduction, sample_weight):
     head, reduction = check_head(head), check_reduction(reduction)
     weights, biases, dtype = check_network(weights, biases)
     data = _native.bind_data(X, y, sample_weight, head, weights[0].shape[0], weights[-1].shape[1], dtype)
-    check_total_weight(reduction, data.total_weight, data.n)
+    if reduction == "mean":
+        check_total_weight(reduction, data.total_weight, data.n)
     return weights, biases, data, reduction
 
 
@@ -50,6 +51,5 @@ def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight
     input_grad = check_flag(input_grad, "input_grad")
     value, grad, dX = _native.loss_and_grad(weights, biases, data, reduction, True, input_grad,
                                             check_n_threads(n_threads))
-    sizes = [weights[0].shape[0]] + [W.shape[1] for W in weights]
-    dWs, dbs = unpack(grad, sizes)
+    dWs, dbs = views(grad, (weights[0].shape[0],) + tuple(W.shape[1] for W in weights))
     return value, Gradients(dWs, dbs, dX)
