@@ -1,10 +1,10 @@
 """Argument checking shared by the native API and the NumPy reference.
 
-Every public function runs its arguments through :func:`check_problem` (or
-:func:`check_network` + :func:`check_X` for ``forward``) so that both
-implementations accept exactly the same inputs and raise the same errors.
-Nothing here modifies the caller's arrays: conversions make new arrays and
-the originals are only read.
+The native functions run their arguments through :func:`check_network` and :func:`check_data` (shapes, dtypes,
+conversions), and the native scan (``mlpgrad._native.bind_data``) checks the values; the reference runs them
+through :func:`check_problem`, which checks the values with NumPy. The messages of the value rules are defined
+once, here, for both. Nothing here modifies the caller's arrays: conversions make new arrays and the originals
+are only read.
 
 Rules (documented in the README, "Input rules"):
 
@@ -244,18 +244,17 @@ def check_sample_weight(sample_weight, n: int, dtype, values: bool = True):
     return w
 
 
-def check_problem(weights, biases, X, y, head, reduction, sample_weight, values: bool = True) -> Problem:
-    """values=False: the native binding makes the element-wise value checks (same messages)."""
+def check_problem(weights, biases, X, y, head, reduction, sample_weight) -> Problem:
+    """Every rule, the element-wise ones in NumPy (the reference's checks)."""
     head = check_head(head)
     reduction = check_reduction(reduction)
     Ws, bs, dtype = check_network(weights, biases)
     X = check_X(X, Ws[0].shape[0], dtype)
     n, k = X.shape[0], Ws[-1].shape[1]
-    labels, targets = _check_y(y, head, n, k, dtype, values)
-    w = check_sample_weight(sample_weight, n, dtype, values)
+    labels, targets = _check_y(y, head, n, k, dtype, True)
+    w = check_sample_weight(sample_weight, n, dtype, True)
     p = Problem(Ws, bs, X, labels, targets, w, head, reduction, dtype)
-    if values:
-        check_total_weight(reduction, n if w is None else float(np.sum(w, dtype=np.float64)), n)
+    check_total_weight(reduction, n if w is None else float(np.sum(w, dtype=np.float64)), n)
     return p
 
 
