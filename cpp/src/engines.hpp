@@ -1,5 +1,8 @@
-// The per-ISA engines (isa_*.cpp), declared for the dispatcher in mlp.cpp.
+// The per-ISA engines (isa_*.cpp), declared for the dispatcher in mlp.cpp (and their matrix product for
+// the C++ tests).
 #pragma once
+
+#include <cstdint>
 
 #include "mlpgrad/mlp.hpp"
 
@@ -7,12 +10,32 @@ namespace mlpgrad {
 
 enum class Mode { probs, loss, grad };
 
+// One matrix product for the C++ tests (cpp/tests/test_core.cpp), run by one ISA's gemm():
+//   C (m, n) = [C +] A (m, k) @ B (k, n), row stride ldc;
+// element (i, p) of A at A[i rsa + p csa], (p, j) of B at B[p rsb + j csb]. prepacked: B is packed as full-K
+// panels first, as the engine does with weights; otherwise gemm packs it, and bsum (if not null) receives
+// += the column sums of B, as for a bias gradient.
+template <typename T> struct GemmTestCase {
+  int64_t m, n, k;
+  const T* A;
+  int64_t rsa, csa;
+  const T* B;
+  int64_t rsb, csb;
+  bool prepacked;
+  T* C;
+  int64_t ldc;
+  bool accumulate;
+  T* bsum;
+};
+
 #define MLPGRAD_DECLARE_ENGINE(isa)                                                                        \
   namespace isa {                                                                                          \
   using mlpgrad::Mode;                                                                                     \
   template <typename T>                                                                                    \
   double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,                 \
              const Gradients<T>* grads, T* probs, Mode mode, int n_threads, const Interrupt* interrupt);     \
+  template <typename T>                                                                                    \
+  void gemm_for_tests(const GemmTestCase<T>& c);                                                           \
   }
 
 MLPGRAD_DECLARE_ENGINE(generic)

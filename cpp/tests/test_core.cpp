@@ -29,6 +29,7 @@
 #include "mlpgrad/mlp.hpp"
 #include "mlpgrad/optim.hpp"
 #include "mlpgrad/train.hpp"
+#include "../src/engines.hpp"  // the per-ISA gemm_for_tests entries
 
 namespace {
 
@@ -749,6 +750,96 @@ void interrupts() {
   mlpgrad::set_schedule(mlpgrad::Schedule::automatic);
 }
 
+// The matrix product (cpp/src/gemm.hpp) of every ISA against a naive triple loop in double, on sizes
+// around its blocks: MR (6, 12), NR (4 to 32), kSmallN = 4, KC = 256, MC = 240, NC = 1024. Four layouts, as
+// the engine uses them: A row-major with B pre-packed (forward, dX), overwriting and accumulating; A
+// transposed (rsa = 1, the h^T of dW) with B packed by gemm from rows, plus its column sums (db); and B
+// from columns (rsb = 1). Checked: each element within 4 k eps sum_p |a_ip b_pj| of the exact sum, the
+// column sums likewise, and the columns past n of each row untouched.
+template <typename T>
+void gemm_case(Isa isa, int64_t m, int64_t n, int64_t k, int layout, Rng& rng, double& worst) {
+  const int64_t ldc = n + 3;
+  const bool a_transposed = layout == 2, b_columns = layout == 3, prepacked = layout <= 1;
+  std::vector<T> A(m * k), B(k * n), C(m * ldc), bsum(n);
+  for (T& v : A) v = T(2 * rng.uniform() - 1);
+  for (T& v : B) v = T(2 * rng.uniform() - 1);
+  for (T& v : C) v = T(2 * rng.uniform() - 1);
+  for (T& v : bsum) v = T(2 * rng.uniform() - 1);
+  const std::vector<T> C0 = C, bsum0 = bsum;
+  // A (i, p): row-major A[i k + p], or the same values stored transposed; B (p, j) likewise.
+  std::vector<T> At(A.size()), Bt(B.size());
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t p = 0; p < k; ++p) At[p * m + i] = A[i * k + p];
+  for (int64_t p = 0; p < k; ++p)
+    for (int64_t j = 0; j < n; ++j) Bt[j * k + p] = B[p * n + j];
+  const bool accumulate = layout != 0;
+  mlpgrad::GemmTestCase<T> c{m, n, k, a_transposed ? At.data() : A.data(), a_transposed ? 1 : k,
+                             a_transposed ? m : 1, b_columns ? Bt.data() : B.data(), b_columns ? 1 : n,
+                             b_columns ? k : 1, prepacked, C.data(), ldc, accumulate, prepacked ? nullptr : bsum.data()};
+  switch (isa) {
+#ifdef MLPGRAD_HAVE_AVX512
+    case Isa::avx512: mlpgrad::avx512::gemm_for_tests<T>(c); break;
+#endif
+#ifdef MLPGRAD_HAVE_AVX2
+    case Isa::avx2: mlpgrad::avx2::gemm_for_tests<T>(c); break;
+#endif
+    default: mlpgrad::generic::gemm_for_tests<T>(c); break;
+  }
+  const double eps = std::numeric_limits<T>::epsilon();
+  const std::string where = std::string("gemm ") + mlpgrad::isa_name(isa) + " " + dtype_name<T>() + " m=" +
+                            std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                            " layout " + std::to_string(layout);
+  bool ok = true;
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double exact = accumulate ? double(C0[i * ldc + j]) : 0.0, bound = std::fabs(exact);
+      for (int64_t p = 0; p < k; ++p) {
+        exact += double(A[i * k + p]) * double(B[p * n + j]);
+        bound += std::fabs(double(A[i * k + p]) * double(B[p * n + j]));
+      }
+      const double err = std::fabs(double(C[i * ldc + j]) - exact) / (4 * double(k + 1) * eps * bound + 1e-300);
+      worst = std::max(worst, std::isfinite(err) ? err : 1e300);
+      ok = ok && err <= 1;
+    }
+    for (int64_t j = n; j < ldc; ++j) ok = ok && same_bits(double(C[i * ldc + j]), double(C0[i * ldc + j]));
+  }
+  EXPECT(ok, where + ": C differs from the naive product (or a column past n was written)");
+  if (!prepacked) {
+    bool sums_ok = true;
+    for (int64_t j = 0; j < n; ++j) {
+      double exact = double(bsum0[j]), bound = std::fabs(exact);
+      for (int64_t p = 0; p < k; ++p) {
+        exact += double(B[p * n + j]);
+        bound += std::fabs(double(B[p * n + j]));
+      }
+      sums_ok = sums_ok && std::fabs(double(bsum[j]) - exact) <= 4 * double(k + 1) * eps * bound;
+    }
+    EXPECT(sums_ok, where + ": the column sums of B differ from the naive ones");
+  }
+  ++g_calls;
+}
+
+template <typename T> void gemm_products() {
+  Rng rng(2024);
+  double worst = 0;
+  int64_t count = 0;
+  for (Isa isa : isas())
+    for (int64_t m : {1, 2, 5, 6, 7, 11, 12, 13, 127, 241})
+      for (int64_t n : {1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65})
+        for (int64_t k : {1, 2, 7, 255, 256, 257}) {
+          if (m * n * k > 600000) continue;
+          gemm_case<T>(isa, m, n, k, int(count++ % 4), rng, worst);
+        }
+  for (Isa isa : isas())  // NC + 1 columns; KC and MC crossed twice
+    for (int layout = 0; layout < 4; ++layout) {
+      gemm_case<T>(isa, 13, 1025, 3, layout, rng, worst);
+      gemm_case<T>(isa, 481, 33, 513, layout, rng, worst);
+      count += 2;
+    }
+  std::printf("gemm %s: %lld products, largest error %.3g times its bound 4 (k + 1) eps sum |a b|\n", dtype_name<T>(),
+              (long long)count, worst);
+}
+
 // train_epoch (mlpgrad/train.hpp) against the same loop written here from loss_and_grad and the optimizer
 // steps: bit-identical parameters, state, loss and step count; shuffled rows, weights with a zero-weight
 // batch, a short last batch; an index out of range throws std::invalid_argument.
@@ -877,6 +968,8 @@ int main() {
   interrupts<double>();
   training<float>();
   training<double>();
+  gemm_products<float>();
+  gemm_products<double>();
 
   // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
   // with the engine's own choice of schedule; a quarter of them (at least one) again with the chunked

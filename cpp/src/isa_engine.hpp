@@ -1,0 +1,32 @@
+// What each isa_*.cpp compiles for its instruction-set level (MLPGRAD_ISA): the engine's entry point and
+// the matrix product's test entry, for float and double.
+#pragma once
+
+#include <vector>
+
+#include "engines.hpp"
+#include "network.hpp"
+
+namespace mlpgrad::MLPGRAD_ISA {
+
+template <typename T> void gemm_for_tests(const GemmTestCase<T>& c) {
+  std::vector<T> scratch(GemmScratch<T>::size), panels;
+  const T* Bp = nullptr;
+  if (c.prepacked) {
+    panels.resize(panels_size<T>(c.k, c.n));
+    pack_b_panels<T>(c.k, c.n, c.B, c.rsb, c.csb, panels.data());
+    Bp = panels.data();
+  }
+  gemm<T>(c.m, c.n, c.k, c.A, c.rsa, c.csa, Bp, c.B, c.rsb, c.csb, c.C, c.ldc, c.accumulate,
+          GemmScratch<T>(scratch.data()), NoEpilogue(), c.prepacked ? nullptr : c.bsum);
+}
+
+#define MLPGRAD_INSTANTIATE(T)                                                                               \
+  template double run<T>(const Network<T>&, Head, const Batch<T>&, Reduction, const Gradients<T>*, T*, Mode, int, \
+                         const Interrupt*);                                                                 \
+  template void gemm_for_tests<T>(const GemmTestCase<T>&);
+MLPGRAD_INSTANTIATE(float)
+MLPGRAD_INSTANTIATE(double)
+#undef MLPGRAD_INSTANTIATE
+
+}  // namespace mlpgrad::MLPGRAD_ISA
