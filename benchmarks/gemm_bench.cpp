@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     for (int r = 0; r < 11; ++r) {
       const auto t0 = std::chrono::steady_clock::now();
       for (int64_t i = 0; i < reps; ++i)
-        gemm<float>(m, n, k, A.data(), k, 1, Bp.data(), nullptr, 0, 0, C.data(), n, false, gs);
+        gemm<float>({C.data(), n}, false, {A.data(), k, 1}, Bp.data(), {nullptr, 0, 0}, m, n, k, gs);
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
       if (r >= 2) t.push_back(dt);
     }

@@ -23,7 +23,7 @@ template <typename T> void chunk_forward(const Call<T>& c, T* buf, int64_t r0, i
   const T* h = c.batch.X + r0 * d[0];
   for (int64_t l = 0; l < L; ++l) {
     T* z = buf + plan.act[l + 1];
-    linear_forward<T>(z, d[l + 1], h, d[l], c.ws + plan.wp[l], c.net.b[l], m, d[l], d[l + 1], l < L - 1, gs);
+    linear_forward<T>({z, d[l + 1]}, {h, d[l]}, c.ws + plan.wp[l], c.net.b[l], m, d[l], d[l + 1], l < L - 1, gs);
     h = z;
   }
 }
@@ -39,14 +39,15 @@ void chunk_backward(const Call<T>& c, T* buf, T* acc, bool first_in_group, int64
     const T* h_in = l > 0 ? buf + plan.act[l] : c.batch.X + r0 * d[0];
     T* db = acc + plan.gb[l];
     if (first_in_group) std::fill(db, db + d[l + 1], T(0));
-    linear_backward_weights<T>(acc + plan.gw[l], d[l + 1], db, delta, d[l + 1], h_in, d[l], m, d[l], d[l + 1],
+    linear_backward_weights<T>({acc + plan.gw[l], d[l + 1]}, db, {delta, d[l + 1]}, {h_in, d[l]}, m, d[l], d[l + 1],
                                !first_in_group, gs);
     if (l > 0) {
       T* next = buf + (delta == buf + plan.delta0 ? plan.delta1 : plan.delta0);
-      linear_backward_input<T>(next, d[l], delta, d[l + 1], c.ws + plan.wtp[l], h_in, d[l], m, d[l], d[l + 1], gs);
+      linear_backward_input<T>({next, d[l]}, {delta, d[l + 1]}, c.ws + plan.wtp[l], {h_in, d[l]}, m, d[l], d[l + 1],
+                               gs);
       delta = next;
     } else if (c.input_grad()) {
-      linear_backward_input<T>(c.input_grad() + r0 * d[0], d[0], delta, d[1], c.ws + plan.wtp[0], nullptr, 0, m,
+      linear_backward_input<T>({c.input_grad() + r0 * d[0], d[0]}, {delta, d[1]}, c.ws + plan.wtp[0], {nullptr, 0}, m,
                                d[0], d[1], gs);
     }
   }

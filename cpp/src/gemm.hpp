@@ -1,7 +1,7 @@
 // Cache-blocked matrix product on packed panels (the BLIS loop nest), single-threaded: the engine
 // gives each thread its own tiles of the output.
 //   C (m, n) = [C +] A (m, k) @ B (k, n), then an epilogue on each finished tile of C.
-// A is read through strides (element (i, p) at A[i*rsa + p*csa]), so H^T needs no copy beyond
+// A is read through strides (Strided: element (i, p) at A[i*rsa + p*csa]), so H^T needs no copy beyond
 // packing. B is either packed here from strides, or pre-packed once per call (pack_b_panels, used for
 // every weight matrix) as "full-K panels": panel q holds columns [q NR, q NR + NR) for all k rows.
 #pragma once
@@ -28,6 +28,27 @@ template <typename T> struct Tile {
 };
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// A row-major matrix in memory with its leading dimension: element (i, j) at p[i * ld + j]. at(i, j) is
+// the view of the block starting there (a tile, a column block of a wider matrix). A MatView<T> passes
+// where a MatView<const T> is expected.
+template <typename T> struct MatView {
+  T* p;
+  int64_t ld;
+  MatView(T* p_, int64_t ld_) : p(p_), ld(ld_) {}
+  template <typename U, typename = std::enable_if_t<std::is_same_v<const U, T>>>
+  MatView(MatView<U> v) : p(v.p), ld(v.ld) {}
+  MatView at(int64_t i, int64_t j) const { return {p + i * ld + j, ld}; }
+};
+
+// A matrix read through any strides: element (i, j) at p[i * rs + j * cs]. From a MatView, as it is
+// (rs = ld, cs = 1) or transposed (rs = 1, cs = ld): H^T needs no copy beyond packing.
+template <typename T> struct Strided {
+  const T* p;
+  int64_t rs, cs;
+  static Strided rows(MatView<const T> v) { return {v.p, v.ld, 1}; }
+  static Strided transposed(MatView<const T> v) { return {v.p, 1, v.ld}; }
+};
 
 // Split `total` into the fewest blocks of at most max_block (a multiple of mult), all of one size (a
 // multiple of mult) but the last: the size of a block.
@@ -289,10 +310,13 @@ inline Vec<T> reduce_add_rows(Vec<T>* v) {  // v: kLanes<T> vectors, overwritten
 // ldc, the row length of the whole output, not on this tile's n: the layered schedule cuts outputs
 // into column tiles by thread count, and an element's summation order must not depend on its tile.
 template <typename T, typename Epilogue>
-bool gemm_small_n(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa, const T* Bpanels,
-                  const T* B, int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, GemmScratch<T> s,
-                  const Epilogue& epi, T* bsum) {
+bool gemm_small_n(MatView<T> Cv, bool accumulate, Strided<T> Av, const T* Bpanels, Strided<T> Bv, int64_t m,
+                  int64_t n, int64_t k, GemmScratch<T> s, const Epilogue& epi, T* bsum) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, W = kLanes<T>;
+  T* const C = Cv.p;
+  const T* const A = Av.p;
+  const T* const B = Bv.p;
+  const int64_t ldc = Cv.ld, rsa = Av.rs, csa = Av.cs, rsb = Bv.rs, csb = Bv.cs;
   if (ldc > config::kSmallN || k * ldc > GemmScratch<T>::b_size || (csa != 1 && rsa != 1)) return false;
   T* b = s.b;
   for (int64_t j = 0; j < n; ++j)
@@ -363,15 +387,17 @@ bool gemm_small_n(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int6
 
 // C (m, n) = [C +] A (m, k) @ B (k, n), then epi(tile, ldc, row, col, mr, nr) on each finished tile.
 // Bpanels: B as full-K panels (pack_b_panels) starting at column 0 of this product, or null to pack
-// B here from strides. bsum: if not null (and B is packed here), receives += the column sums of B.
+// B here from its strides. bsum: if not null (and B is packed here), receives += the column sums of B.
 template <typename T, typename Epilogue = NoEpilogue>
-void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t rsa, int64_t csa, const T* Bpanels,
-          const T* B, int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, GemmScratch<T> s,
-          const Epilogue& epi = Epilogue(), T* bsum = nullptr) {
+void gemm(MatView<T> Cv, bool accumulate, Strided<T> Av, const T* Bpanels, Strided<T> Bv, int64_t m, int64_t n,
+          int64_t k, GemmScratch<T> s, const Epilogue& epi = Epilogue(), T* bsum = nullptr) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   if (m == 0 || n == 0) return;
-  if (k > 0 && gemm_small_n<T>(m, n, k, A, rsa, csa, Bpanels, B, rsb, csb, C, ldc, accumulate, s, epi, bsum))
-    return;
+  if (k > 0 && gemm_small_n<T>(Cv, accumulate, Av, Bpanels, Bv, m, n, k, s, epi, bsum)) return;
+  T* const C = Cv.p;
+  const T* const A = Av.p;
+  const T* const B = Bv.p;
+  const int64_t ldc = Cv.ld, rsa = Av.rs, csa = Av.cs, rsb = Bv.rs, csb = Bv.cs;
   if (k == 0) {  // empty sum
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i) std::fill(C + i * ldc, C + i * ldc + n, T(0));

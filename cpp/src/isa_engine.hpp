@@ -17,7 +17,7 @@ template <typename T> void gemm_for_tests(const GemmTestCase<T>& c) {
     pack_b_panels<T>(c.k, c.n, c.B, c.rsb, c.csb, panels.data());
     Bp = panels.data();
   }
-  gemm<T>(c.m, c.n, c.k, c.A, c.rsa, c.csa, Bp, c.B, c.rsb, c.csb, c.C, c.ldc, c.accumulate,
+  gemm<T>({c.C, c.ldc}, c.accumulate, {c.A, c.rsa, c.csa}, Bp, {c.B, c.rsb, c.csb}, c.m, c.n, c.k,
           GemmScratch<T>(scratch.data()), NoEpilogue(), c.prepacked ? nullptr : c.bsum);
 }
 

@@ -70,8 +70,8 @@ template <typename T> void layered_forward(const Call<T>& c, T* shared, GemmScra
       if (c.stop.stopped()) continue;
       int64_t r0, mr, c0, nc;
       tiles.get(t, r0, mr, c0, nc);
-      linear_forward<T>(z + r0 * d[l + 1] + c0, d[l + 1], h + r0 * d[l], d[l], c.ws + plan.wp[l] + c0 * d[l],
-                        c.net.b[l] + c0, mr, d[l], nc, l < L - 1, gs);
+      linear_forward<T>(MatView<T>(z, d[l + 1]).at(r0, c0), MatView<const T>(h, d[l]).at(r0, 0),
+                        c.ws + plan.wp[l] + c0 * d[l], c.net.b[l] + c0, mr, d[l], nc, l < L - 1, gs);
     }
   }
 }
@@ -111,14 +111,16 @@ const T* layered_backward_layer(const Call<T>& c, T* shared, int64_t l, const T*
       wtiles.get(t, r0, mr, c0, nc);
       T* db = r0 == 0 ? c.grads->db[l] + c0 : nullptr;  // column sums once, by the first row of tiles
       if (db) std::fill(db, db + nc, T(0));
-      linear_backward_weights<T>(c.grads->dW[l] + r0 * d[l + 1] + c0, d[l + 1], db, delta + c0, d[l + 1], h_in + r0,
-                                 d[l], n, mr, nc, false, gs);
+      // dW rows [r0, r0 + mr) come from h_in's columns [r0, r0 + mr)
+      linear_backward_weights<T>(MatView<T>(c.grads->dW[l], d[l + 1]).at(r0, c0), db,
+                                 MatView<const T>(delta, d[l + 1]).at(0, c0), MatView<const T>(h_in, d[l]).at(0, r0),
+                                 n, mr, nc, false, gs);
     } else {
       itiles.get(t - n_wt, r0, mr, c0, nc);
       T* out = l > 0 ? next : c.grads->dX;
-      linear_backward_input<T>(out + r0 * d[l] + c0, d[l], delta + r0 * d[l + 1], d[l + 1],
-                               c.ws + plan.wtp[l] + c0 * d[l + 1], l > 0 ? h_in + r0 * d[l] + c0 : nullptr, d[l], mr,
-                               nc, d[l + 1], gs);
+      const MatView<const T> h_tile = l > 0 ? MatView<const T>(h_in, d[l]).at(r0, c0) : MatView<const T>(nullptr, 0);
+      linear_backward_input<T>(MatView<T>(out, d[l]).at(r0, c0), MatView<const T>(delta, d[l + 1]).at(r0, 0),
+                               c.ws + plan.wtp[l] + c0 * d[l + 1], h_tile, mr, nc, d[l + 1], gs);
     }
   }
   return next;

@@ -57,33 +57,35 @@ template <typename T> struct SigmoidBackward {
   }
 };
 
-// z (n, d_out) = act(h (n, d_in) @ W (d_in, d_out) + b). Wp: W as full-K panels (pack_b_panels),
-// starting at column 0 of z; ldz: row stride of z (>= d_out, to write a column block of a wider z).
+// z (n, d_out) = act(h (n, d_in) @ W (d_in, d_out) + b). Wp: W as full-K panels (pack_b_panels), starting
+// at column 0 of z (z may be a column block of a wider matrix).
 template <typename T>
-void linear_forward(T* z, int64_t ldz, const T* h, int64_t ldh, const T* Wp, const T* b, int64_t n, int64_t d_in,
+void linear_forward(MatView<T> z, MatView<const T> h, const T* Wp, const T* b, int64_t n, int64_t d_in,
                     int64_t d_out, bool sigmoid, GemmScratch<T> s) {
-  gemm<T>(n, d_out, d_in, h, ldh, 1, Wp, nullptr, 0, 0, z, ldz, false, s, BiasActivation<T>{b, sigmoid});
+  gemm<T>(z, false, Strided<T>::rows(h), Wp, Strided<T>{nullptr, 0, 0}, n, d_out, d_in, s,
+          BiasActivation<T>{b, sigmoid});
 }
 
 // Given delta = dL/dz (n, d_out) and the layer's input h (n, d_in):
 //   dW (d_in, d_out) [+]= h^T (d_in, n) @ delta (n, d_out)          (accumulate: add to dW)
 //   db (d_out,)        += column sums of delta                         (if db is not null)
-// Row strides: ldh for h, ldd for delta, lddw for dW (column blocks of wider matrices).
 template <typename T>
-void linear_backward_weights(T* dW, int64_t lddw, T* db, const T* delta, int64_t ldd, const T* h, int64_t ldh,
-                             int64_t n, int64_t d_in, int64_t d_out, bool accumulate, GemmScratch<T> s) {
-  gemm<T>(d_in, d_out, n, h, 1, ldh, nullptr, delta, ldd, 1, dW, lddw, accumulate, s, NoEpilogue(), db);
+void linear_backward_weights(MatView<T> dW, T* db, MatView<const T> delta, MatView<const T> h, int64_t n,
+                             int64_t d_in, int64_t d_out, bool accumulate, GemmScratch<T> s) {
+  gemm<T>(dW, accumulate, Strided<T>::transposed(h), nullptr, Strided<T>::rows(delta), d_in, d_out, n, s,
+          NoEpilogue(), db);
 }
 
-//   dh (n, d_in) = delta (n, d_out) @ W^T (d_out, d_in), times h_in (1 - h_in) when h_in is given
+//   dh (n, d_in) = delta (n, d_out) @ W^T (d_out, d_in), times h_in (1 - h_in) when h_in.p is not null
 //   (then dh is the previous layer's delta). WTp: W^T as full-K panels starting at column 0 of dh.
 template <typename T>
-void linear_backward_input(T* dh, int64_t lddh, const T* delta, int64_t ldd, const T* WTp, const T* h_in,
-                           int64_t ldh, int64_t n, int64_t d_in, int64_t d_out, GemmScratch<T> s) {
-  if (h_in)
-    gemm<T>(n, d_in, d_out, delta, ldd, 1, WTp, nullptr, 0, 0, dh, lddh, false, s, SigmoidBackward<T>{h_in, ldh});
+void linear_backward_input(MatView<T> dh, MatView<const T> delta, const T* WTp, MatView<const T> h_in, int64_t n,
+                           int64_t d_in, int64_t d_out, GemmScratch<T> s) {
+  const Strided<T> none{nullptr, 0, 0};
+  if (h_in.p)
+    gemm<T>(dh, false, Strided<T>::rows(delta), WTp, none, n, d_in, d_out, s, SigmoidBackward<T>{h_in.p, h_in.ld});
   else
-    gemm<T>(n, d_in, d_out, delta, ldd, 1, WTp, nullptr, 0, 0, dh, lddh, false, s);
+    gemm<T>(dh, false, Strided<T>::rows(delta), WTp, none, n, d_in, d_out, s);
 }
 
 // h = sigmoid(z), in place over `count` values (the head's probabilities use the exact form in heads.hpp).
