@@ -66,61 +66,79 @@ template <typename T> struct NarrowPlan {
   }
 };
 
-// Rows [r0, r0 + m) of a chunk, m <= V (lanes past m are padding: zero inputs and zero weight).
-// Returns the weighted loss of these rows; for gradients adds to the lane accumulators, writes dX.
-template <typename T>
-void narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, const Batch<T>& batch, T scale,
-                  Mode mode, T* probs, T* dX, T* s, int64_t r0, int64_t m, double* lane_loss) {
-  constexpr int V = NarrowPlan<T>::V;
-  using I = typename VecTraits<T>::I;
-  const std::vector<int64_t>& d = np.d;
-  const int64_t L = np.L, k = np.k;
-
-  // Padding lanes must contribute exactly 0. Their zero inputs can still make NaN (an infinite weight
-  // times 0), and 0 * NaN is NaN, so every activation and delta is masked to 0 there, not just scaled.
+// Lanes past the block's m rows are padding and must contribute exactly 0. Their zero inputs can still
+// make NaN (an infinite weight times 0), and 0 * NaN is NaN, so every activation and delta is masked to 0
+// there, not just scaled.
+template <typename T> using LaneMask = typename VecTraits<T>::I;
+template <typename T> inline LaneMask<T> valid_lanes(int64_t m) {
   Vec<T> lane_index = Vec<T>{};
-  for (int r = 0; r < V; ++r) lane_index[r] = T(r);
-  const I valid = lane_index < T(m);
-  auto masked = [&](Vec<T> v) { return valid ? v : Vec<T>{}; };
+  for (int r = 0; r < kLanes<T>; ++r) lane_index[r] = T(r);
+  return lane_index < T(m);
+}
+template <typename T> inline Vec<T> masked(LaneMask<T> valid, Vec<T> v) { return valid ? v : Vec<T>{}; }
 
-  // X rows -> feature vectors
+// Rows [r0, r0 + m) of X -> feature vectors h_0 (zeros on padding lanes).
+template <typename T> void narrow_load(const NarrowPlan<T>& np, const T* X, T* s, int64_t r0, int64_t m) {
+  constexpr int V = NarrowPlan<T>::V;
+  const int64_t d0 = np.d[0];
   T* h0 = s + np.h[0];
-  const T* x = batch.X + r0 * d[0];
+  const T* x = X + r0 * d0;
   if (m == V) {
-    for (int64_t i = 0; i < d[0]; ++i) store<T>(h0 + i * V, gather<T>(x + i, np.x_idx.data()));
+    for (int64_t i = 0; i < d0; ++i) store<T>(h0 + i * V, gather<T>(x + i, np.x_idx.data()));
   } else {
-    for (int64_t i = 0; i < d[0]; ++i)
-      for (int64_t r = 0; r < V; ++r) h0[i * V + r] = r < m ? x[r * d[0] + i] : T(0);
+    for (int64_t i = 0; i < d0; ++i)
+      for (int64_t r = 0; r < V; ++r) h0[i * V + r] = r < m ? x[r * d0 + i] : T(0);
   }
+}
 
-  // forward: z_j = b_j + sum_i W_ij h_i, then sigmoid for hidden layers
-  for (int64_t l = 0; l < L; ++l) {
+// z_j = b_j + sum_i W_ij h_i for every layer, then sigmoid for hidden layers; the logits end in h[L].
+template <typename T> void narrow_forward(const NarrowPlan<T>& np, const Network<T>& net, T* s, LaneMask<T> valid) {
+  constexpr int V = NarrowPlan<T>::V;
+  const std::vector<int64_t>& d = np.d;
+  for (int64_t l = 0; l < np.L; ++l) {
     const T* W = net.W[l];
     const T* hin = s + np.h[l];
     T* hout = s + np.h[l + 1];
     for (int64_t j = 0; j < d[l + 1]; ++j) {
       Vec<T> acc = splat<T>(net.b[l][j]);
       for (int64_t i = 0; i < d[l]; ++i) acc += W[i * d[l + 1] + j] * load<T>(hin + i * V);
-      store<T>(hout + j * V, masked(l < L - 1 ? vsigmoid_fast<T>(acc) : acc));
+      store<T>(hout + j * V, masked<T>(valid, l < np.L - 1 ? vsigmoid_fast<T>(acc) : acc));
     }
   }
+}
 
-  T* Z = s + np.h[L];
-  if (mode == Mode::probs) {
-    Vec<T> mx = load<T>(Z), sum = Vec<T>{};
-    if (head == Head::softmax) {
-      for (int64_t j = 1; j < k; ++j) { const Vec<T> z = load<T>(Z + j * V); mx = z > mx ? z : mx; }
-      for (int64_t j = 0; j < k; ++j) { const Vec<T> e = vexp<T>(load<T>(Z + j * V) - mx); store<T>(Z + j * V, e); sum += e; }
-    }
-    const Vec<T> inv = T(1) / sum;
+// probs rows [r0, r0 + m) from the logits in h[L] (which the softmax overwrites with exp(z - max)).
+template <typename T>
+void narrow_probs(const NarrowPlan<T>& np, Head head, T* s, T* probs, int64_t r0, int64_t m) {
+  constexpr int V = NarrowPlan<T>::V;
+  const int64_t k = np.k;
+  T* Z = s + np.h[np.L];
+  Vec<T> mx = load<T>(Z), sum = Vec<T>{};
+  if (head == Head::softmax) {
+    for (int64_t j = 1; j < k; ++j) { const Vec<T> z = load<T>(Z + j * V); mx = z > mx ? z : mx; }
     for (int64_t j = 0; j < k; ++j) {
-      const Vec<T> z = load<T>(Z + j * V);
-      const Vec<T> p = head == Head::softmax ? z * inv : vsigmoid<T>(z);
-      for (int64_t r = 0; r < m; ++r) probs[(r0 + r) * k + j] = p[r];
+      const Vec<T> e = vexp<T>(load<T>(Z + j * V) - mx);
+      store<T>(Z + j * V, e);
+      sum += e;
     }
-    return;
   }
+  const Vec<T> inv = T(1) / sum;
+  for (int64_t j = 0; j < k; ++j) {
+    const Vec<T> z = load<T>(Z + j * V);
+    const Vec<T> p = head == Head::softmax ? z * inv : vsigmoid<T>(z);
+    for (int64_t r = 0; r < m; ++r) probs[(r0 + r) * k + j] = p[r];
+  }
+}
 
+// The head on the logits in h[L]: each lane's weighted loss added to lane_loss (in double), and for
+// gradients delta_L = c (p - y) written over the logits.
+template <typename T>
+void narrow_head(const NarrowPlan<T>& np, Head head, const Batch<T>& batch, T scale, bool grad, T* s, int64_t r0,
+                 int64_t m, LaneMask<T> valid, double* lane_loss) {
+  constexpr int V = NarrowPlan<T>::V;
+  using I = LaneMask<T>;
+  const int64_t k = np.k;
+  T* Z = s + np.h[np.L];
   Vec<T> c = Vec<T>{};  // each row's factor in the loss; 0 on padding lanes
   for (int64_t r = 0; r < m; ++r) c[r] = batch.sample_weight ? batch.sample_weight[r0 + r] * scale : scale;
 
@@ -128,7 +146,6 @@ void narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, con
   if (batch.targets)
     for (int64_t j = 0; j < k; ++j)
       for (int64_t r = 0; r < V; ++r) tv[j * V + r] = r < m ? batch.targets[(r0 + r) * k + j] : T(0);
-  const bool grad = mode == Mode::grad;
 
   Vec<T> loss = Vec<T>{};
   if (head == Head::sigmoid) {
@@ -136,7 +153,7 @@ void narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, con
       const Vec<T> t = load<T>(tv + j * V);
       Vec<T> p;
       loss += sigmoid_xent_unit<T>(load<T>(Z + j * V), t, &p);
-      if (grad) store<T>(Z + j * V, masked(c * (p - t)));
+      if (grad) store<T>(Z + j * V, masked<T>(valid, c * (p - t)));
     }
   } else {
     Vec<T> mx = load<T>(Z);
@@ -162,7 +179,8 @@ void narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, con
         const I hit = y == T(j);
         const Vec<T> z = load<T>(Z + j * V);
         zy = hit ? z : zy;
-        if (grad) store<T>(Z + j * V, masked(c * (load<T>(E + j * V) * inv - (hit ? splat<T>(T(1)) : Vec<T>{}))));
+        if (grad)
+          store<T>(Z + j * V, masked<T>(valid, c * (load<T>(E + j * V) * inv - (hit ? splat<T>(T(1)) : Vec<T>{}))));
       }
       loss = lse - (zy - mx);
     } else {
@@ -175,21 +193,26 @@ void narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, con
       loss = st * lse - tz;
       if (grad)
         for (int64_t j = 0; j < k; ++j)
-          store<T>(Z + j * V, masked(c * (load<T>(E + j * V) * inv * st - load<T>(tv + j * V))));
+          store<T>(Z + j * V, masked<T>(valid, c * (load<T>(E + j * V) * inv * st - load<T>(tv + j * V))));
     }
   }
   // Each lane's weighted loss, added in double to its own accumulator (the lanes are summed in a fixed
   // order at the chunk's end); padding lanes add 0.
-  const Vec<T> lc = masked(c), ll = masked(loss);
+  const Vec<T> lc = masked<T>(valid, c), ll = masked<T>(valid, loss);
   for (int r = 0; r < V; ++r) lane_loss[r] += double(lc[r]) * double(ll[r]);
-  if (!grad) return;
+}
 
-  // backward: the forward reversed
-  const T* delta = Z;
-  for (int64_t l = L - 1; l >= 0; --l) {
+// The backward, the forward reversed: dW and db added to the lane accumulators, dX rows [r0, r0 + m)
+// written when dX is not null.
+template <typename T>
+void narrow_backward(const NarrowPlan<T>& np, const Network<T>& net, T* dX, T* s, int64_t r0, int64_t m,
+                     LaneMask<T> valid) {
+  constexpr int V = NarrowPlan<T>::V;
+  const T* delta = s + np.h[np.L];
+  for (int64_t l = np.L - 1; l >= 0; --l) {
     const T* W = net.W[l];
     const T* hin = s + np.h[l];
-    const int64_t din = d[l], dout = d[l + 1];
+    const int64_t din = np.d[l], dout = np.d[l + 1];
     T* aw = s + np.gw[l];
     T* ab = s + np.gb[l];
     for (int64_t j = 0; j < dout; ++j) store<T>(ab + j * V, load<T>(ab + j * V) + load<T>(delta + j * V));
@@ -205,7 +228,7 @@ void narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, con
       for (int64_t j = 0; j < dout; ++j) acc += W[i * dout + j] * load<T>(delta + j * V);
       if (l > 0) {
         const Vec<T> hv = load<T>(hin + i * V);
-        store<T>(next + i * V, masked(acc * (hv * (T(1) - hv))));
+        store<T>(next + i * V, masked<T>(valid, acc * (hv * (T(1) - hv))));
       } else if (m == V) {
         store<T>(next + i * V, acc);  // feature-major, turned into rows below
       } else {
@@ -216,6 +239,19 @@ void narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, con
       for (int64_t q = 0; q < din; ++q) store<T>(dX + r0 * din + q * V, gather<T>(next, np.dx_idx.data() + q * V));
     delta = next;
   }
+}
+
+// Rows [r0, r0 + m) of a chunk, m <= V (lanes past m are padding: zero inputs and zero weight).
+// Adds the rows' weighted losses to lane_loss; for gradients adds to the lane accumulators, writes dX.
+template <typename T>
+void narrow_block(const NarrowPlan<T>& np, const Network<T>& net, Head head, const Batch<T>& batch, T scale,
+                  Mode mode, T* probs, T* dX, T* s, int64_t r0, int64_t m, double* lane_loss) {
+  const LaneMask<T> valid = valid_lanes<T>(m);
+  narrow_load<T>(np, batch.X, s, r0, m);
+  narrow_forward<T>(np, net, s, valid);
+  if (mode == Mode::probs) return narrow_probs<T>(np, head, s, probs, r0, m);
+  narrow_head<T>(np, head, batch, scale, mode == Mode::grad, s, r0, m, valid, lane_loss);
+  if (mode == Mode::grad) narrow_backward<T>(np, net, dX, s, r0, m, valid);
 }
 
 // A chunk of rows [r0, r0 + rows): its loss (returned) and, for gradients, its dW/db written to
