@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 import numpy as np
 
@@ -69,14 +68,13 @@ def fd_gradient(loss_fn, arr, rel_step):
 
 @contextlib.contextmanager
 def forced_schedule(name):
-    """MLPGRAD_SCHEDULE=name (chunked, layered, narrow) for the native calls inside; None: unchanged."""
-    old = os.environ.get("MLPGRAD_SCHEDULE")
-    if name:
-        os.environ["MLPGRAD_SCHEDULE"] = name
+    """The engine's schedule forced to name (chunked, layered; narrow: the automatic choice, which takes the narrow
+    engine where the widths allow it) for the native calls inside; None: unchanged."""
+    from mlpgrad import _native
+
+    previous = _native.set_schedule("automatic" if name == "narrow" else name) if name else None
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("MLPGRAD_SCHEDULE", None)
-        else:
-            os.environ["MLPGRAD_SCHEDULE"] = old
+        if previous is not None:
+            _native.set_schedule(previous)

@@ -9,8 +9,8 @@ dtype); reduction; sample weights (none, random, with exact zeros, integers); in
 (None, 1, 2, 3); X of another dtype (float16, int8, the other float); the memory layout of X, of every
 weight and bias, of y and of the sample weights (C, Fortran, strided views into NaN-filled buffers,
 negative strides, zero-stride broadcasts), read-only or not; the native schedule (default, or forced
-with ``MLPGRAD_SCHEDULE=chunked|layered``, the core's switch for experiments: both code paths run on
-small problems too).  Properties:
+to chunked or layered by ``_problems.forced_schedule``, the core's switch for experiments: both code paths run
+on small problems too).  Properties:
 
 * ``test_native_matches_reference``: ordinary scales.  ``loss_and_grad`` and ``loss`` and / or
   ``forward`` (drawn) agree with the reference, run in float64 on exactly the values the native core computes on

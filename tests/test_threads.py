@@ -72,3 +72,26 @@ def test_gil_is_released_during_native_work():
     print(f"{calls} native calls in {elapsed:.2f} s; the Python thread ran at {share:.0%} of its idle rate")
     # With the GIL held it would only run in the gaps between calls (a few percent of the time).
     assert share > 0.3
+
+
+def test_forced_schedules_run_and_agree():
+    """The schedule switch of tests and experiments (_native.set_schedule, MLPGRAD_SCHEDULE at load) reaches the
+    engine: on a narrow network, forcing chunked or layered replaces the narrow engine (another summation order,
+    so other bits for some result), and every schedule agrees with the reference and is restored afterwards."""
+    from mlpgrad import _native, reference
+    from _bounds import tol
+    from _problems import forced_schedule, rel_err
+
+    Ws, bs, X, y = make_problem([5, 3, 5], 5000, "softmax", "labels", np.float32, seed=2)
+    ref = reference.loss_and_grad([W.astype(np.float64) for W in Ws], [b.astype(np.float64) for b in bs],
+                                  X.astype(np.float64), y, head="softmax")[1]
+    before = _native.set_schedule("automatic")
+    _native.set_schedule(before)
+    results = {}
+    for name in ("narrow", "chunked", "layered"):
+        with forced_schedule(name):
+            results[name] = mlpgrad.pack(*mlpgrad.loss_and_grad(Ws, bs, X, y, head="softmax")[1][:2])
+        assert _native.set_schedule(before) == before  # restored
+    for g in results.values():
+        assert rel_err(g, mlpgrad.pack(ref.weights, ref.biases)) <= tol(np.float32)
+    assert not np.array_equal(results["narrow"], results["chunked"])

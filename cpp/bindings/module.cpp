@@ -343,6 +343,10 @@ PYBIND11_MODULE(_core, m) {
   py::enum_<Head>(m, "Head").value("sigmoid", Head::sigmoid).value("softmax", Head::softmax);
   py::enum_<Reduction>(m, "Reduction").value("sum", Reduction::sum).value("mean", Reduction::mean);
   py::enum_<mlpgrad::Solver>(m, "Solver").value("adam", mlpgrad::Solver::adam).value("sgd", mlpgrad::Solver::sgd);
+  py::enum_<mlpgrad::Schedule>(m, "Schedule")
+      .value("automatic", mlpgrad::Schedule::automatic)
+      .value("chunked", mlpgrad::Schedule::chunked)
+      .value("layered", mlpgrad::Schedule::layered);
   py::enum_<mlpgrad::Fault>(m, "Fault")
       .value("none", mlpgrad::Fault::none)
       .value("label_range", mlpgrad::Fault::label_range)
@@ -405,4 +409,6 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("build_info", &build_info);
   m.def("set_simd", &set_simd, "Use this SIMD level (clamped to the best available); returns the level in use.");
+  m.def("set_schedule", &mlpgrad::set_schedule, "Force a schedule (automatic: the engine's own choice).");
+  m.def("schedule", &mlpgrad::schedule, "The forced schedule (MLPGRAD_SCHEDULE at load, or set_schedule's).");
 }

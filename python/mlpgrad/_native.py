@@ -79,3 +79,16 @@ def build_info() -> dict:
 def set_simd(level: str) -> str:
     """Use this SIMD level (clamped to the best the CPU has); returns the level in use."""
     return _core.set_simd(level)
+
+
+SCHEDULES = {"automatic": _core.Schedule.automatic, "chunked": _core.Schedule.chunked,
+             "layered": _core.Schedule.layered}
+
+
+def set_schedule(name: str) -> str:
+    """Force the engine's schedule for the calls that follow, for tests and experiments ("chunked", "layered",
+    or "automatic": the engine's own choice, the narrow engine included); returns the one forced before.
+    MLPGRAD_SCHEDULE sets it at load."""
+    previous = _core.schedule().name
+    _core.set_schedule(SCHEDULES[name])
+    return previous
