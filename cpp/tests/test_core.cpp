@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "mlpgrad/layout.hpp"
 #include "mlpgrad/mlp.hpp"
 #include "mlpgrad/optim.hpp"
 #include "mlpgrad/train.hpp"
@@ -621,6 +622,94 @@ void bad_inputs() {
   EXPECT(D == Data<T>(P), "bad-input calls modified the inputs");
 }
 
+// scan(): each value rule found (labels, targets of both heads, weights), the labels' range, the total weight
+// in row order; a batch marked scanned runs with the scan's total and gives the unscanned call's bits. Layout:
+// scikit-learn's pack order, and a call on flat parameters and a flat gradient equals one on separate arrays.
+template <typename T>
+void scan_and_layout() {
+  using Batch = mlpgrad::Batch<T>;
+  using mlpgrad::Fault;
+  const Problem P = make_problem({3, 4, 2}, 9, 11);
+  Data<T> D(P);
+  const Variant labels{Head::softmax, Targets::labels, true, Reduction::mean, false};
+  const Variant dense{Head::sigmoid, Targets::dense, true, Reduction::mean, false};
+  const std::string dt = dtype_name<T>();
+  const T nan = std::numeric_limits<T>::quiet_NaN(), inf = std::numeric_limits<T>::infinity();
+
+  Batch B = D.batch(labels);
+  mlpgrad::Scan sc = mlpgrad::scan<T>(B, Head::softmax, 2);
+  double total = 0;
+  for (T w : D.sample_weight) total += double(w);
+  EXPECT(sc.fault == Fault::none && sc.total_weight == total, "scan of a valid batch (" + dt + ")");
+  B.sample_weight = nullptr;
+  EXPECT(mlpgrad::scan<T>(B, Head::softmax, 2).total_weight == double(P.n), "scan: total without weights");
+  std::vector<int64_t> bad_labels = D.labels;
+  bad_labels[2] = 5;
+  bad_labels[7] = -3;
+  B.labels = bad_labels.data();
+  sc = mlpgrad::scan<T>(B, Head::softmax, 2);
+  EXPECT(sc.fault == Fault::label_range && sc.label_min == -3 && sc.label_max == 5, "scan: labels' range (" + dt + ")");
+  B.n = 0;
+  EXPECT(mlpgrad::scan<T>(B, Head::softmax, 2).fault == Fault::none, "scan of no rows");
+
+  auto target_fault = [&](Head head, T value) {
+    std::vector<T> t = D.targets;
+    t[5] = value;
+    Batch Bt = D.batch(dense);
+    Bt.targets = t.data();
+    return mlpgrad::scan<T>(Bt, head, 2).fault == Fault::target_range;
+  };
+  EXPECT(target_fault(Head::sigmoid, T(1.5)) && target_fault(Head::sigmoid, T(-0.1)) && target_fault(Head::sigmoid, nan),
+         "scan: sigmoid targets outside [0, 1] (" + dt + ")");
+  EXPECT(target_fault(Head::softmax, T(-1)) && target_fault(Head::softmax, inf) && target_fault(Head::softmax, nan),
+         "scan: softmax targets negative or not finite (" + dt + ")");
+  EXPECT(!target_fault(Head::softmax, T(7)), "scan: a softmax target above 1 is valid");
+  for (T w : {T(-1), nan, inf}) {
+    std::vector<T> sw = D.sample_weight;
+    sw[4] = w;
+    Batch Bw = D.batch(dense);
+    Bw.sample_weight = sw.data();
+    EXPECT(mlpgrad::scan<T>(Bw, Head::sigmoid, 2).fault == Fault::sample_weight, "scan: a bad weight (" + dt + ")");
+  }
+
+  // Layout: offsets, and the same call on flat buffers.
+  const mlpgrad::Layout layout(P.sizes);
+  EXPECT(layout.w == (std::vector<int64_t>{0, 12}) && layout.b == (std::vector<int64_t>{20, 24}) &&
+             layout.n_weights == 20 && layout.n_params == 26, "Layout offsets");
+  std::vector<T> theta(26), flat_grad(26, nan);
+  for (int64_t l = 0; l < P.L(); ++l) {
+    std::copy(D.W[l].begin(), D.W[l].end(), theta.begin() + layout.w[l]);
+    std::copy(D.b[l].begin(), D.b[l].end(), theta.begin() + layout.b[l]);
+  }
+  const Out<T> o = run_grad(D, P, dense, 2);
+  const Batch Bd = D.batch(dense);
+  const double flat_loss = mlpgrad::loss_and_grad<T>(layout.network<T>(theta.data()), Head::sigmoid, Bd,
+                                                     Reduction::mean, layout.gradients<T>(flat_grad.data()), 2);
+  bool same = flat_loss == o.loss;
+  for (int64_t l = 0; l < P.L(); ++l) {
+    same = same && std::memcmp(o.dW[l].data(), flat_grad.data() + layout.w[l], sizeof(T) * o.dW[l].size()) == 0;
+    same = same && std::memcmp(o.db[l].data(), flat_grad.data() + layout.b[l], sizeof(T) * o.db[l].size()) == 0;
+  }
+  EXPECT(same, "a call through Layout views equals the call on separate arrays (" + dt + ")");
+
+  // A batch marked scanned (as the binding hands it over) runs with the scan's total: the same bits.
+  Batch Bs = Bd;
+  Bs.total_weight = mlpgrad::scan<T>(Bd, Head::sigmoid, 2).total_weight;
+  std::vector<T> grad2(26, nan);
+  const double scanned_loss = mlpgrad::loss_and_grad<T>(layout.network<T>(theta.data()), Head::sigmoid, Bs,
+                                                        Reduction::mean, layout.gradients<T>(grad2.data()), 2);
+  EXPECT(scanned_loss == flat_loss && std::memcmp(grad2.data(), flat_grad.data(), sizeof(T) * 26) == 0,
+         "a scanned batch gives the unscanned call's bits (" + dt + ")");
+  bool threw = false;
+  try {
+    mlpgrad::Layout bad(std::vector<int64_t>{3, 0, 2});
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  EXPECT(threw, "Layout with a zero width throws std::invalid_argument");
+  EXPECT(D == Data<T>(P), "scan and layout calls modified the inputs");
+}
+
 // Saturated sigmoids and softmax, logits in the hundreds to thousands (exp clamps, exact 0 and 1
 // activations): finite losses and gradients, the same for every thread count, and in double still
 // within tolerance of the reference. NaN in a row of X: a NaN loss, no crash.
@@ -962,6 +1051,8 @@ int main() {
 
   bad_inputs<float>();
   bad_inputs<double>();
+  scan_and_layout<float>();
+  scan_and_layout<double>();
   extremes<float>();
   extremes<double>();
   interrupts<float>();
