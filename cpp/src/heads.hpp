@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "simd.hpp"
 
@@ -65,67 +66,136 @@ void sigmoid_xent_backward(T* delta, const T* p, const T* t, const T* c, int64_t
     for (int64_t j = i * k; j < (i + 1) * k; ++j) delta[j] = c[i] * (p[j] - t[j]);
 }
 
-// p = softmax(z) row by row; m (n,) receives the row maxima and lse (n,) log sum_j exp(z_j - m), computed
-// as log1p of the sum without the maximum's own term (which is exactly 1), so a tiny sum stays exact.
+// Softmax cross-entropy with one row per lane: column j of V rows is one vector, and every row's sums
+// run over the columns in order 0..k-1. The row-block head (below: rows of a chunk, row-major) and the
+// narrow engine (feature-major blocks) both call these kernels, so a row gets the same bits in either.
+// The formula, from the logits (derivation.md §3.3): m = max_j z_j; e_j = exp(z_j - m) <= 1; rest = the
+// sum of the e_j without the first maximum's own term (exactly 1); lse = log1p(rest), so a confident
+// right answer keeps its tiny loss's precision; p_j = e_j / (1 + rest), the reciprocal by a correctly
+// rounded division; l = sum_j t_j (lse - (z_j - m)), a sum of terms >= 0 (no cancellation), finite
+// whenever the logits' spread is; delta_j = c (p_j sum_j t_j - t_j), or c (p_j - [j == y]) for labels.
+template <typename T> using LaneInt = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;  // VecTraits<T>::I's
+template <typename T> struct SoftmaxLanes {
+  Vec<T> m, rest = Vec<T>{}, lse, inv;
+  typename VecTraits<T>::I found{};  // lanes whose first maximum has been passed
+};
+
+// Steps 1-3 on the k columns z(j): the maxima (a NaN in column 0 stays; a later one reaches rest through
+// exp), then e_j handed to put_e(j, e_j) column by column, then lse and inv.
+template <typename T, typename Z, typename PutE>
+inline SoftmaxLanes<T> softmax_lanes(int64_t k, Z z, PutE put_e) {
+  SoftmaxLanes<T> s;
+  s.m = z(0);
+  for (int64_t j = 1; j < k; ++j) { const Vec<T> zj = z(j); s.m = zj > s.m ? zj : s.m; }
+  for (int64_t j = 0; j < k; ++j) {
+    const Vec<T> zj = z(j), e = vexp<T>(zj - s.m);  // all arguments <= 0
+    const auto is_max = (zj == s.m) & ~s.found;
+    s.found |= is_max;
+    s.rest += is_max ? Vec<T>{} : e;
+    put_e(j, e);
+  }
+  s.lse = vlog1p_nonneg<T>(s.rest);
+  s.inv = T(1) / (T(1) + s.rest);
+  return s;
+}
+
+template <typename T> inline Vec<T> softmax_prob(const SoftmaxLanes<T>& s, Vec<T> e) { return e * s.inv; }
+
+// The loss: l + t_j (lse - (z_j - m)) for column j of dense targets; lse - (z_y - m) for labels.
+template <typename T> inline Vec<T> softmax_xent_term(const SoftmaxLanes<T>& s, Vec<T> l, Vec<T> z, Vec<T> t) {
+  return vfma<T>(t, s.lse - (z - s.m), l);
+}
+template <typename T> inline Vec<T> softmax_xent_label(const SoftmaxLanes<T>& s, Vec<T> zy) { return s.lse - (zy - s.m); }
+
+// delta_j = c (p_j st - t_j), st = sum_j t_j (c (p - t) for rows summing to one); for labels
+// c (p_j - 1) where hit (j == y), else c p_j.
+template <typename T> inline Vec<T> softmax_xent_delta(Vec<T> c, Vec<T> p, Vec<T> st, Vec<T> t) {
+  return c * vfma<T>(p, st, -t);
+}
+template <typename T> inline Vec<T> softmax_xent_label_delta(Vec<T> c, Vec<T> p, typename VecTraits<T>::I hit) {
+  return c * (hit ? p - T(1) : p);
+}
+
+// a b + c, fused where the ISA has FMA, for a scalar sum whose contraction must not depend on how its
+// loop compiles.
+inline double fma_if_fma(double a, double b, double c) {
+#if defined(__FMA__)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// The row-block head: rows go through the kernels above kLanes at a time, column j of a block read
+// with stride k (padding lanes of a short block are zero and never stored).
+
+// p = softmax(z) (n, k) row by row; m (n,) receives the row maxima and lse (n,) log sum_j exp(z_j - m).
 template <typename T>
 void softmax_probs(T* p, T* m, T* lse, const T* z, int64_t n, int64_t k) {
-  for (int64_t i = 0; i < n; ++i) {
-    const T* zi = z + i * k;
-    T mi = zi[0];
-    for (int64_t j = 1; j < k; ++j) mi = zi[j] > mi ? zi[j] : mi;
-    for (int64_t j = 0; j < k; ++j) p[i * k + j] = zi[j] - mi;
-    m[i] = mi;
+  constexpr int V = kLanes<T>;
+  for (int64_t r0 = 0; r0 < n; r0 += V) {
+    const int64_t len = std::min<int64_t>(V, n - r0);
+    const T* zb = z + r0 * k;
+    T* pb = p + r0 * k;
+    const SoftmaxLanes<T> s = softmax_lanes<T>(
+        k, [&](int64_t j) { return load_strided<T>(zb + j, k, len); },
+        [&](int64_t j, Vec<T> e) { store_strided<T>(pb + j, k, e, len); });
+    for (int64_t j = 0; j < k; ++j)
+      store_strided<T>(pb + j, k, softmax_prob<T>(s, load_strided<T>(pb + j, k, len)), len);
+    store_strided<T>(m + r0, 1, s.m, len);
+    store_strided<T>(lse + r0, 1, s.lse, len);
   }
-  map_inplace<T>(p, n * k, [](Vec<T> x) { return vexp<T>(x); });  // all arguments <= 0
-  for (int64_t i = 0; i < n; ++i) {
-    T* pi = p + i * k;
-    const T* zi = z + i * k;
-    int64_t jmax = 0;  // the first column holding the maximum (none if the row has NaN: then all is NaN)
-    while (jmax < k && !(zi[jmax] == m[i])) ++jmax;
-    T rest = 0;
-    for (int64_t j = 0; j < k; ++j) rest += j == jmax ? T(0) : pi[j];
-    const T inv = T(1) / (T(1) + rest);
-    for (int64_t j = 0; j < k; ++j) pi[j] *= inv;
-    lse[i] = rest;
-  }
-  map_inplace<T>(lse, n, [](Vec<T> r) { return vlog1p_nonneg<T>(r); });
 }
 
 // l_i = sum_j t_ij (lse_i - (z_ij - m_i)), or lse_i - (z_iy - m_i) for a label y.
 template <typename T>
 double softmax_xent_forward(T* p, T* m, T* lse, const T* z, const int64_t* labels, const T* t, const T* c,
                             int64_t n, int64_t k) {
+  constexpr int V = kLanes<T>;
   softmax_probs<T>(p, m, lse, z, n, k);
   double total = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const T* zi = z + i * k;
-    T li;
+  for (int64_t r0 = 0; r0 < n; r0 += V) {
+    const int64_t len = std::min<int64_t>(V, n - r0);
+    SoftmaxLanes<T> s;
+    s.m = load_strided<T>(m + r0, 1, len);
+    s.lse = load_strided<T>(lse + r0, 1, len);
+    Vec<T> l = Vec<T>{};
     if (labels) {
-      li = lse[i] - (zi[labels[i]] - m[i]);
+      Vec<T> zy = Vec<T>{};
+      for (int64_t r = 0; r < len; ++r) zy[r] = z[(r0 + r) * k + labels[r0 + r]];
+      l = softmax_xent_label<T>(s, zy);
     } else {
-      li = 0;
-      for (int64_t j = 0; j < k; ++j) li += t[i * k + j] * (lse[i] - (zi[j] - m[i]));
+      for (int64_t j = 0; j < k; ++j)
+        l = softmax_xent_term<T>(s, l, load_strided<T>(z + r0 * k + j, k, len), load_strided<T>(t + r0 * k + j, k, len));
     }
-    total += double(c[i]) * double(li);
+    for (int64_t r = 0; r < len; ++r) total = fma_if_fma(double(c[r0 + r]), double(l[r]), total);
   }
   return total;
 }
 
-// delta = c (p sum_j t_j - t), which is c (p - t) for rows summing to one; c (p - onehot(y)) for labels.
+// delta (n, k) from p: softmax_xent_delta / softmax_xent_label_delta.
 template <typename T>
 void softmax_xent_backward(T* delta, const T* p, const int64_t* labels, const T* t, const T* c, int64_t n,
                            int64_t k) {
-  for (int64_t i = 0; i < n; ++i) {
-    T* di = delta + i * k;
-    const T* pi = p + i * k;
+  constexpr int V = kLanes<T>;
+  for (int64_t r0 = 0; r0 < n; r0 += V) {
+    const int64_t len = std::min<int64_t>(V, n - r0);
+    const Vec<T> cv = load_strided<T>(c + r0, 1, len);
+    T* db = delta + r0 * k;
+    const T* pb = p + r0 * k;
     if (labels) {
-      for (int64_t j = 0; j < k; ++j) di[j] = c[i] * pi[j];
-      di[labels[i]] = c[i] * (pi[labels[i]] - T(1));
+      typename VecTraits<T>::I y{};
+      for (int64_t r = 0; r < len; ++r) y[r] = labels[r0 + r];
+      for (int64_t j = 0; j < k; ++j)
+        store_strided<T>(db + j, k, softmax_xent_label_delta<T>(cv, load_strided<T>(pb + j, k, len), y == LaneInt<T>(j)), len);
     } else {
-      const T* ti = t + i * k;
-      T st = 0;
-      for (int64_t j = 0; j < k; ++j) st += ti[j];
-      for (int64_t j = 0; j < k; ++j) di[j] = c[i] * (pi[j] * st - ti[j]);
+      const T* tb = t + r0 * k;
+      Vec<T> st = Vec<T>{};
+      for (int64_t j = 0; j < k; ++j) st += load_strided<T>(tb + j, k, len);
+      for (int64_t j = 0; j < k; ++j)
+        store_strided<T>(db + j, k,
+                         softmax_xent_delta<T>(cv, load_strided<T>(pb + j, k, len), st, load_strided<T>(tb + j, k, len)),
+                         len);
     }
   }
 }

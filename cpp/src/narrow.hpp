@@ -113,19 +113,13 @@ void narrow_probs(const NarrowPlan<T>& np, Head head, T* s, T* probs, int64_t r0
   constexpr int V = NarrowPlan<T>::V;
   const int64_t k = np.k;
   T* Z = s + np.h[np.L];
-  Vec<T> mx = load<T>(Z), sum = Vec<T>{};
-  if (head == Head::softmax) {
-    for (int64_t j = 1; j < k; ++j) { const Vec<T> z = load<T>(Z + j * V); mx = z > mx ? z : mx; }
-    for (int64_t j = 0; j < k; ++j) {
-      const Vec<T> e = vexp<T>(load<T>(Z + j * V) - mx);
-      store<T>(Z + j * V, e);
-      sum += e;
-    }
-  }
-  const Vec<T> inv = T(1) / sum;
+  SoftmaxLanes<T> sm;
+  if (head == Head::softmax)
+    sm = softmax_lanes<T>(
+        k, [&](int64_t j) { return load<T>(Z + j * V); }, [&](int64_t j, Vec<T> e) { store<T>(Z + j * V, e); });
   for (int64_t j = 0; j < k; ++j) {
     const Vec<T> z = load<T>(Z + j * V);
-    const Vec<T> p = head == Head::softmax ? z * inv : vsigmoid<T>(z);
+    const Vec<T> p = head == Head::softmax ? softmax_prob<T>(sm, z) : vsigmoid<T>(z);
     for (int64_t r = 0; r < m; ++r) probs[(r0 + r) * k + j] = p[r];
   }
 }
@@ -156,44 +150,32 @@ void narrow_head(const NarrowPlan<T>& np, Head head, const Batch<T>& batch, T sc
       if (grad) store<T>(Z + j * V, masked<T>(valid, c * (p - t)));
     }
   } else {
-    Vec<T> mx = load<T>(Z);
-    for (int64_t j = 1; j < k; ++j) { const Vec<T> z = load<T>(Z + j * V); mx = z > mx ? z : mx; }
-    // e_j = exp(z_j - max); rest: their sum without the (first) maximum's own term, which is 1
-    T* E = s + np.delta0;
-    Vec<T> rest = Vec<T>{};
-    I found = I{};
-    for (int64_t j = 0; j < k; ++j) {
-      const Vec<T> z = load<T>(Z + j * V);
-      const Vec<T> e = vexp<T>(z - mx);
-      store<T>(E + j * V, e);
-      const I is_max = (z == mx) & ~found;
-      found |= is_max;
-      rest += is_max ? Vec<T>{} : e;
-    }
-    const Vec<T> lse = vlog1p_nonneg<T>(rest), inv = vrecip<T>(T(1) + rest);
+    T* E = s + np.delta0;  // e_j = exp(z_j - max)
+    const SoftmaxLanes<T> sm = softmax_lanes<T>(
+        k, [&](int64_t j) { return load<T>(Z + j * V); }, [&](int64_t j, Vec<T> e) { store<T>(E + j * V, e); });
     if (batch.labels) {
-      Vec<T> y = Vec<T>{};
-      for (int64_t r = 0; r < m; ++r) y[r] = T(batch.labels[r0 + r]);
+      I y = I{};
+      for (int64_t r = 0; r < m; ++r) y[r] = batch.labels[r0 + r];
       Vec<T> zy = Vec<T>{};
       for (int64_t j = 0; j < k; ++j) {
-        const I hit = y == T(j);
-        const Vec<T> z = load<T>(Z + j * V);
-        zy = hit ? z : zy;
+        const I hit = y == LaneInt<T>(j);
+        zy = hit ? load<T>(Z + j * V) : zy;
         if (grad)
-          store<T>(Z + j * V, masked<T>(valid, c * (load<T>(E + j * V) * inv - (hit ? splat<T>(T(1)) : Vec<T>{}))));
+          store<T>(Z + j * V,
+                   masked<T>(valid, softmax_xent_label_delta<T>(c, softmax_prob<T>(sm, load<T>(E + j * V)), hit)));
       }
-      loss = lse - (zy - mx);
+      loss = softmax_xent_label<T>(sm, zy);
     } else {
-      Vec<T> st = Vec<T>{}, tz = Vec<T>{};
+      Vec<T> st = Vec<T>{};
       for (int64_t j = 0; j < k; ++j) {
         const Vec<T> t = load<T>(tv + j * V);
         st += t;
-        tz += t * (load<T>(Z + j * V) - mx);
+        loss = softmax_xent_term<T>(sm, loss, load<T>(Z + j * V), t);
       }
-      loss = st * lse - tz;
       if (grad)
         for (int64_t j = 0; j < k; ++j)
-          store<T>(Z + j * V, masked<T>(valid, c * (load<T>(E + j * V) * inv * st - load<T>(tv + j * V))));
+          store<T>(Z + j * V, masked<T>(valid, softmax_xent_delta<T>(c, softmax_prob<T>(sm, load<T>(E + j * V)), st,
+                                                                     load<T>(tv + j * V))));
     }
   }
   // Each lane's weighted loss, added in double to its own accumulator (the lanes are summed in a fixed

@@ -97,6 +97,17 @@ template <typename T> inline void store_partial(T* p, Vec<T> v, int64_t len) {
 #endif
 }
 
+// Lane r < len from p[r * stride], the other lanes zero; and the store of lanes r < len to p[r * stride]
+// (len <= lanes): a column of row-major rows as one vector, for kernels that run one row per lane.
+template <typename T> inline Vec<T> load_strided(const T* p, int64_t stride, int64_t len) {
+  Vec<T> v = Vec<T>{};
+  for (int64_t r = 0; r < len; ++r) v[r] = p[r * stride];
+  return v;
+}
+template <typename T> inline void store_strided(T* p, int64_t stride, Vec<T> v, int64_t len) {
+  for (int64_t r = 0; r < len; ++r) p[r * stride] = v[r];
+}
+
 // exp(x) lane by lane: x = n ln2 + r, |r| <= ln2/2, exp(r) by its Taylor polynomial (degree 7 for
 // float, 13 for double: truncation below 0.5 ulp), times 2^n built in the exponent bits.
 // Results below the smallest normal number flush to 0; x > hi (a little below the largest finite
