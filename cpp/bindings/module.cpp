@@ -185,30 +185,30 @@ mlpgrad::Network<T> network(const py::list& weights, const py::list& biases, std
 // The loss of `data` for `net` and, with `grad_out` (a flat (P,) buffer, pack order), every gradient written
 // into it; with dX, dL/dX too. Returns the loss.
 template <typename T>
-double run_loss(const mlpgrad::Network<T>& net, const Data& data, Reduction reduction, T* grad_out, T* dX,
-                int n_threads) {
+double run_loss(const mlpgrad::Network<T>& net, const mlpgrad::Layout& layout, const Data& data, Reduction reduction,
+                T* grad_out, T* dX, int n_threads) {
   expect(data.d0() == net.n_inputs() && data.k() == net.n_outputs(), "data: its shapes do not match the network");
   const mlpgrad::Batch<T> batch = data.batch<T>();
   if (!grad_out)
     return without_gil([&](const mlpgrad::Interrupt* intr) {
       return mlpgrad::loss<T>(net, data.head(), batch, reduction, n_threads, intr);
     });
-  mlpgrad::Gradients<T> grads = mlpgrad::Layout(net.sizes).gradients<T>(grad_out);
+  mlpgrad::Gradients<T> grads = layout.gradients<T>(grad_out);
   grads.dX = dX;
   return without_gil([&](const mlpgrad::Interrupt* intr) {
     return mlpgrad::loss_and_grad<T>(net, data.head(), batch, reduction, grads, n_threads, intr);
   });
 }
 
-// (loss, grad or None, dX or None). grad: `out` when given (checked), else a new (P,) array.
+// (loss, grad or None, dX or None). grad: `out` when given (checked), else a new (P,) array. layout: net's.
 template <typename T>
-py::tuple loss_and_grad_impl(const mlpgrad::Network<T>& net, const Data& data, Reduction reduction, bool want_grad,
-                             bool input_grad, int n_threads, py::handle out) {
+py::tuple loss_and_grad_impl(const mlpgrad::Network<T>& net, const mlpgrad::Layout& layout, const Data& data,
+                             Reduction reduction, bool want_grad, bool input_grad, int n_threads, py::handle out) {
   py::object grad = py::none(), dX = py::none();
   T* g = nullptr;
   T* dx = nullptr;
   if (want_grad) {
-    const int64_t P = mlpgrad::Layout(net.sizes).n_params;
+    const int64_t P = layout.n_params;
     if (out.is_none()) {
       py::array_t<T> a(P);
       g = a.mutable_data();
@@ -223,7 +223,7 @@ py::tuple loss_and_grad_impl(const mlpgrad::Network<T>& net, const Data& data, R
       dX = a;
     }
   }
-  const double value = run_loss<T>(net, data, reduction, g, dx, n_threads);
+  const double value = run_loss<T>(net, layout, data, reduction, g, dx, n_threads);
   return py::make_tuple(value, grad, dX);
 }
 
@@ -231,7 +231,8 @@ template <typename T>
 py::tuple loss_and_grad_lists(const py::list& weights, const py::list& biases, const Data& data, Reduction reduction,
                               bool want_grad, bool input_grad, int n_threads, py::handle out) {
   std::vector<py::object> keep;
-  return loss_and_grad_impl<T>(network<T>(weights, biases, keep), data, reduction, want_grad, input_grad, n_threads,
+  const mlpgrad::Network<T> net = network<T>(weights, biases, keep);
+  return loss_and_grad_impl<T>(net, mlpgrad::Layout(net.sizes), data, reduction, want_grad, input_grad, n_threads,
                                out);
 }
 
@@ -241,8 +242,8 @@ py::tuple loss_and_grad_flat(py::handle theta, const std::vector<int64_t>& sizes
   const mlpgrad::Layout layout(sizes);
   const auto params = as_c_array<T>(theta, "theta", 1);
   expect(params.shape(0) == layout.n_params, "theta: expected P elements");
-  return loss_and_grad_impl<T>(layout.network<T>(params.data()), data, reduction, want_grad, input_grad, n_threads,
-                               out);
+  return loss_and_grad_impl<T>(layout.network<T>(params.data()), layout, data, reduction, want_grad, input_grad,
+                               n_threads, out);
 }
 
 template <typename T>

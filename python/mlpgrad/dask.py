@@ -54,11 +54,11 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by te
     raise ImportError(f'mlpgrad.dask needs dask[array,distributed] ({exc}): pip install "mlpgrad[dask]"') from exc
 
 from . import _native
-from ._checks import (check_flag, check_head, check_layer_sizes, check_n_threads, check_network, check_nonnegative,
-                      check_reduction, check_total_weight, label_range_message)
-from ._flat import n_params, n_weights, unpack
+from ._checks import (check_flag, check_head, check_n_threads, check_network, check_reduction, check_total_weight,
+                      label_range_message)
+from ._flat import unpack
 from ._types import Gradients
-from .objective import as_theta, check_out as _check_out, data_dtype
+from .objective import _FlatObjective, as_theta, check_out as _check_out
 
 __all__ = ["loss", "loss_and_grad", "Objective"]
 
@@ -319,8 +319,7 @@ def loss(weights, biases, X, y, *, head, reduction="sum", sample_weight=None, n_
     return float(value * _scale(reduction, X.shape[0], total))
 
 
-
-class Objective:
+class Objective(_FlatObjective):
     """:class:`mlpgrad.Objective` over dask arrays chunked along rows: the loss of the data set as a function of
     the flat parameters theta (P,), for scipy.optimize and other loops that evaluate it many times.
 
@@ -334,14 +333,10 @@ class Objective:
 
     def __init__(self, layer_sizes, X, y, *, head, reduction="sum", sample_weight=None, alpha=0.0, dtype=None,
                  n_threads=None):
-        self.layer_sizes = sizes = check_layer_sizes(layer_sizes)
-        self.head = check_head(head)
-        self.reduction = check_reduction(reduction)
-        self.alpha = check_nonnegative(alpha, "alpha")
-        self.dtype = data_dtype(dtype, X)
+        self._set_common(layer_sizes, X, head, reduction, alpha, dtype)
         self.n_threads = _checked_threads(n_threads)
+        sizes = self.layer_sizes
         X, y, w = check_dask_data(X, y, sample_weight, self.head, sizes[0], sizes[-1], func="Objective")
-        self.n_params, self._n_weights, self._sizes = n_params(sizes), n_weights(sizes), list(sizes)
         self._blocks = self._bind(X, y, w)
         self._summarize(dask.compute(*[dask.delayed(_block_summary)(b) for b in self._blocks]))
         check_total_weight(self.reduction, self.total_weight, self.n_samples)
@@ -375,10 +370,6 @@ class Objective:
         return (f"mlpgrad.dask.Objective({list(self.layer_sizes)}, N={self.n_samples}, blocks={len(self._blocks)}, "
                 f"head={self.head!r}, reduction={self.reduction!r}, alpha={self.alpha}, dtype={self.dtype.name})")
 
-    def unpack(self, theta):
-        """Views (weights, biases) of theta (..., P): see :func:`mlpgrad.unpack`."""
-        return unpack(theta, self.layer_sizes)
-
     def _evaluate(self, theta, want_grad):
         """(loss, float64 gradient or None) of the data, with the reduction's scale, without the penalty."""
         token = uuid.uuid4().hex
@@ -393,10 +384,6 @@ class Objective:
         scale = _scale(self.reduction, self.n_samples, self.total_weight)
         return value * scale, (grad * scale if want_grad and scale != 1.0 else grad)
 
-    def _penalty(self, theta) -> float:
-        w = theta[:self._n_weights].astype(np.float64, copy=False)
-        return 0.5 * self.alpha * float(np.dot(w, w))
-
     def loss(self, theta) -> float:
         """L(theta) as a Python float."""
         theta = as_theta(theta, self.n_params, self.dtype)
@@ -407,9 +394,7 @@ class Objective:
         when given."""
         theta = as_theta(theta, self.n_params, self.dtype)
         value, grad = self._evaluate(theta, True)
-        if self.alpha:
-            value += self._penalty(theta)
-            grad[:self._n_weights] += self.alpha * theta[:self._n_weights]
+        value = self._add_penalty(value, grad, theta)
         if out is None:
             return float(value), grad.astype(self.dtype)
         _check_out(out, self.n_params, self.dtype)

@@ -38,7 +38,37 @@ def as_theta(theta, P: int, dtype, name: str = "theta") -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-class Objective:
+class _FlatObjective:
+    """What the in-memory Objective and mlpgrad.dask.Objective share: the rules of their common arguments, the
+    penalty alpha / 2 * sum_l ||W_l||^2 (the weights come first in theta) and unpack."""
+
+    def _set_common(self, layer_sizes, X, head, reduction, alpha, dtype) -> None:
+        self.layer_sizes = check_layer_sizes(layer_sizes)
+        self.head = check_head(head)
+        self.reduction = check_reduction(reduction)
+        self.alpha = check_nonnegative(alpha, "alpha")
+        self.dtype = data_dtype(dtype, X)
+        self.n_params = n_params(self.layer_sizes)
+        self._n_weights = n_weights(self.layer_sizes)
+        self._sizes = list(self.layer_sizes)
+
+    def unpack(self, theta):
+        """Views (weights, biases) of theta (..., P): see :func:`mlpgrad.unpack`."""
+        return unpack(theta, self.layer_sizes)
+
+    def _penalty(self, theta) -> float:
+        w = theta[:self._n_weights].astype(np.float64, copy=False)
+        return 0.5 * self.alpha * float(np.dot(w, w))
+
+    def _add_penalty(self, value: float, grad, theta) -> float:
+        """The data loss plus the penalty; its gradient alpha W is added to grad in place."""
+        if not self.alpha:
+            return value
+        grad[:self._n_weights] += self.alpha * theta[:self._n_weights]
+        return value + self._penalty(theta)
+
+
+class Objective(_FlatObjective):
     """The loss of the data (X, y) for layer sizes d_0 .. d_L, as a function of the flat parameters theta.
 
     ``L(theta) = sum_i c_i l_i(theta) + alpha / 2 * sum_l ||W_l||^2`` with ``c_i = w_i`` (reduction "sum") or
@@ -58,19 +88,12 @@ class Objective:
 
     def __init__(self, layer_sizes, X, y, *, head, reduction="sum", sample_weight=None, alpha=0.0, dtype=None,
                  n_threads=None):
-        self.layer_sizes = check_layer_sizes(layer_sizes)
-        self.head = check_head(head)
-        self.reduction = check_reduction(reduction)
-        self.alpha = check_nonnegative(alpha, "alpha")
-        self.dtype = data_dtype(dtype, X)
+        self._set_common(layer_sizes, X, head, reduction, alpha, dtype)
         self._threads = check_n_threads(n_threads)
         self.n_threads = n_threads
         sizes = self.layer_sizes
         self._data = _native.bind_data(X, y, sample_weight, self.head, sizes[0], sizes[-1], self.dtype, own=True)
         check_total_weight(self.reduction, self._data.total_weight, self._data.n)
-        self.n_params = n_params(sizes)
-        self._n_weights = n_weights(sizes)
-        self._sizes = list(sizes)
 
     def __repr__(self):
         return (f"Objective({list(self.layer_sizes)}, N={self.n_samples}, head={self.head!r}, "
@@ -84,14 +107,6 @@ class Objective:
     def total_weight(self) -> float:
         """sum_i w_i (N without sample weights)."""
         return self._data.total_weight
-
-    def unpack(self, theta):
-        """Views (weights, biases) of theta (..., P): see :func:`mlpgrad.unpack`."""
-        return unpack(theta, self.layer_sizes)
-
-    def _penalty(self, theta) -> float:
-        w = theta[:self._n_weights].astype(np.float64, copy=False)
-        return 0.5 * self.alpha * float(np.dot(w, w))
 
     def loss(self, theta) -> float:
         """L(theta) as a Python float."""
@@ -108,11 +123,7 @@ class Objective:
             check_out(out, self.n_params, self.dtype)
         value, grad, _ = _native.loss_and_grad_flat(theta, self._sizes, self._data, self.reduction, True, False,
                                                     self._threads, out)
-        if self.alpha:
-            value += self._penalty(theta)
-            w = theta[:self._n_weights]
-            grad[:self._n_weights] += self.alpha * w
-        return value, grad
+        return self._add_penalty(value, grad, theta), grad
 
 
 def check_out(out, P: int, dtype) -> None:
