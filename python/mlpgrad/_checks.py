@@ -20,11 +20,22 @@ Rules (documented in the README, "Input rules"):
 * ``sample_weight``: ``None`` or ``(N,)`` finite and ``>= 0``.
 * ``reduction``: ``"sum"`` or ``"mean"``; ``"mean"`` needs a positive total
   weight (``N > 0`` and, with sample weights, a positive sum).
+
+The per-sample functions' arguments (issue 12):
+
+* ``max_norm``: a real number > 0, possibly ``+inf`` (whole-gradient clipping), or a sequence of one such number
+  per layer (per-layer clipping); not NaN, not a bool.
+* ``V``: real (integer or floating), shape ``(P,)`` or ``(P, m)`` with ``m >= 1``, finite after conversion to the
+  parameters' dtype.
+* ``X2``, ``y2``: both or neither; the rules of ``X`` and ``y``, their messages naming ``X2`` and ``y2``.
+* ``out`` of ``per_sample_grads``: a writeable C-contiguous ``(N, P)`` array of the parameters' dtype.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -327,3 +338,88 @@ def check_n_threads(n_threads) -> int:
     if not 1 <= value <= MAX_THREADS:
         raise ValueError(f"n_threads must be None or an int in [1, {MAX_THREADS}], got {value}")
     return value
+
+
+# -- the per-sample functions' arguments (issue 12) --------------------------------------------------------
+
+def _is_real_number(value) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)))
+
+
+def check_max_norm(max_norm, n_layers: int):
+    """A float (whole-gradient clipping: > 0, +inf allowed) or a tuple of ``n_layers`` floats (per-layer clipping:
+    each > 0, +inf allowed). A 0-d array counts as a number, a 1-D array as a sequence."""
+    expected = (f"a real number > 0 (whole-gradient clipping) or a sequence of {n_layers} real numbers > 0 "
+                f"(per-layer clipping, one per layer)")
+    if isinstance(max_norm, np.ndarray) and max_norm.ndim == 0:
+        max_norm = max_norm[()]
+    if _is_real_number(max_norm):
+        value = float(max_norm)
+        if not value > 0:  # also NaN
+            raise ValueError(f"max_norm must be {expected}, got {value}")
+        return value
+    if isinstance(max_norm, (str, bytes)) or not isinstance(max_norm, (list, tuple, np.ndarray)):
+        raise TypeError(f"max_norm must be {expected}, got {_describe(max_norm)}")
+    if isinstance(max_norm, np.ndarray) and max_norm.ndim != 1:
+        raise ValueError(f"max_norm must be {expected}, got an array of shape {max_norm.shape}")
+    if len(max_norm) != n_layers:
+        raise ValueError(f"max_norm must be {expected}, got a sequence of length {len(max_norm)}")
+    values = []
+    for l, v in enumerate(max_norm):
+        if not _is_real_number(v):
+            raise TypeError(f"max_norm must be {expected}, got {_describe(v)} at position {l}")
+        v = float(v)
+        if not v > 0:
+            raise ValueError(f"max_norm must be {expected}, got {v} at position {l}")
+        values.append(v)
+    return tuple(values)
+
+
+def check_vectors(V, P: int, dtype):
+    """(V2, one_d): V as a C-contiguous (P, m) array of dtype (V itself when it already is one, else a converted
+    copy; never written), and whether V was given as one vector (P,)."""
+    V = _as_array(V, "V")
+    if V.dtype.kind not in "iuf":
+        raise TypeError(f"V must be a real array (integer or floating), got dtype {V.dtype}")
+    if not (V.shape == (P,) or (V.ndim == 2 and V.shape[0] == P and V.shape[1] >= 1)):
+        raise ValueError(f"V must have shape ({P},) or ({P}, m) with m >= 1 (P = the number of parameters), "
+                         f"got shape {V.shape}")
+    one_d = V.ndim == 1
+    V2 = np.ascontiguousarray(_cast(V, dtype)).reshape(P, -1)
+    if not np.all(np.isfinite(V2)):
+        raise ValueError(f"V must be finite (after conversion to {np.dtype(dtype)}), got NaN or inf")
+    return V2, one_d
+
+
+def check_second_set(X2, y2) -> bool:
+    """grad_gram's optional second data set: True when both are given, False when neither is."""
+    if X2 is not None and y2 is None:
+        raise ValueError("y2 must be given with X2 (the targets of the second set), got None")
+    if y2 is not None and X2 is None:
+        raise ValueError("X2 must be given with y2 (the inputs of the second set), got None")
+    return X2 is not None
+
+
+@contextlib.contextmanager
+def renamed_arguments(names: dict):
+    """Inside, a TypeError or ValueError names ``names[a]`` wherever it named argument ``a``: the rules of X and y
+    applied to X2 and y2 (``renamed_arguments({"X": "X2", "y": "y2"})``), with their own messages. Every message
+    above names its argument as a whole word."""
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(pattern.sub(lambda m: names[m.group(1)], str(exc))) from None
+
+
+def check_rows_out(out, n: int, P: int, dtype) -> None:
+    """out= of per_sample_grads: a writeable C-contiguous (N, P) array of the parameters' dtype."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array of shape ({n}, {P}) and dtype {dtype}, got {_describe(out)}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have the parameters' dtype {dtype}, got {out.dtype}")
+    if out.shape != (n, P) or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out must be a writeable C-contiguous array of shape ({n}, {P}), got shape {out.shape}"
+                         + ("" if out.flags.writeable else " (read-only)")
+                         + ("" if out.flags.c_contiguous else " (not C-contiguous)"))

@@ -25,16 +25,40 @@ Backward, with c_i = w_i (or w_i / sum w for "mean") and delta_l = dL/dz_l (N, d
     dh_{l-1} = delta_l @ W_l^T      (N, d_{l-1}) = (N, d_l) @ (d_l, d_{l-1})
     delta_{l-1} = dh_{l-1} * h_{l-1} * (1 - h_{l-1})
     dX = dh_0
+
+Per-sample gradients (issue 12).  g_i (P,) is the gradient of sample i's own loss l_i (no weight, no reduction:
+the backward above with c = 1) with respect to theta = (W_1.ravel(), ..., W_L.ravel(), b_1, ..., b_L), the
+``mlpgrad.pack`` order.  With delta_{l,i} (d_l,) row i of the unit-scale delta_l and h_{l-1,i} (d_{l-1},) row i
+of h_{l-1}, its layer-l part g_{i,l} is
+
+    dW_l of sample i = outer(h_{l-1,i}, delta_{l,i})      (d_{l-1}, d_l)
+    db_l of sample i = delta_{l,i}                         (d_l,)
+    ||g_{i,l}||^2 = (||h_{l-1,i}||^2 + 1) ||delta_{l,i}||^2,     ||g_i||^2 = sum_l ||g_{i,l}||^2
+
+and the gradient of L is sum_i c_i g_i.  From the (N, P) matrix G of the rows g_i:
+
+    per_sample_grad_norms   ||g_i||  (N,), or ||g_{i,l}||  (N, L)
+    clipped_grad            sum_i c_i f_i g_i, f_i = min(1, max_norm / ||g_i||) (1 when ||g_i|| = 0), or per
+                            layer sum_i c_i f_{i,l} g_{i,l} with f_{i,l} = min(1, max_norm[l] / ||g_{i,l}||):
+                            the gradient of sum_i c_i f_i l_i with the factors held fixed
+    per_sample_grads        G  (N, P)
+    grad_dot                G @ V  (N,) for V (P,), (N, m) for V (P, m)
+    grad_gram               G @ G2^T  (N, N2), G2 the rows of a second set (X2, y2), by default G itself
+    sum_squared_grads       sum_i w_i g_i * g_i element-wise (P,), as Gradients
+
+These build G explicitly (O(N P) memory): the native functions do not, except per_sample_grads.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_flag, check_head, check_network, check_problem, check_X
+from ._checks import (check_flag, check_head, check_max_norm, check_network, check_problem, check_rows_out,
+                      check_second_set, check_vectors, check_X, renamed_arguments)
 from ._types import Gradients
 
-__all__ = ["forward", "loss", "loss_and_grad"]
+__all__ = ["forward", "loss", "loss_and_grad", "per_sample_grad_norms", "clipped_grad", "per_sample_grads",
+           "grad_dot", "grad_gram", "sum_squared_grads"]
 
 
 # -- layers --------------------------------------------------------------------------------------
@@ -181,3 +205,117 @@ def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight
         else:
             dX = dh
     return L, Gradients(dWs, dbs, dX if input_grad else None)
+
+
+# -- per-sample gradients ---------------------------------------------------------------------------
+
+def _per_sample_backward(p):
+    """(hs, deltas) of checked problem p: hs[l] (N, d_in) the input of layer l (hs[0] = X) and deltas[l]
+    (N, d_out) = dl_i/dz_l by rows, each sample's own loss unweighted (unit sample scale)."""
+    hs, z = _forward_pass(p.weights, p.biases, p.X)
+    t, unit = _dense_targets(p), np.ones(p.X.shape[0], dtype=p.dtype)
+    delta = sigmoid_xent_backward(z, t, unit) if p.head == "sigmoid" else softmax_xent_backward(z, t, unit)
+    deltas = [None] * len(p.weights)
+    for l in reversed(range(len(p.weights))):  # the forward, reversed
+        deltas[l] = delta
+        if l > 0:
+            delta = sigmoid_backward(matmul(delta, p.weights[l].T), hs[l])
+    return hs, deltas
+
+
+def _per_sample_grads(p):
+    """G (N, P): row i = g_i in pack order, the outer products h_{l-1,i} delta_{l,i}^T raveled row-major, layer by
+    layer, then the deltas delta_{l,i} (the biases' parts)."""
+    hs, deltas = _per_sample_backward(p)
+    n = p.X.shape[0]
+    weight_parts = [np.einsum("ni,nj->nij", h, d).reshape(n, h.shape[1] * d.shape[1]) for h, d in zip(hs, deltas)]
+    return np.concatenate(weight_parts + deltas, axis=1)
+
+
+def _param_layers(p):
+    """(P,) the layer of each parameter, in pack order."""
+    return np.concatenate([np.full(W.size, l) for l, W in enumerate(p.weights)]
+                          + [np.full(b.size, l) for l, b in enumerate(p.biases)])
+
+
+def _norms(G, p, per_layer):
+    """||g_i|| (N,), or per_layer ||g_{i,l}|| (N, L): W_l and b_l together."""
+    squares = G * G
+    if not per_layer:
+        return np.sqrt(squares.sum(axis=1))
+    layers = _param_layers(p)
+    return np.sqrt(np.stack([squares[:, layers == l].sum(axis=1) for l in range(len(p.weights))], axis=1))
+
+
+def _as_gradients(flat, p):
+    """A flat (P,) vector in pack order as Gradients(weights, biases, None) of the parameters' shapes."""
+    shapes = [W.shape for W in p.weights] + [b.shape for b in p.biases]
+    stops = np.cumsum([int(np.prod(s)) for s in shapes])
+    parts = [a.reshape(s) for a, s in zip(np.split(flat, stops[:-1]), shapes)]
+    L = len(p.weights)
+    return Gradients(parts[:L], parts[L:], None)
+
+
+def per_sample_grad_norms(weights, biases, X, y, *, head, per_layer=False):
+    """||g_i|| (N,), or with per_layer=True ||g_{i,l}|| (N, L), column l for W_l and b_l together."""
+    p = check_problem(weights, biases, X, y, head, "sum", None)
+    per_layer = check_flag(per_layer, "per_layer")
+    return _norms(_per_sample_grads(p), p, per_layer)
+
+
+def clipped_grad(weights, biases, X, y, *, head, max_norm, reduction="sum", sample_weight=None):
+    """(loss, Gradients(weights, biases, None), norms): the gradient sum_i c_i f_i g_i with the clip factors
+    f_i = min(1, max_norm / ||g_i||) (max_norm a number) or, per layer, f_{i,l} = min(1, max_norm[l] / ||g_{i,l}||)
+    (max_norm a sequence of L numbers); f = 1 where the norm is 0. c_i as in loss_and_grad. loss is the unclipped
+    loss; norms as per_sample_grad_norms: (N,), or (N, L) with per-layer clipping."""
+    p = check_problem(weights, biases, X, y, head, reduction, sample_weight)
+    max_norm = check_max_norm(max_norm, len(p.weights))
+    per_layer = isinstance(max_norm, tuple)
+    G = _per_sample_grads(p)
+    norms = _norms(G, p, per_layer)
+    limit = np.asarray(max_norm, dtype=np.float64)  # broadcasts over (N,) or (N, L)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the quotients where the norm is 0 are not taken
+        factor = np.where(norms > limit, limit / norms, 1.0).astype(p.dtype)
+    column_factor = factor[:, _param_layers(p)] if per_layer else factor[:, None]  # (N, P) or (N, 1)
+    flat = (_sample_scale(p)[:, None] * column_factor * G).sum(axis=0)
+    value = loss(weights, biases, X, y, head=head, reduction=reduction, sample_weight=sample_weight)
+    return value, _as_gradients(flat, p), norms
+
+
+def per_sample_grads(weights, biases, X, y, *, head, out=None):
+    """G (N, P): row i is g_i in pack order (mlpgrad.pack). out: a writeable C-contiguous (N, P) array of the
+    parameters' dtype, written and returned. Memory: N * P * itemsize bytes for G."""
+    p = check_problem(weights, biases, X, y, head, "sum", None)
+    if out is None:
+        return _per_sample_grads(p)
+    check_rows_out(out, p.X.shape[0], sum(W.size + b.size for W, b in zip(p.weights, p.biases)), p.dtype)
+    out[...] = _per_sample_grads(p)
+    return out
+
+
+def grad_dot(weights, biases, X, y, V, *, head):
+    """g_i . V: (N,) for V of shape (P,), (N, m) for V (P, m)."""
+    p = check_problem(weights, biases, X, y, head, "sum", None)
+    V2, one_d = check_vectors(V, sum(W.size + b.size for W, b in zip(p.weights, p.biases)), p.dtype)
+    D = matmul(_per_sample_grads(p), V2)  # (N, m)
+    return D[:, 0] if one_d else D
+
+
+def grad_gram(weights, biases, X, y, X2=None, y2=None, *, head):
+    """(N, N2): entry (i, j) = g_i . g'_j, g'_j the per-sample gradient of sample j of (X2, y2); X2 and y2 default
+    to X and y (both or neither)."""
+    p = check_problem(weights, biases, X, y, head, "sum", None)
+    G = _per_sample_grads(p)
+    if not check_second_set(X2, y2):
+        return matmul(G, G.T)
+    with renamed_arguments({"X": "X2", "y": "y2"}):
+        p2 = check_problem(weights, biases, X2, y2, head, "sum", None)
+    return matmul(G, _per_sample_grads(p2).T)
+
+
+def sum_squared_grads(weights, biases, X, y, *, head, sample_weight=None):
+    """Gradients(weights, biases, None) holding sum_i w_i g_i * g_i element-wise (w_i = 1 without sample_weight)."""
+    p = check_problem(weights, biases, X, y, head, "sum", sample_weight)
+    G = _per_sample_grads(p)
+    w = np.ones(p.X.shape[0], dtype=p.dtype) if p.sample_weight is None else p.sample_weight
+    return _as_gradients(matmul(w, G * G), p)
