@@ -12,6 +12,7 @@
 
 #include "mlpgrad/layout.hpp"
 #include "mlpgrad/mlp.hpp"
+#include "mlpgrad/per_sample.hpp"
 #include "mlpgrad/train.hpp"
 
 namespace py = pybind11;
@@ -263,6 +264,89 @@ py::array forward_impl(const py::list& weights, const py::list& biases, py::hand
   return std::move(probs);
 }
 
+// ---------------------------------------------------------------------------------------------- per sample
+// One per-sample request (mlpgrad/per_sample.hpp) for the flat parameters theta: returns (loss, result, norms,
+// layer_norms), result being the gradient (P,) for clipped and sumsq, the (n, P) rows for grads (`out` when
+// given, checked), the (n, m) dot products for dot; the norms when asked for (norms, clipped).
+template <typename T>
+py::tuple per_sample_impl(py::handle theta, const std::vector<int64_t>& sizes, const Data& data, Reduction reduction,
+                          mlpgrad::PerSampleOp op, const std::vector<double>& max_norm, py::handle V_obj,
+                          bool want_norms, bool want_layer_norms, int n_threads, py::handle out) {
+  using Op = mlpgrad::PerSampleOp;
+  const mlpgrad::Layout layout(sizes);
+  const auto params = as_c_array<T>(theta, "theta", 1);
+  expect(params.shape(0) == layout.n_params, "theta: expected P elements");
+  expect(data.d0() == sizes.front() && data.k() == sizes.back(), "data: its shapes do not match the network");
+  const mlpgrad::Network<T> net = layout.network<T>(params.data());
+  const py::ssize_t n = data.n(), L = py::ssize_t(sizes.size()) - 1, P = layout.n_params;
+  mlpgrad::PerSampleRequest<T> q;
+  q.op = op;
+  q.max_norm = max_norm;
+  py::object result = py::none(), norms = py::none(), layer_norms = py::none();
+  if (want_norms) {
+    py::array_t<T> a(n);
+    q.norms = a.mutable_data();
+    norms = a;
+  }
+  if (want_layer_norms) {
+    py::array_t<T> a({n, L});
+    q.layer_norms = a.mutable_data();
+    layer_norms = a;
+  }
+  CArray<T> V;
+  if (op == Op::clipped || op == Op::sumsq) {
+    py::array_t<T> g(P);
+    q.grads = layout.gradients<T>(g.mutable_data());
+    result = g;
+  } else if (op == Op::grads) {
+    if (out.is_none()) {
+      py::array_t<T> a({n, py::ssize_t(P)});
+      q.rows = a.mutable_data();
+      result = a;
+    } else {
+      q.rows = writeable_array<T>(out, "out", n * P);
+      result = py::reinterpret_borrow<py::object>(out);
+    }
+  } else if (op == Op::dot) {
+    V = as_c_array<T>(V_obj, "V", 2);
+    expect(V.shape(0) == P && V.shape(1) >= 1, "V: expected (P, m)");
+    q.V = V.data();
+    q.m = V.shape(1);
+    py::array_t<T> a({n, py::ssize_t(q.m)});
+    q.rows = a.mutable_data();
+    result = a;
+  }
+  const mlpgrad::Batch<T> batch = data.batch<T>();
+  const double loss = without_gil([&](const mlpgrad::Interrupt* intr) {
+    return mlpgrad::per_sample<T>(net, data.head(), batch, reduction, q, n_threads, intr);
+  });
+  return py::make_tuple(loss, result, norms, layer_norms);
+}
+
+// K (n_a, n_b) = the per-sample gradients' dot products between the rows of a and of b (b None: a).
+template <typename T>
+py::array grad_gram_impl(py::handle theta, const std::vector<int64_t>& sizes, const Data& a, py::handle b_obj,
+                         int n_threads) {
+  const mlpgrad::Layout layout(sizes);
+  const auto params = as_c_array<T>(theta, "theta", 1);
+  expect(params.shape(0) == layout.n_params, "theta: expected P elements");
+  const Data& b = b_obj.is_none() ? a : b_obj.cast<const Data&>();
+  for (const Data* d : {&a, &b})
+    expect(d->d0() == sizes.front() && d->k() == sizes.back() && d->float32() == a.float32(),
+           "data: its shapes or dtype do not match the network");
+  const mlpgrad::Network<T> net = layout.network<T>(params.data());
+  const mlpgrad::Batch<T> ba = a.batch<T>();
+  const mlpgrad::Batch<T> bb_own = b_obj.is_none() ? ba : b.batch<T>();
+  const mlpgrad::Batch<T>& bb = b_obj.is_none() ? ba : bb_own;
+  py::array_t<T> K({py::ssize_t(a.n()), py::ssize_t(b.n())});
+  T* k = K.mutable_data();
+  without_gil([&](const mlpgrad::Interrupt* intr) {
+    mlpgrad::grad_gram<T>(net, a.head(), ba, bb, k, n_threads, intr);
+    return 0;
+  });
+  return std::move(K);
+}
+
 // ---------------------------------------------------------------------------------------------- training
 // The settings of one epoch of mini-batch training (mlpgrad/train.hpp), set once by the estimator.
 struct TrainOptions {
@@ -399,6 +483,25 @@ PYBIND11_MODULE(_core, m) {
     return data.float32()
                ? loss_and_grad_flat<float>(theta, sizes, data, reduction, want_grad, input_grad, n_threads, out)
                : loss_and_grad_flat<double>(theta, sizes, data, reduction, want_grad, input_grad, n_threads, out);
+  });
+  py::enum_<mlpgrad::PerSampleOp>(m, "PerSampleOp")
+      .value("norms", mlpgrad::PerSampleOp::norms)
+      .value("clipped", mlpgrad::PerSampleOp::clipped)
+      .value("grads", mlpgrad::PerSampleOp::grads)
+      .value("dot", mlpgrad::PerSampleOp::dot)
+      .value("sumsq", mlpgrad::PerSampleOp::sumsq);
+  m.def("per_sample", [](py::handle theta, const std::vector<int64_t>& sizes, const Data& data, Reduction reduction,
+                         mlpgrad::PerSampleOp op, const std::vector<double>& max_norm, py::handle V, bool want_norms,
+                         bool want_layer_norms, int n_threads, py::handle out) {
+    return data.float32() ? per_sample_impl<float>(theta, sizes, data, reduction, op, max_norm, V, want_norms,
+                                                   want_layer_norms, n_threads, out)
+                          : per_sample_impl<double>(theta, sizes, data, reduction, op, max_norm, V, want_norms,
+                                                    want_layer_norms, n_threads, out);
+  });
+  m.def("grad_gram", [](py::handle theta, const std::vector<int64_t>& sizes, const Data& a, py::handle b,
+                        int n_threads) {
+    return a.float32() ? grad_gram_impl<float>(theta, sizes, a, b, n_threads)
+                       : grad_gram_impl<double>(theta, sizes, a, b, n_threads);
   });
   m.def("train_epoch", [](py::handle params, py::handle grad, py::handle state1, py::handle state2, py::handle t,
                           const std::vector<int64_t>& sizes, const Data& data, py::handle order,

@@ -1,11 +1,13 @@
-// What each isa_*.cpp compiles for its instruction-set level (MLPGRAD_ISA): the engine's entry point and
+// What each isa_*.cpp compiles for its instruction-set level (MLPGRAD_ISA): the engine's entry points and
 // the matrix product's test entry, for float and double.
 #pragma once
 
 #include <vector>
 
 #include "engines.hpp"
+#include "gram.hpp"
 #include "network.hpp"
+#include "per_sample.hpp"
 
 namespace mlpgrad::MLPGRAD_ISA {
 
@@ -24,6 +26,9 @@ template <typename T> void gemm_for_tests(const GemmTestCase<T>& c) {
 #define MLPGRAD_INSTANTIATE(T)                                                                               \
   template double run<T>(const Network<T>&, Head, const Batch<T>&, Reduction, const Gradients<T>*, T*, Mode, int, \
                          const Interrupt*);                                                                 \
+  template double run_per_sample<T>(const Network<T>&, Head, const Batch<T>&, Reduction,                     \
+                                    const PerSampleRequest<T>&, int, const Interrupt*);                       \
+  template void run_gram<T>(const Network<T>&, Head, const Batch<T>&, const Batch<T>&, T*, int, const Interrupt*); \
   template void gemm_for_tests<T>(const GemmTestCase<T>&);
 MLPGRAD_INSTANTIATE(float)
 MLPGRAD_INSTANTIATE(double)

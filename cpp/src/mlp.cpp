@@ -119,8 +119,8 @@ Batch<T> checked(const Network<T>& net, Head head, const Batch<T>& batch, Reduct
 }  // namespace
 
 template <typename T>
-void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets) {
-  check_problem<T>(net, head, batch, reduction, need_targets);
+double check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets) {
+  return check_problem<T>(net, head, batch, reduction, need_targets);
 }
 
 template <typename T>
@@ -151,7 +151,7 @@ double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Re
 
 #define MLPGRAD_INSTANTIATE(T)                                                                          \
   template Scan scan<T>(const Batch<T>&, Head, int64_t);                                              \
-  template void check<T>(const Network<T>&, Head, const Batch<T>*, Reduction, bool);                  \
+  template double check<T>(const Network<T>&, Head, const Batch<T>*, Reduction, bool);                \
   template void forward<T>(const Network<T>&, Head, int64_t, const T*, T*, int, const Interrupt*);    \
   template double loss<T>(const Network<T>&, Head, const Batch<T>&, Reduction, int, const Interrupt*); \
   template double loss_and_grad<T>(const Network<T>&, Head, const Batch<T>&, Reduction,               \

@@ -16,6 +16,12 @@ namespace mlpgrad::MLPGRAD_ISA {
 
 inline int64_t align16(int64_t x) { return round_up(x, 16); }
 
+// What a per-sample pass (per_sample.hpp) needs beyond the gradient's workspace.
+struct PlanExtras {
+  bool keep_deltas = false;  // every layer's delta kept for the whole chunk, not two alternating buffers
+  int64_t row_scratch = 0;   // values of per-thread scratch per row of a chunk (the product's own)
+};
+
 template <typename T> struct Plan {
   int64_t L, n, k;
   std::vector<int64_t> d;        // d_0 .. d_L
@@ -28,10 +34,14 @@ template <typename T> struct Plan {
   int64_t n_params = 0, groups = 0;
   std::vector<int64_t> act;      // h_l (rows, d_l), l = 1..L (h_L: logits, then delta_L)
   int64_t delta0 = 0, delta1 = 0, p = 0, e = 0, m = 0, lse = 0, c = 0, gemm = 0;
+  std::vector<int64_t> dl;       // keep_deltas: dL/dz of layer l (rows, d_{l+1}), l < L - 1 (delta_L is at act[L])
+  int64_t extra = 0;             // the per-thread product scratch (rows * row_scratch), within the row buffers
+  PlanExtras extras;
   int64_t per_thread = 0, shared = 0, shared_rows = 0;
 
-  Plan(const std::vector<int64_t>& sizes, int64_t n_rows, Mode mode, bool input_grad, Schedule forced)
-      : L(int64_t(sizes.size()) - 1), n(n_rows), k(sizes.back()), d(sizes) {
+  Plan(const std::vector<int64_t>& sizes, int64_t n_rows, Mode mode, bool input_grad, Schedule forced,
+       PlanExtras x = {})
+      : L(int64_t(sizes.size()) - 1), n(n_rows), k(sizes.back()), d(sizes), extras(x) {
     lay_out_gradients();
     const int64_t flops = forward_flops();
     cut_into_chunks(flops);
@@ -93,7 +103,8 @@ template <typename T> struct Plan {
   int64_t target_rows(int64_t flops) const {
     int64_t sum_d = 0;
     for (int64_t l = 1; l <= L; ++l) sum_d += d[l];
-    const int64_t row_bytes = int64_t(sizeof(T)) * (d[0] + sum_d + 2 * max_hidden() + 2 * k + 3);
+    const int64_t deltas = extras.keep_deltas ? sum_d - k : 2 * max_hidden();
+    const int64_t row_bytes = int64_t(sizeof(T)) * (d[0] + sum_d + deltas + 2 * k + 3 + extras.row_scratch);
     int64_t r = std::clamp(config::kChunkBytes / row_bytes, config::kMinChunkRows, config::kMaxChunkRows);
     if (n_params * int64_t(sizeof(T)) > config::kChunkBytes) r = std::max<int64_t>(r, 256);
     if (flops < config::kMinFlopsForLayered && n >= 2 * config::kMinChunkRows)
@@ -164,19 +175,25 @@ template <typename T> struct Plan {
     shared_rows = off;  // per-thread scratch starts here
   }
 
-  // Activations, deltas and head scratch for `rows` rows; returns their size.
+  // Activations, deltas, head scratch and a per-sample product's scratch for `rows` rows; returns their size.
   int64_t lay_out_rows() {
     const int64_t w = max_hidden();
     int64_t a = 0;
     act.assign(L + 1, 0);
     for (int64_t l = 1; l <= L; ++l) { act[l] = a; a += align16(rows * d[l]); }
-    delta0 = a; a += align16(rows * w);
-    delta1 = a; a += align16(rows * w);
+    if (extras.keep_deltas) {
+      dl.assign(L, 0);
+      for (int64_t l = 0; l + 1 < L; ++l) { dl[l] = a; a += align16(rows * d[l + 1]); }
+    } else {
+      delta0 = a; a += align16(rows * w);
+      delta1 = a; a += align16(rows * w);
+    }
     p = a;      a += align16(rows * k);
     e = a;      a += align16(rows * k);
     m = a;      a += align16(rows);
     lse = a;    a += align16(rows);
     c = a;      a += align16(rows);
+    extra = a;  a += align16(rows * extras.row_scratch);
     return a;
   }
 };

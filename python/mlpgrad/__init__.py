@@ -13,12 +13,15 @@ from ._flat import pack, unpack
 from .api import forward, loss, loss_and_grad
 from .model import MLP
 from .objective import Objective
+from .per_sample import (clipped_grad, grad_dot, grad_gram, per_sample_grad_norms, per_sample_grads,
+                         sum_squared_grads)
 from . import reference
 from ._build import build_info
 
 __version__ = build_info()["version"]
 
-__all__ = ["Gradients", "forward", "loss", "loss_and_grad", "pack", "unpack", "Objective", "MLP", "reference",
+__all__ = ["Gradients", "forward", "loss", "loss_and_grad", "pack", "unpack", "Objective", "per_sample_grad_norms",
+           "clipped_grad", "per_sample_grads", "grad_dot", "grad_gram", "sum_squared_grads", "MLP", "reference",
            "build_info", "__version__"]
 
 

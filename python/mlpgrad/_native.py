@@ -92,3 +92,21 @@ def set_schedule(name: str) -> str:
     previous = _core.schedule().name
     _core.set_schedule(SCHEDULES[name])
     return previous
+
+
+PER_SAMPLE_OPS = {"norms": _core.PerSampleOp.norms, "clipped": _core.PerSampleOp.clipped,
+                  "grads": _core.PerSampleOp.grads, "dot": _core.PerSampleOp.dot, "sumsq": _core.PerSampleOp.sumsq}
+
+
+def per_sample(theta, sizes, data, reduction: str, op: str, n_threads: int, *, max_norm=(), V=None,
+               norms: bool = False, layer_norms: bool = False, out=None):
+    """One per-sample request (mlpgrad/per_sample.hpp) for theta (P,): (loss, result, norms, layer_norms), result
+    the gradient (P,) for "clipped" and "sumsq", the (N, P) rows for "grads" (into out when given), the (N, m)
+    dot products with V (P, m) for "dot"; the norms (N,) and layer norms (N, L) when asked for."""
+    return _core.per_sample(theta, sizes, data, REDUCTIONS[reduction], PER_SAMPLE_OPS[op], list(max_norm), V,
+                            norms, layer_norms, n_threads, out)
+
+
+def grad_gram(theta, sizes, data, data2, n_threads: int):
+    """(N, N2) dot products of the per-sample gradients of data's rows with those of data2's (None: data's)."""
+    return _core.grad_gram(theta, sizes, data, data2, n_threads)

@@ -82,9 +82,10 @@ double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Re
                      const Gradients<T>& grads, int n_threads, const Interrupt* interrupt = nullptr);
 
 // Throws std::invalid_argument when sizes, pointers, values (a batch not yet scanned) or the reduction's
-// total weight are unusable. The entry points above call it; the Python API checks first, with its messages.
+// total weight are unusable; returns the batch's total weight. The entry points call it; the Python API
+// checks first, with its messages.
 template <typename T>
-void check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets);
+double check(const Network<T>& net, Head head, const Batch<T>* batch, Reduction reduction, bool need_targets);
 
 // Instruction-set level: the best this CPU and build support, and the one in use (may be forced lower).
 Isa best_isa();
