@@ -15,6 +15,8 @@ from . import _native
 from ._checks import (_describe, check_dtype, check_head, check_layer_sizes, check_n_threads, check_nonnegative,
                       check_reduction, check_total_weight)
 from ._flat import n_params, n_weights, unpack
+from . import per_sample as _ps
+from ._checks import check_flag, check_max_norm
 
 __all__ = ["Objective"]
 
@@ -124,6 +126,43 @@ class Objective(_FlatObjective):
         value, grad, _ = _native.loss_and_grad_flat(theta, self._sizes, self._data, self.reduction, True, False,
                                                     self._threads, out)
         return self._add_penalty(value, grad, theta), grad
+
+    # -- per-sample quantities (mlpgrad.per_sample_grad_norms and the rest, on the Objective's data) ---------------
+
+    def per_sample_grad_norms(self, theta, per_layer=False):
+        """||g_i|| (N,), or per layer (N, L): see :func:`mlpgrad.per_sample_grad_norms` (the data term's samples)."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        return _ps.norms_of(theta, self._sizes, self._data, check_flag(per_layer, "per_layer"), self._threads)
+
+    def clipped_grad(self, theta, max_norm):
+        """``(loss, grad (P,), norms)``: :func:`mlpgrad.clipped_grad` with the Objective's reduction and sample
+        weights; the penalty (alpha) is added to the loss and its gradient unclipped."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        clip = check_max_norm(max_norm, len(self.layer_sizes) - 1)
+        value, grad, norms = _ps.clipped_of(theta, self._sizes, self._data, self.reduction, clip, self._threads)
+        return self._add_penalty(value, grad, theta), grad, norms
+
+    def per_sample_grads(self, theta, out=None):
+        """(N, P): row i = g_i (see :func:`mlpgrad.per_sample_grads`; N * P values, into ``out`` when given)."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        return _ps.rows_of(theta, self._sizes, self._data, out, self._threads)
+
+    def grad_dot(self, theta, V):
+        """g_i . V (N,) or (N, m): see :func:`mlpgrad.grad_dot`."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        return _ps.dot_of(theta, self._sizes, self._data, V, self._threads)
+
+    def grad_gram(self, theta, X2=None, y2=None):
+        """(N, N2) dot products of the per-sample gradients with those of (X2, y2) (default: the Objective's data):
+        see :func:`mlpgrad.grad_gram`."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        return _ps.gram_of(theta, self._sizes, self._data, self.head, X2, y2, self._threads)
+
+    def sum_squared_grads(self, theta):
+        """sum_i w_i g_i * g_i (P,), w the Objective's sample weights (ones without): see
+        :func:`mlpgrad.sum_squared_grads`."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        return _ps.sumsq_of(theta, self._sizes, self._data, self._threads)
 
 
 def check_out(out, P: int, dtype) -> None:
