@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from mlpgrad import _bench_per_sample as per_sample
 from mlpgrad import bench, cli
 
 QUIET = dict(settle=0, log=lambda *a, **k: None)
@@ -150,3 +151,97 @@ def test_bench_cli_errors_are_usage_errors(capsys):
         cli.main(["bench", "--n", "5"])
     assert exc.value.code == 2
     assert "python -m mlpgrad bench: error: --n and --head describe the --layers network" in capsys.readouterr().err
+
+
+# -- the per-sample section (bench --per-sample, issue 12) ---------------------------------------------------------
+
+
+def test_per_sample_flop_formulas_by_hand():
+    """4-3-2, n = 10: products 12 and 6. Forward 2*10*18 = 360, deltas of layer 1 2*10*6 = 120; dW 360."""
+    sizes = (4, 3, 2)
+    assert per_sample.forward_backward_flops(sizes, 10) == 480
+    assert per_sample.gradient_flops(sizes, 10) == 840 == bench.flop_count(sizes, 10, input_grad=False)
+    assert per_sample.grad_dot_flops(sizes, 10, 1) == 480 + 2 * 10 * (5 * 3 + 4 * 2)
+    assert per_sample.grad_dot_flops(sizes, 10, 16) == 480 + 16 * 2 * 10 * (5 * 3 + 4 * 2)
+    assert per_sample.grad_gram_flops(sizes, 10) == 480 + 2 * 10 * 10 * (4 + 3 + 3 + 2)
+    assert per_sample.grad_gram_flops(sizes, 10, 5) == 480 + 240 + 2 * 10 * 5 * 12
+    assert per_sample.n_params(sizes) == 12 + 6 + 3 + 2
+
+
+def test_per_sample_targets_met_and_gap():
+    fmt = bench._fmt_ratio
+    assert per_sample._target("a", 0.5, "<=", 0.8, fmt)["met"] is True
+    t = per_sample._target("a", 1.6, "<=", 0.8, fmt)
+    assert t["met"] is False and t["gap"] == pytest.approx(2.0)
+    t = per_sample._target("b", 2.5, ">=", 5.0, fmt)
+    assert t["met"] is False and t["gap"] == pytest.approx(2.0)
+    assert per_sample._target("b", None, ">=", 5.0, fmt)["met"] is None
+
+
+def test_per_sample_quick_validates_and_formats():
+    """mlpgrad's per-sample functions on the tiny shapes, both dtypes, no peers (torch not needed): each agrees
+    with mlpgrad.reference, every op is timed, every target has a value, the tables print."""
+    result = per_sample.run(quick=True, dtypes="both", threads=1, settle=0, log=pytest.fail)
+    rows = result["rows"]
+    assert [(r["config"], r["dtype"]) for r in rows] == [
+        ("smoke", "float32"), ("smoke", "float64"), ("smoke_sigmoid", "float32"), ("smoke_sigmoid", "float64")]
+    for r in rows:
+        assert r["ok"], r["max_rel_err"]
+        assert set(r["ms"]) == set(per_sample.OPS) | {"copyto"} and all(v > 0 for v in r["ms"].values())
+        assert r["ratio"]["norms"] == pytest.approx(r["ms"]["norms"] / r["ms"]["grad"])
+        assert r["gb_s"]["psg"] > 0 and r["bytes"]["psg"] == r["n"] * r["n_params"] * (4 if r["dtype"] == "float32"
+                                                                                         else 8)
+        ratio_targets = [t for t in r["targets"] if "/ loss_and_grad" in t["measure"]]
+        assert len(ratio_targets) == 4 and all(t["met"] in (True, False) for t in ratio_targets)
+    text = (per_sample.format_times(rows) + per_sample.format_targets(rows) + per_sample.format_rates(rows))
+    assert "| smoke_sigmoid" in text and "norms / loss_and_grad" in text and "GB/s written" in text
+    assert per_sample.format_peers(rows) == ""
+
+
+def test_per_sample_cli_quick_json(tmp_path, capsys):
+    out = tmp_path / "ps.json"
+    assert cli.main(["bench", "--per-sample", "--quick", "--peers", "none", "--gemm", "numpy", "--repeat", "2",
+                     "--settle", "0", "--threads", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert "rows" not in data  # the mode replaces the main table
+    section = data["per_sample"]
+    assert [r["config"] for r in section["rows"]] == ["smoke", "smoke_sigmoid"]
+    labels = [g["label"] for g in section["gemm"]["results"]]
+    assert labels[0] == "square" and "smoke dot" in labels and "smoke_sigmoid gram" in labels
+    for r in section["rows"]:
+        assert set(r["gemm_gflops"]) == {"square", "dot", "gram"}
+        assert r["calls"]["grad"] == 2
+    text = capsys.readouterr().out
+    assert "per-sample gradients (issue 12)" in text and "% of square GEMM" in text
+
+
+def test_per_sample_shapes():
+    """The issue's shapes at their per-sample N; another config's N is cut to keep its (N, P) array bounded."""
+    names = {s.name: (s.config.layers, s.config.n, s.gram_n) for s in per_sample.resolve_shapes(None)}
+    assert names == {"mnist": ("784-256-256-10", 1024, 1024), "seed1_small": ("32-64-64-1", 8192, 1024),
+                     "mid_sigmoid": ("100-50-50-1", 8192, 1024), "wide": ("1024-1024-1024-10", 128, 512)}
+    (deep,) = per_sample.resolve_shapes(["deep_narrow"])
+    assert deep.config.n * per_sample.n_params(deep.config.sizes) * 8 <= per_sample.PSG_MAX_BYTES
+    (quick,) = per_sample.resolve_shapes(["mnist"], quick=True)
+    assert quick.config.n == 1024 // bench.QUICK_FACTOR
+
+
+def test_per_sample_missing_torch_leaves_peers_out(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(bench, "_PEER_STATE", {})
+    result = per_sample.run(["smoke"], quick=True, settle=0, repeat=1, peers=["vmap_grads"], log=pytest.fail)
+    assert result["rows"][0]["ok"] and "vmap_grads" not in result["rows"][0]["ms"]
+    assert any("torch is not importable" in note for note in result["notes"])
+
+
+def test_per_sample_peers_match_mlpgrad():
+    """Whatever per-sample peers are installed (torch.func, Opacus, BackPACK) agree with mlpgrad."""
+    peers = per_sample.available_peers()
+    if not peers:
+        pytest.skip("torch is not installed")
+    result = per_sample.run(quick=True, dtypes="both", settle=0, repeat=1, peers="auto", log=pytest.fail)
+    assert not result["notes"], result["notes"]
+    for r in result["rows"]:
+        assert r["ok"], r["max_rel_err"]
+        assert set(peers) <= set(r["ms"])
+    assert "BackPACK" in per_sample.format_peers(result["rows"]) or "backpack_l2" not in peers
