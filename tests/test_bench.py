@@ -187,7 +187,7 @@ def test_per_sample_quick_validates_and_formats():
         ("smoke", "float32"), ("smoke", "float64"), ("smoke_sigmoid", "float32"), ("smoke_sigmoid", "float64")]
     for r in rows:
         assert r["ok"], r["max_rel_err"]
-        assert set(r["ms"]) == set(per_sample.OPS) | {"copyto"} and all(v > 0 for v in r["ms"].values())
+        assert set(r["ms"]) == set(per_sample.OPS) | {"copyto", "fill"} and all(v > 0 for v in r["ms"].values())
         assert r["ratio"]["norms"] == pytest.approx(r["ms"]["norms"] / r["ms"]["grad"])
         assert r["gb_s"]["psg"] > 0 and r["bytes"]["psg"] == r["n"] * r["n_params"] * (4 if r["dtype"] == "float32"
                                                                                          else 8)

@@ -7,8 +7,9 @@ calls; medians per call), float32 by default:
   baseline ``grad``; ``norms`` = per_sample_grad_norms; ``clipped`` = clipped_grad(max_norm=1.0);
   ``psg`` = per_sample_grads into a preallocated ``out=``; ``dot(1)`` / ``dot(16)`` = grad_dot with V of shape (P,)
   / (P, 16); ``gram`` = grad_gram(X) on its own row count (``gram_n``, N = N2); ``sumsq`` = sum_squared_grads;
-- ``copyto``: ``np.copyto`` of a large array (the bytes per_sample_grads writes, at most ``COPY_MAX_BYTES``), the
-  yardstick of per_sample_grads' GB/s written;
+- ``copyto``: ``np.copyto`` of a large array into another (the bytes per_sample_grads writes, at most
+  ``COPY_MAX_BYTES``), and ``fill``: ``np.copyto`` of a scalar into the same array (writes only, as
+  per_sample_grads does: it reads little), the yardsticks of per_sample_grads' GB/s written;
 - the same-run GEMM rates (:func:`mlpgrad.bench.measure_gemm`, before the shapes): the square GEMM (the bench's
   "% of GEMM" denominator) and, per shape, a GEMM of the size of grad_dot(16)'s and grad_gram's largest product;
 - the peers, when importable (never required): torch's own gradient (the same model as an ``nn.Sequential`` of
@@ -540,6 +541,7 @@ def _one(shape: Shape, dtype: str, threads, repeat, quick, settle, log, peers, g
     copy_n = max(1, min(psg_bytes, COPY_MAX_BYTES) // 8)
     src, dst = np.ones(copy_n), np.empty(copy_n)  # float64: the bytes are what counts
     calls["copyto"] = lambda: np.copyto(dst, src)
+    calls["fill"] = lambda: np.copyto(dst, 0.5)
     calls.update(peer_calls)
 
     stats = bench._stats(_time_rounds(calls, repeat, quick, settle))
@@ -549,7 +551,8 @@ def _one(shape: Shape, dtype: str, threads, repeat, quick, settle, log, peers, g
              "dot1": grad_dot_flops(sizes, n, 1), "dot16": grad_dot_flops(sizes, n, DOT_VECTORS),
              "gram": grad_gram_flops(sizes, shape.gram_n)}
     gflops = {op: f / (ms[op] * 1e-3) / 1e9 for op, f in flops.items()}
-    gb_s = {"psg": psg_bytes / (ms["psg"] * 1e-3) / 1e9, "copyto": src.nbytes / (ms["copyto"] * 1e-3) / 1e9}
+    gb_s = {"psg": psg_bytes / (ms["psg"] * 1e-3) / 1e9,
+            **{k: dst.nbytes / (ms[k] * 1e-3) / 1e9 for k in ("copyto", "fill")}}
     gemm_rates = {}
     for g in (gemm or {}).get("results", []):
         if g["dtype"] == dtype and g["label"] in ("square", f"{shape.name} dot", f"{shape.name} gram"):
@@ -562,7 +565,7 @@ def _one(shape: Shape, dtype: str, threads, repeat, quick, settle, log, peers, g
         "peer_ratio": {name: ms[name] / ms[PEER_OPS[name][1]] for name in peer_calls},
         "flops": flops, "gflops": gflops,
         "gemm_gflops": gemm_rates,  # square, dot (the dot(16)-sized product), gram (the Gram-sized product)
-        "bytes": {"psg": psg_bytes, "copyto": src.nbytes}, "gb_s": gb_s,
+        "bytes": {"psg": psg_bytes, "copyto": dst.nbytes}, "gb_s": gb_s,
         "max_rel_err": {**{f"mlpgrad {op} vs reference": e for op, e in ref_err.items()},
                         **{f"{name} vs mlpgrad": e for name, e in peer_err.items()}},
         "tolerance": tol,
@@ -635,6 +638,7 @@ def run(shapes=None, dtypes=("float32",), threads: Optional[int] = None, repeat:
     versions = {}
     if peers and "torch" in bench._PEER_STATE and bench._PEER_STATE["torch"].get("module") is not None:
         versions = peer_versions(bench._PEER_STATE["torch"]["module"])
+        versions["torch threads"] = bench._PEER_STATE["torch"].get("threads")
     return {"rows": rows, "notes": notes, "peers": versions}
 
 
@@ -665,16 +669,17 @@ def resolve_shapes(shapes, quick: bool = False) -> List[Shape]:
 # -- tables ------------------------------------------------------------------------------------------------------
 
 def format_times(rows: List[dict]) -> str:
-    """mlpgrad's ms per call for each op, and np.copyto's."""
+    """mlpgrad's ms per call for each op, and np.copyto's (array, and scalar: fill)."""
     head = (["config", "layers", "N", "P", "dtype"] + [f"{OP_LABELS[op]} ms" for op in OPS if op != "gram"]
-            + ["gram ms (N2)", "copyto ms (MB)"])
+            + ["gram ms (N2)", "copyto ms (MB)", "fill ms"])
     body = []
     for r in rows:
         ms = r["ms"]
         body.append([r["config"], r["layers"], str(r["n"]), str(r["n_params"]), r["dtype"]]
                     + [bench._fmt_ms(ms[op]) for op in OPS if op != "gram"]
                     + [f"{bench._fmt_ms(ms['gram'])} ({r['gram_n']})",
-                       f"{bench._fmt_ms(ms['copyto'])} ({r['bytes']['copyto'] / 1e6:.0f})"])
+                       f"{bench._fmt_ms(ms['copyto'])} ({r['bytes']['copyto'] / 1e6:.0f})",
+                       bench._fmt_ms(ms["fill"])])
     return bench._markdown(head, body, [False, False, True, True, False] + [True] * (len(head) - 5))
 
 
@@ -729,26 +734,29 @@ def format_rates(rows: List[dict]) -> str:
                 y = g.get(yard) if yard else None
                 cells += ([bench._fmt_gflops(y), f"{100 * rate / y:.0f}%"] if y else ["-", "-"])
             body.append(cells)
-        body.append([r["config"], r["dtype"], "per_sample_grads GB/s written",
-                     f"{r['bytes']['psg'] / 1e9:.3g} GB", f"{r['gb_s']['psg']:.1f} GB/s", "-", "-",
-                     f"copyto {r['gb_s']['copyto']:.1f} GB/s", f"{100 * r['gb_s']['psg'] / r['gb_s']['copyto']:.0f}%"])
+        for yard in ("copyto", "fill"):
+            body.append([r["config"], r["dtype"], "per_sample_grads GB/s written", f"{r['bytes']['psg'] / 1e9:.3g} GB",
+                         f"{r['gb_s']['psg']:.1f} GB/s", "-", "-", f"{yard} {r['gb_s'][yard]:.1f} GB/s",
+                         f"{100 * r['gb_s']['psg'] / r['gb_s'][yard]:.0f}%"])
     return bench._markdown(head, body, [False, False, False] + [True] * (len(head) - 3))
 
 
 LEGEND = f"""\
-ms: median per call (interleaved rounds, each implementation settling before its block). mlpgrad's ops: loss_and_grad
-(reduction "sum", no dL/dX: the baseline), per_sample_grad_norms, clipped_grad (max_norm={MAX_NORM}), per_sample_grads
-into a preallocated out= (N x P), grad_dot with V (P,) and (P, {DOT_VECTORS}), grad_gram(X) on N2 rows (N = N2),
-sum_squared_grads; copyto: np.copyto of the MB shown (1 thread), the memory yardstick. Peers (ms, and in brackets their
-time over the mlpgrad op computing the same thing): torch's gradient (autograd.grad), torch.func vmap(grad) per-sample
-gradients (as per-parameter tensors) and the norms from them, Opacus GradSampleModule hooks (per-sample norms from
-grad_sample) and its ghost-clipping step (zero_grad + forward + its two backwards, the clipped sum in .grad),
-BackPACK BatchL2Grad / BatchGrad / SumGradSquared (one backward each). Targets (issue 12): op / loss_and_grad time,
-or peer time / per_sample_grads time, or GFLOP/s as % of the square GEMM's timed in the same run (mnist); gap: how
-far from the bound (value / bound for <=, bound / value for >=). GFLOP count the matrix products: forward + deltas
-(2n sum d_(l-1) d_l + 2n sum_(l>=2) d_(l-1) d_l), plus dW (2n sum d_(l-1) d_l) for loss_and_grad, the products with
-V (2nm sum (d_(l-1)+1) d_l) for grad_dot, the n x N2 products 2 n N2 sum (d_(l-1) + d_l) for grad_gram; same-size
-GEMM: one matmul of the size of the op's largest product. GB/s written: N P itemsize / time."""
+ms: median per call (interleaved rounds, each implementation settling before its block). mlpgrad's ops:
+loss_and_grad (reduction "sum", no dL/dX: the baseline), per_sample_grad_norms, clipped_grad (max_norm={MAX_NORM}),
+per_sample_grads into a preallocated out= (N x P), grad_dot with V (P,) and (P, {DOT_VECTORS}), grad_gram(X) on N2
+rows (N = N2), sum_squared_grads; copyto: np.copyto of an array of the MB shown into another, fill: of a scalar into
+it (1 thread each; the memory yardsticks: fill writes only, as per_sample_grads, copyto reads as much). Peers (ms,
+and in brackets their time over the mlpgrad op computing the same thing): torch's gradient (autograd.grad),
+torch.func vmap(grad) per-sample gradients (as per-parameter tensors) and the norms from them, Opacus
+GradSampleModule hooks (per-sample norms from grad_sample) and its ghost-clipping step (zero_grad + forward + its
+two backwards, the clipped sum in .grad), BackPACK BatchL2Grad / BatchGrad / SumGradSquared (one backward each).
+Targets (issue 12): op / loss_and_grad time, or peer time / per_sample_grads time, or GFLOP/s as % of the square
+GEMM's timed in the same run (mnist); gap: how far from the bound (value / bound for <=, bound / value for >=).
+GFLOP count the matrix products: forward + deltas (2n sum d_(l-1) d_l + 2n sum_(l>=2) d_(l-1) d_l), plus dW (2n sum
+d_(l-1) d_l) for loss_and_grad, the products with V (2nm sum (d_(l-1)+1) d_l) for grad_dot, the n x N2 products 2 n
+N2 sum (d_(l-1) + d_l) for grad_gram; same-size GEMM: one matmul of the size of the op's largest product. GB/s
+written: N P itemsize / time."""
 
 
 def print_section(result: dict, gemm: Optional[dict]) -> None:
