@@ -28,3 +28,16 @@ def test_readme_objective_example_runs():
     obj, res = namespace["obj"], namespace["res"]
     assert res.fun < 0.9 * obj.loss(namespace["theta0"])
     assert namespace["weights"][0].shape == (784, 256)
+
+
+def test_readme_per_sample_example_runs():
+    """The per-sample example (the third python block) continues the usage example: shapes, and the per-sample
+    gradients summing to the gradient (its own assert)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert "mlpgrad.clipped_grad" in blocks[2]
+    namespace = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    exec(compile(blocks[2], str(README), "exec"), namespace)
+    assert namespace["norms"].shape == (4096,) and namespace["scores"].shape == (8, 4096)
+    assert namespace["along"].shape == (4096,) and namespace["G"].shape == (16, 269322)
+    assert namespace["proponents"].shape == (8, 5)

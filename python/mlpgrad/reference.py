@@ -240,11 +240,11 @@ def _param_layers(p):
 
 def _norms(G, p, per_layer):
     """||g_i|| (N,), or per_layer ||g_{i,l}|| (N, L): W_l and b_l together."""
-    squares = G * G
+    squares = np.square(G, dtype=np.float64)  # float32 sums of 10^5 squares lose digits the native code keeps
     if not per_layer:
-        return np.sqrt(squares.sum(axis=1))
+        return np.sqrt(squares.sum(axis=1)).astype(p.dtype)
     layers = _param_layers(p)
-    return np.sqrt(np.stack([squares[:, layers == l].sum(axis=1) for l in range(len(p.weights))], axis=1))
+    return np.sqrt(np.stack([squares[:, layers == l].sum(axis=1) for l in range(len(p.weights))], axis=1)).astype(p.dtype)
 
 
 def _as_gradients(flat, p):
