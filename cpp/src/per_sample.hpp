@@ -65,17 +65,18 @@ template <typename T> double chunk_deltas(const Call<T>& c, const Rows<T>& r, Ge
   return loss;
 }
 
-// sum_j x_j^2 over n values, in lanes, then the lanes in order.
-template <typename T> T sum_squares(const T* x, int64_t n) {
+// sum_j x_j y_j over n values, in lanes, then the lanes in order.
+template <typename T> T dot_lanes(const T* x, const T* y, int64_t n) {
   constexpr int W = kLanes<T>;
   Vec<T> acc = Vec<T>{};
   int64_t j = 0;
-  for (; j + W <= n; j += W) { const Vec<T> v = load<T>(x + j); acc = vfma<T>(v, v, acc); }
-  if (j < n) { const Vec<T> v = load_padded<T>(x + j, n - j); acc = vfma<T>(v, v, acc); }
+  for (; j + W <= n; j += W) acc = vfma<T>(load<T>(x + j), load<T>(y + j), acc);
+  if (j < n) acc = vfma<T>(load_padded<T>(x + j, n - j), load_padded<T>(y + j, n - j), acc);
   T s = 0;
   for (int q = 0; q < W; ++q) s += acc[q];
   return s;
 }
+template <typename T> T sum_squares(const T* x, int64_t n) { return dot_lanes<T>(x, x, n); }
 
 // norm (m, L): ||g_{i,l}|| = sqrt((||h_{l-1,i}||^2 + 1) ||delta_{l,i}||^2), the product in double (the
 // squares may overflow T where the norm does not).
@@ -159,7 +160,8 @@ template <typename T> struct ClipProduct {
   }
 };
 
-// Row i of the output is g_i in pack order: the outer products h_{l-1,i} delta_{l,i}^T, then the deltas.
+// Row i of the output is g_i in pack order: the outer products h_{l-1,i} delta_{l,i}^T, then the deltas, with
+// non-temporal stores (the rows are written once, n P values: memory-bound).
 template <typename T> struct GradsProduct {
   const PerSampleRequest<T>& q;
   const Layout& layout;
@@ -173,14 +175,11 @@ template <typename T> struct GradsProduct {
         const T* h = r.h(l).p + i * r.h(l).ld;
         const T* dl = r.delta(l).p + i * r.delta(l).ld;
         const int64_t n_out = d[l + 1];
-        for (int64_t a = 0; a < d[l]; ++a) {
-          T* w = g + layout.w[l] + a * n_out;
-          const T ha = h[a];
-          for (int64_t j = 0; j < n_out; ++j) w[j] = ha * dl[j];
-        }
-        std::copy(dl, dl + n_out, g + layout.b[l]);
+        for (int64_t a = 0; a < d[l]; ++a) scale_stream<T>(g + layout.w[l] + a * n_out, h[a], dl, n_out);
+        scale_stream<T>(g + layout.b[l], T(1), dl, n_out);
       }
     }
+    stream_fence();
   }
 };
 
@@ -215,8 +214,12 @@ template <typename T> struct DotProduct {
           const T* a = A + i * width;
           const T* dl = r.delta(l).p + i * r.delta(l).ld + j0;
           T* o = out + i * m;
-          for (int64_t j = 0; j < nj; ++j)
-            for (int64_t v = 0; v < m; ++v) o[v] += a[j * m + v] * dl[j];
+          if (m == 1) {
+            o[0] += dot_lanes<T>(a, dl, nj);
+          } else {
+            for (int64_t j = 0; j < nj; ++j)
+              for (int64_t v = 0; v < m; ++v) o[v] += a[j * m + v] * dl[j];
+          }
         }
       }
     }

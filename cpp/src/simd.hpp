@@ -283,6 +283,34 @@ inline Vec<T> vlog1p_nonneg(Vec<T> x) {
   return r;
 }
 
+// dst[j] = s * x[j] for n values, the aligned body with non-temporal stores: for output written once and not
+// read again soon (per-sample gradient rows), the stores skip the read of each line before it is written. The
+// caller ends a pass of such stores with stream_fence() before another thread reads them.
+template <typename T> inline void scale_stream(T* dst, T s, const T* x, int64_t n) {
+  int64_t j = 0;
+#if defined(__AVX512F__) || defined(__AVX2__)
+  constexpr int W = kLanes<T>;
+  for (; j < n && reinterpret_cast<uintptr_t>(dst + j) % kVecBytes != 0; ++j) dst[j] = s * x[j];
+  const Vec<T> sv = splat<T>(s);
+  for (; j + W <= n; j += W) {
+    const Vec<T> v = sv * load<T>(x + j);
+#if defined(__AVX512F__)
+    if constexpr (sizeof(T) == 4) _mm512_stream_ps(reinterpret_cast<float*>(dst + j), bitcast<__m512>(v));
+    else _mm512_stream_pd(reinterpret_cast<double*>(dst + j), bitcast<__m512d>(v));
+#else
+    if constexpr (sizeof(T) == 4) _mm256_stream_ps(reinterpret_cast<float*>(dst + j), bitcast<__m256>(v));
+    else _mm256_stream_pd(reinterpret_cast<double*>(dst + j), bitcast<__m256d>(v));
+#endif
+  }
+#endif
+  for (; j < n; ++j) dst[j] = s * x[j];
+}
+inline void stream_fence() {
+#if defined(__AVX512F__) || defined(__AVX2__)
+  _mm_sfence();
+#endif
+}
+
 // Apply a vector function to n contiguous values in place; the tail goes through the same vector
 // code (padded), so every element gets bit-identical treatment wherever it sits.
 template <typename T, typename F>
