@@ -656,3 +656,53 @@ def test_bad_arguments_as_the_reference(name, argument, call):
         call(mlpgrad)
     assert str(got.value) == str(want.value)
     assert str(got.value).startswith(argument + " "), str(got.value)
+
+
+# -- identities between the native functions --------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_clipped_grad_is_loss_and_grad_with_clip_factors_as_weights(dtype, reduction, per_layer):
+    """Clipping is a reweighting of the samples' losses: clipped_grad equals loss_and_grad with sample weights
+    w_i f_i (whole clipping; per layer, each layer's gradient with its own factors), the native code on both sides."""
+    Ws, bs, X, y = make_problem([12, 30, 20, 4], 400, "softmax", "labels", np.dtype(dtype), seed=31)
+    w = sample_weights(400, dtype, np.random.default_rng(32))
+    L = len(Ws)
+    layer_norms = mlpgrad.per_sample_grad_norms(Ws, bs, X, y, head="softmax", per_layer=True).astype(np.float64)
+    norms = np.sqrt((layer_norms ** 2).sum(axis=1))
+    clip = [float(np.median(layer_norms[:, l])) for l in range(L)] if per_layer else float(np.median(norms))
+    loss, g, got_norms = mlpgrad.clipped_grad(Ws, bs, X, y, head="softmax", max_norm=clip, reduction=reduction,
+                                              sample_weight=w)
+    where = f"{reduction} per_layer={per_layer} {np.dtype(dtype).name}"
+    _check("norms", got_norms, layer_norms if per_layer else norms, dtype, where)
+    L0 = mlpgrad.loss(Ws, bs, X, y, head="softmax", reduction=reduction, sample_weight=w)
+    _check("unclipped loss", loss, L0, dtype, where)
+    total = float(np.sum(w, dtype=np.float64))
+    for l in range(L if per_layer else 1):
+        f = np.minimum(1.0, (clip[l] / layer_norms[:, l]) if per_layer else clip / norms)
+        # "mean" divides by the total of the original weights, not of w f: the factors enter as a "sum"
+        w_f = (w * f / (total if reduction == "mean" else 1.0)).astype(dtype)
+        _, g_w = mlpgrad.loss_and_grad(Ws, bs, X, y, head="softmax", sample_weight=w_f)
+        layers = [l] if per_layer else range(L)
+        for m in layers:
+            _check(f"layer {m} weights", g.weights[m], g_w.weights[m], dtype, where)
+            _check(f"layer {m} biases", g.biases[m], g_w.biases[m], dtype, where)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("head,kind", [("softmax", "labels"), ("sigmoid", "soft")])
+def test_per_sample_grads_sum_to_the_gradient(dtype, head, kind):
+    """sum_i c_i g_i = the gradient, and sum_i w_i g_i^2 = sum_squared_grads, from the native rows."""
+    Ws, bs, X, y = make_problem([7, 25, 9, 3], 300, head, kind, np.dtype(dtype), seed=33)
+    w = sample_weights(300, dtype, np.random.default_rng(34))
+    G = mlpgrad.per_sample_grads(Ws, bs, X, y, head=head).astype(np.float64)
+    _, g = mlpgrad.loss_and_grad(Ws, bs, X, y, head=head, reduction="mean", sample_weight=w)
+    c = w.astype(np.float64) / np.sum(w, dtype=np.float64)
+    where = f"{head} {np.dtype(dtype).name}"
+    _check("sum_i c_i g_i vs loss_and_grad", c @ G, _flat(g), dtype, where)
+    sq = mlpgrad.sum_squared_grads(Ws, bs, X, y, head=head, sample_weight=w)
+    _check("w @ G**2 vs sum_squared_grads", w.astype(np.float64) @ (G * G), _flat(sq), dtype, where)
+    V = np.random.default_rng(35).standard_normal((G.shape[1], 3))
+    _check("G @ V vs grad_dot", G @ V, mlpgrad.grad_dot(Ws, bs, X, y, V, head=head), dtype, where)
+    _check("G G^T vs grad_gram", G @ G.T, mlpgrad.grad_gram(Ws, bs, X, y, head=head), dtype, where)
