@@ -1,5 +1,6 @@
-// The C++ core on its own, without Python: every entry point (forward, loss, loss_and_grad, check) on
-// awkward shapes, against a naive double-precision reference written below with plain loops.
+// The C++ core on its own, without Python: every entry point (forward, loss, loss_and_grad, check, and the
+// per-sample ones: per_sample with each op, grad_gram) on awkward shapes, against a naive double-precision
+// reference written below with plain loops (for the per-sample quantities: every g_i written out).
 //
 // Shapes cross the matrix-product blocks (KC = 256, MC = 240, NC = 1024, micro-tiles 12 x 32, 6 x 16,
 // 6 x 8), the chunk boundaries of the engine (rows per chunk <= 1024, at most 8 groups) and its three
@@ -29,6 +30,7 @@
 #include "mlpgrad/layout.hpp"
 #include "mlpgrad/mlp.hpp"
 #include "mlpgrad/optim.hpp"
+#include "mlpgrad/per_sample.hpp"
 #include "mlpgrad/train.hpp"
 #include "../src/engines.hpp"  // the per-ISA gemm_for_tests entries
 
@@ -206,48 +208,70 @@ struct Result {  // what the library returns, or the reference
   std::vector<double> dX;
 };
 
-Result grad_ref(const Problem& P, const Activations& A, const Variant& v) {
-  const int64_t L = P.L(), n = P.n, k = P.k();
-  const std::vector<double>& z = A.h[L];
-  double scale = 1.0;
-  if (v.reduction == Reduction::mean) {
-    double total = v.weighted ? 0.0 : double(n);
-    if (v.weighted)
-      for (double w : P.sample_weight) total += w;
-    scale = 1.0 / total;
-  }
-  const std::vector<double> p = probs_ref(z, n, k, v.head);
-  Result R;
-  std::vector<double> delta(n * k);
+// Each sample's own loss l_i (n,) and delta_L = dl_i/dz_L (n, k), unweighted: the head on the logits.
+struct HeadRef {
+  std::vector<double> loss, delta;
+};
+
+HeadRef head_ref(const Problem& P, const std::vector<double>& z, Head head, Targets targets) {
+  const int64_t n = P.n, k = P.k();
+  const std::vector<double> p = probs_ref(z, n, k, head);
+  HeadRef H;
+  H.loss.assign(n, 0.0);
+  H.delta.assign(n * k, 0.0);
   for (int64_t i = 0; i < n; ++i) {
-    const double c = (v.weighted ? P.sample_weight[i] : 1.0) * scale;
     const double* zi = &z[i * k];
     const double* ti = &P.targets[i * k];
+    double* di = &H.delta[i * k];
     double li = 0;
-    if (v.head == Head::sigmoid) {
+    if (head == Head::sigmoid) {
       for (int64_t j = 0; j < k; ++j) {
         li += ti[j] * softplus_ref(-zi[j]) + (1.0 - ti[j]) * softplus_ref(zi[j]);
-        delta[i * k + j] = c * (p[i * k + j] - ti[j]);
+        di[j] = p[i * k + j] - ti[j];
       }
     } else {
       const double m = *std::max_element(zi, zi + k);
       double s = 0;
       for (int64_t j = 0; j < k; ++j) s += std::exp(zi[j] - m);
       const double lse = m + std::log(s);
-      if (v.targets == Targets::labels) {
+      if (targets == Targets::labels) {
         const int64_t y = P.labels[i];
         li = lse - zi[y];
-        for (int64_t j = 0; j < k; ++j) delta[i * k + j] = c * (p[i * k + j] - double(j == y));
+        for (int64_t j = 0; j < k; ++j) di[j] = p[i * k + j] - double(j == y);
       } else {
         double st = 0;
         for (int64_t j = 0; j < k; ++j) {
           li += ti[j] * (lse - zi[j]);
           st += ti[j];
         }
-        for (int64_t j = 0; j < k; ++j) delta[i * k + j] = c * (p[i * k + j] * st - ti[j]);
+        for (int64_t j = 0; j < k; ++j) di[j] = p[i * k + j] * st - ti[j];
       }
     }
-    R.loss += c * li;
+    H.loss[i] = li;
+  }
+  return H;
+}
+
+// c_i (n,): w_i ("sum") or w_i / sum_j w_j ("mean"), w_i = 1 without sample weights.
+std::vector<double> sample_scale_ref(const Problem& P, const Variant& v) {
+  double total = v.weighted ? 0.0 : double(P.n);
+  if (v.weighted)
+    for (double w : P.sample_weight) total += w;
+  const double scale = v.reduction == Reduction::mean ? 1.0 / total : 1.0;
+  std::vector<double> c(P.n);
+  for (int64_t i = 0; i < P.n; ++i) c[i] = (v.weighted ? P.sample_weight[i] : 1.0) * scale;
+  return c;
+}
+
+Result grad_ref(const Problem& P, const Activations& A, const Variant& v) {
+  const int64_t L = P.L(), n = P.n, k = P.k();
+  const HeadRef H = head_ref(P, A.h[L], v.head, v.targets);
+  const std::vector<double> c = sample_scale_ref(P, v);
+  Result R;
+  std::vector<double> delta(n * k);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < k; ++j) delta[i * k + j] = c[i] * H.delta[i * k + j];
+    R.loss += c[i] * H.loss[i];
   }
   R.dW.resize(L);
   R.db.resize(L);
@@ -314,11 +338,12 @@ struct Worst {
   double err = 0;
   std::string where;
 };
-Worst g_worst[2];  // float, double
+Worst g_worst[2];     // float, double: forward, loss, loss_and_grad
+Worst g_worst_ps[2];  // float, double: the per-sample quantities
 
 template <typename T>
-void record(double err, const std::string& where) {
-  Worst& w = g_worst[std::is_same<T, float>::value ? 0 : 1];
+void record(double err, const std::string& where, Worst* worst = g_worst) {
+  Worst& w = worst[std::is_same<T, float>::value ? 0 : 1];
   if (err > w.err || w.where.empty()) w = {err, where};
   if (!(err <= tolerance<T>())) {
     char msg[96];
@@ -1029,6 +1054,516 @@ void training() {
   }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Per-sample quantities (mlpgrad/per_sample.hpp) against their definitions: every sample's gradient g_i of
+// its own loss, written out in pack order (mlpgrad/layout.hpp) as the explicit outer products
+// h_{l-1,i} delta_{l,i}^T and the deltas, then each quantity from those rows with plain loops. Every op and
+// output combination, both dtypes, every SIMD level, 1, 2 and 3 threads (the same bits); outputs pre-filled
+// with NaN; the inputs unchanged; bad requests throw std::invalid_argument.
+
+// G (n, P): row i = g_i in pack order, from unit deltas (each sample's own loss, unweighted); and l_i.
+struct PerSampleRef {
+  std::vector<double> G, loss;
+};
+
+PerSampleRef per_sample_ref(const Problem& P, const Activations& A, Head head, Targets targets) {
+  const int64_t L = P.L(), n = P.n;
+  const mlpgrad::Layout layout(P.sizes);
+  const int64_t np = layout.n_params;
+  HeadRef H = head_ref(P, A.h[L], head, targets);
+  std::vector<std::vector<double>> delta(L);
+  delta[L - 1] = std::move(H.delta);
+  for (int64_t l = L - 1; l >= 1; --l) {  // delta_{l-1} = (delta_l W_l^T) * h_l (1 - h_l)
+    const int64_t din = P.sizes[l], dout = P.sizes[l + 1];
+    delta[l - 1].assign(n * din, 0.0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t q = 0; q < din; ++q) {
+        double s = 0;
+        for (int64_t j = 0; j < dout; ++j) s += delta[l][i * dout + j] * P.W[l][q * dout + j];
+        const double h = A.h[l][i * din + q];
+        delta[l - 1][i * din + q] = s * h * (1.0 - h);
+      }
+  }
+  PerSampleRef R;
+  R.loss = std::move(H.loss);
+  R.G.assign(n * np, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t din = P.sizes[l], dout = P.sizes[l + 1];
+      double* g = &R.G[i * np];
+      for (int64_t a = 0; a < din; ++a)
+        for (int64_t j = 0; j < dout; ++j) g[layout.w[l] + a * dout + j] = A.h[l][i * din + a] * delta[l][i * dout + j];
+      for (int64_t j = 0; j < dout; ++j) g[layout.b[l] + j] = delta[l][i * dout + j];
+    }
+  return R;
+}
+
+// ||g_{i,l}|| (n, L): W_l's and b_l's entries of row i.
+std::vector<double> layer_norms_ref(const Problem& P, const std::vector<double>& G) {
+  const mlpgrad::Layout layout(P.sizes);
+  const int64_t L = P.L(), np = layout.n_params;
+  std::vector<double> N(P.n * L);
+  for (int64_t i = 0; i < P.n; ++i)
+    for (int64_t l = 0; l < L; ++l) {
+      double s = 0;
+      for (int64_t p = layout.w[l]; p < layout.w[l] + P.sizes[l] * P.sizes[l + 1]; ++p) s += G[i * np + p] * G[i * np + p];
+      for (int64_t p = layout.b[l]; p < layout.b[l] + P.sizes[l + 1]; ++p) s += G[i * np + p] * G[i * np + p];
+      N[i * L + l] = std::sqrt(s);
+    }
+  return N;
+}
+
+// ||g_i|| (n,).
+std::vector<double> norms_ref(const Problem& P, const std::vector<double>& G) {
+  const int64_t np = mlpgrad::Layout(P.sizes).n_params;
+  std::vector<double> N(P.n);
+  for (int64_t i = 0; i < P.n; ++i) {
+    double s = 0;
+    for (int64_t p = 0; p < np; ++p) s += G[i * np + p] * G[i * np + p];
+    N[i] = std::sqrt(s);
+  }
+  return N;
+}
+
+// The layer of every parameter (P,), in pack order.
+std::vector<int64_t> param_layers(const Problem& P) {
+  const mlpgrad::Layout layout(P.sizes);
+  std::vector<int64_t> layer(layout.n_params);
+  for (int64_t l = 0; l < P.L(); ++l) {
+    std::fill_n(layer.begin() + layout.w[l], P.sizes[l] * P.sizes[l + 1], l);
+    std::fill_n(layer.begin() + layout.b[l], P.sizes[l + 1], l);
+  }
+  return layer;
+}
+
+// sum_i c_i f_i g_i (P,), f_i = min(1, max_norm / ||g_i||) (one max_norm) or per layer min(1, max_norm[l] /
+// ||g_{i,l}||); f = 1 where the norm is 0.
+std::vector<double> clipped_ref(const Problem& P, const std::vector<double>& G, const std::vector<double>& c,
+                                const std::vector<double>& max_norm) {
+  const std::vector<int64_t> layer = param_layers(P);
+  const int64_t np = int64_t(layer.size()), L = P.L();
+  const bool per_layer = max_norm.size() > 1;
+  const std::vector<double> norms = per_layer ? layer_norms_ref(P, G) : norms_ref(P, G);
+  std::vector<double> out(np, 0.0);
+  for (int64_t i = 0; i < P.n; ++i)
+    for (int64_t p = 0; p < np; ++p) {
+      const double norm = per_layer ? norms[i * L + layer[p]] : norms[i];
+      const double limit = max_norm[per_layer ? layer[p] : 0];
+      const double f = norm > limit ? limit / norm : 1.0;
+      out[p] += c[i] * f * G[i * np + p];
+    }
+  return out;
+}
+
+// (n, m): g_i . V[:, v], V (P, m) row-major.
+std::vector<double> dot_ref(const std::vector<double>& G, int64_t n, const std::vector<double>& V, int64_t m) {
+  const int64_t np = int64_t(V.size()) / m;
+  std::vector<double> D(n * m, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t p = 0; p < np; ++p)
+      for (int64_t v = 0; v < m; ++v) D[i * m + v] += G[i * np + p] * V[p * m + v];
+  return D;
+}
+
+// sum_i w_i g_i * g_i (P,), w_i = 1 when w is empty.
+std::vector<double> sumsq_ref(const std::vector<double>& G, int64_t n, int64_t np, const std::vector<double>& w) {
+  std::vector<double> out(np, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t p = 0; p < np; ++p) out[p] += (w.empty() ? 1.0 : w[i]) * G[i * np + p] * G[i * np + p];
+  return out;
+}
+
+// K (n, nb): g_i . g'_j.
+std::vector<double> gram_ref(const std::vector<double>& G, int64_t n, const std::vector<double>& Gb, int64_t nb,
+                             int64_t np) {
+  std::vector<double> K(n * nb, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < nb; ++j) {
+      double s = 0;
+      for (int64_t p = 0; p < np; ++p) s += G[i * np + p] * Gb[j * np + p];
+      K[i * nb + j] = s;
+    }
+  return K;
+}
+
+// One request: the op, its outputs, the batch it runs on (head, targets, weights, reduction), and its reference.
+struct PsCall {
+  std::string name;
+  mlpgrad::PerSampleOp op;
+  Variant v;  // input_grad unused
+  bool norms = false, layer_norms = false;
+  std::vector<double> max_norm;
+  int64_t m = 0;          // dot: the number of vectors
+  std::vector<double> V;  // dot: (P, m) row-major
+  // the reference: the loss sum_i c_i l_i, the norms asked for, and the flat gradient (clipped, sumsq) or
+  // the rows (grads, dot)
+  double loss = 0;
+  std::vector<double> ref_norms, ref_layer_norms, ref_result;
+};
+
+template <typename T> struct PsOut {  // pre-filled with NaN
+  double loss = 0;
+  std::vector<T> norms, layer_norms, grad, rows;  // grad: flat (P,) in pack order
+  bool operator==(const PsOut& o) const {
+    return same_bits(loss, o.loss) && same_bits(norms, o.norms) && same_bits(layer_norms, o.layer_norms) &&
+           same_bits(grad, o.grad) && same_bits(rows, o.rows);
+  }
+};
+
+template <typename T>
+PsOut<T> run_per_sample(const Data<T>& D, const Problem& P, const PsCall& c, const std::vector<T>& V, int threads) {
+  using Op = mlpgrad::PerSampleOp;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  const mlpgrad::Layout layout(P.sizes);
+  PsOut<T> o;
+  mlpgrad::PerSampleRequest<T> q;
+  q.op = c.op;
+  q.max_norm = c.max_norm;
+  if (c.norms) {
+    o.norms.assign(P.n, nan);
+    q.norms = o.norms.data();
+  }
+  if (c.layer_norms) {
+    o.layer_norms.assign(P.n * P.L(), nan);
+    q.layer_norms = o.layer_norms.data();
+  }
+  if (c.op == Op::clipped || c.op == Op::sumsq) {
+    o.grad.assign(layout.n_params, nan);
+    q.grads = layout.gradients<T>(o.grad.data());
+  }
+  if (c.op == Op::grads) o.rows.assign(P.n * layout.n_params, nan);
+  if (c.op == Op::dot) {
+    o.rows.assign(P.n * c.m, nan);
+    q.V = V.data();
+    q.m = c.m;
+  }
+  if (c.op == Op::grads || c.op == Op::dot) q.rows = o.rows.data();
+  o.loss = mlpgrad::per_sample<T>(D.net, c.v.head, D.batch(c.v), c.v.reduction, q, threads);
+  return o;
+}
+
+template <typename T>
+std::vector<T> run_gram(const Data<T>& D, Head head, const mlpgrad::Batch<T>& a, const mlpgrad::Batch<T>& b,
+                        int threads) {
+  std::vector<T> K(a.n * b.n, std::numeric_limits<T>::quiet_NaN());
+  mlpgrad::grad_gram<T>(D.net, head, a, b, K.data(), threads);
+  return K;
+}
+
+// A flat (P,) result against the reference, tensor by tensor (dW_l, db_l).
+template <typename T>
+void record_flat(const Problem& P, const std::vector<T>& got, const std::vector<double>& ref, const std::string& where) {
+  const mlpgrad::Layout layout(P.sizes);
+  for (int64_t l = 0; l < P.L(); ++l) {
+    const auto w = ref.begin() + layout.w[l], b = ref.begin() + layout.b[l];
+    record<T>(rel_err(got.data() + layout.w[l], std::vector<double>(w, w + P.sizes[l] * P.sizes[l + 1])),
+              where + " dW[" + std::to_string(l) + "]", g_worst_ps);
+    record<T>(rel_err(got.data() + layout.b[l], std::vector<double>(b, b + P.sizes[l + 1])),
+              where + " db[" + std::to_string(l) + "]", g_worst_ps);
+  }
+}
+
+// 0.9 times the value that a fraction `below` of the values lie under: some samples clipped, some not, none
+// at the threshold; 1 when that value is 0.
+double clip_level(std::vector<double> values, double below) {
+  if (values.empty()) return 1.0;
+  const size_t at = std::min(values.size() - 1, size_t(below * double(values.size())));
+  std::nth_element(values.begin(), values.begin() + at, values.end());
+  return values[at] > 0 ? 0.9 * values[at] : 1.0;
+}
+
+// The heads and targets (the sigmoid head takes dense targets only).
+const Variant kPsKinds[3] = {{Head::sigmoid, Targets::dense, false, Reduction::sum, false},
+                             {Head::softmax, Targets::labels, false, Reduction::sum, false},
+                             {Head::softmax, Targets::dense, false, Reduction::sum, false}};
+int ps_kind(const Variant& v) { return v.head == Head::sigmoid ? 0 : v.targets == Targets::labels ? 1 : 2; }
+
+// grad_gram's calls on a problem and their references: with a second batch (same network, other rows), and
+// with the same batch object when its reference is cheap enough (else `same` empty).
+struct GramCalls {
+  Variant v;
+  Problem second;
+  std::vector<double> with_second, same;
+};
+
+// One problem in dtype T: every call, then grad_gram, at every SIMD level and 1, 2, 3 threads.
+template <typename T>
+void per_sample_case(const Problem& P, const std::vector<PsCall>& calls, const GramCalls& gram, const std::string& name) {
+  const Data<T> D(P), pristine(P), D2(gram.second), pristine2(gram.second);
+  for (Isa isa : isas()) {
+    mlpgrad::set_active_isa(isa);
+    const std::string at = name + " " + dtype_name<T>() + " " + mlpgrad::isa_name(isa);
+    for (const PsCall& c : calls) {
+      const std::string where = at + " " + c.name + " (" + c.v.str() + ")";
+      const std::vector<T> V = as<T>(c.V), V0 = V;
+      PsOut<T> o1;
+      try {
+        o1 = run_per_sample<T>(D, P, c, V, 1);
+      } catch (const std::exception& e) {
+        fail(where + ": threw " + e.what());
+        continue;
+      }
+      record<T>(rel_err_scalar(o1.loss, c.loss), where + " loss", g_worst_ps);
+      if (c.norms) record<T>(rel_err(o1.norms.data(), c.ref_norms), where + " norms", g_worst_ps);
+      if (c.layer_norms) record<T>(rel_err(o1.layer_norms.data(), c.ref_layer_norms), where + " layer norms", g_worst_ps);
+      if (!o1.grad.empty()) record_flat<T>(P, o1.grad, c.ref_result, where);
+      if (!o1.rows.empty()) record<T>(rel_err(o1.rows.data(), c.ref_result), where + " rows", g_worst_ps);
+      for (int threads : {2, 3})
+        EXPECT(run_per_sample<T>(D, P, c, V, threads) == o1,
+               where + ": results differ between 1 and " + std::to_string(threads) + " threads");
+      EXPECT(same_bits(V, V0), where + ": V was modified");
+      g_calls += 3;
+    }
+    const Head head = gram.v.head;
+    const mlpgrad::Batch<T> a = D.batch(gram.v), b = D2.batch(gram.v), a_copy = a;
+    const std::string where = at + " gram (" + gram.v.str() + ")";
+    const std::vector<T> K1 = run_gram<T>(D, head, a, b, 1);
+    record<T>(rel_err(K1.data(), gram.with_second), where + " second batch N2=" + std::to_string(b.n), g_worst_ps);
+    std::vector<T> S1;
+    if (!gram.same.empty()) {
+      S1 = run_gram<T>(D, head, a, a, 1);
+      record<T>(rel_err(S1.data(), gram.same), where + " same batch", g_worst_ps);
+      EXPECT(same_bits(run_gram<T>(D, head, a, a_copy, 1), S1), where + ": a copy of the batch gives other bits than the batch");
+    }
+    for (int threads : {2, 3}) {
+      const std::string t = std::to_string(threads);
+      EXPECT(same_bits(run_gram<T>(D, head, a, b, threads), K1), where + " second batch: differs between 1 and " + t + " threads");
+      if (!gram.same.empty())
+        EXPECT(same_bits(run_gram<T>(D, head, a, a, threads), S1), where + " same batch: differs between 1 and " + t + " threads");
+    }
+    g_calls += gram.same.empty() ? 3 : 7;
+  }
+  mlpgrad::set_active_isa(mlpgrad::best_isa());
+  EXPECT(D == pristine && D2 == pristine2, name + " " + dtype_name<T>() + ": the inputs were modified");
+}
+
+struct PsCase {
+  std::vector<int64_t> sizes;
+  std::vector<int64_t> ns;
+};
+
+// Widths 1, 5, 13, 33, 40 at the input, hidden and output positions, depth 1-3; N = 0, 1, 7, 61, 300. The
+// per-sample engine always runs the chunked schedule: N = 300 makes 2 chunks in 2 groups, and [5, 13, 2] at
+// N = 9000 16 chunks in 8 groups (the group buffers' first write, then adds). Softmax with k = 1: every
+// gradient 0 (clip factor 1). grad_gram's tiles are 96 x 512: N = 300 crosses rows, a second batch of 530 rows
+// (for N <= 7) crosses columns. Dot products with 300 vectors run on blocks of 4096 / 300 = 13 columns of a
+// layer (widths 33 and 40: a short last block).
+std::vector<PsCase> ps_cases() {
+  return {
+      {{1, 1}, {0, 1, 7, 61, 300}},
+      {{5, 1}, {7}},
+      {{5, 1, 13, 5}, {0, 7, 300}},
+      {{13, 40, 33}, {1, 61, 300}},
+      {{40, 33, 5, 13}, {7, 300}},
+      {{1, 40, 5}, {61}},
+      {{33, 13, 40, 1}, {1, 300}},
+      {{13, 5}, {61}},
+      {{40, 1, 40}, {1, 61}},
+      {{33, 5}, {0, 300}},
+      {{1, 13, 1, 33}, {7, 61}},
+      {{5, 13, 2}, {9000}},
+  };
+}
+
+// The calls on one problem and their references; `seed` rotates which head and targets each call takes.
+void per_sample_problem(const std::vector<int64_t>& sizes, int64_t n, uint64_t seed) {
+  using Op = mlpgrad::PerSampleOp;
+  const Problem P = make_problem(sizes, n, seed);
+  const int64_t L = P.L(), np = mlpgrad::Layout(sizes).n_params;
+  const Activations A = forward_ref(P);
+  PerSampleRef refs[3];
+  for (int kind = 0; kind < 3; ++kind) refs[kind] = per_sample_ref(P, A, kPsKinds[kind].head, kPsKinds[kind].targets);
+  double total_weight = 0;
+  for (double w : P.sample_weight) total_weight += w;
+  auto variant = [&](int64_t j, bool weighted, Reduction r) {
+    Variant v = kPsKinds[(seed + j) % 3];
+    v.weighted = weighted;
+    // "mean" over nothing, or over weights summing to 0, is invalid (bad_per_sample)
+    v.reduction = n == 0 || (weighted && total_weight == 0) ? Reduction::sum : r;
+    return v;
+  };
+  // clip levels from the norms of the clipped calls' kind: about half the samples clipped (a tenth for "low")
+  const std::vector<double>& G0 = refs[ps_kind(variant(0, false, Reduction::sum))].G;
+  const std::vector<double> nn = norms_ref(P, G0), ln = layer_norms_ref(P, G0);
+  std::vector<double> per_layer(L);
+  for (int64_t l = 0; l < L; ++l) {
+    std::vector<double> col(n);
+    for (int64_t i = 0; i < n; ++i) col[i] = ln[i * L + l];
+    per_layer[l] = clip_level(col, 0.5);
+  }
+  const double inf = std::numeric_limits<double>::infinity();
+  const bool many = (sizes == std::vector<int64_t>{13, 40, 33} && n == 61) ||
+                    (sizes == std::vector<int64_t>{40, 33, 5, 13} && n == 7);
+  std::vector<PsCall> calls = {
+      {"norms+layer_norms", Op::norms, variant(0, false, Reduction::sum), true, true, {}, 0},
+      {"norms", Op::norms, variant(1, false, Reduction::sum), true, false, {}, 0},
+      {"layer_norms", Op::norms, variant(2, true, Reduction::mean), false, true, {}, 0},
+      {"clipped", Op::clipped, variant(0, true, Reduction::mean), true, false, {clip_level(nn, 0.5)}, 0},
+      {"clipped inf", Op::clipped, variant(0, false, Reduction::sum), true, false, {inf}, 0},
+      {"clipped low", Op::clipped, variant(0, true, Reduction::sum), false, false, {clip_level(nn, 0.1)}, 0},
+      {"clipped per layer", Op::clipped, variant(0, true, Reduction::sum), false, true, per_layer, 0},
+      {"clipped per layer", Op::clipped, variant(0, false, Reduction::mean), true, true, per_layer, 0},
+      {"grads", Op::grads, variant(1, false, Reduction::sum), false, false, {}, 0},
+      {"dot m=1", Op::dot, variant(2, false, Reduction::sum), false, false, {}, 1},
+      {"dot m=3", Op::dot, variant(1, false, Reduction::sum), false, false, {}, 3},
+      {"sumsq", Op::sumsq, variant(2, true, Reduction::sum), false, false, {}, 0},  // "mean": bad_per_sample
+      {"sumsq", Op::sumsq, variant(1, false, Reduction::sum), false, false, {}, 0},
+  };
+  if (many) calls.push_back({"dot m=300", Op::dot, variant(0, false, Reduction::sum), false, false, {}, 300});
+  Rng rng(seed * 31 + 7);
+  for (PsCall& c : calls) {
+    const PerSampleRef& R = refs[ps_kind(c.v)];
+    const std::vector<double> cs = sample_scale_ref(P, c.v);
+    for (int64_t i = 0; i < n; ++i) c.loss += cs[i] * R.loss[i];
+    if (c.norms) c.ref_norms = norms_ref(P, R.G);
+    if (c.layer_norms) c.ref_layer_norms = layer_norms_ref(P, R.G);
+    switch (c.op) {
+      case Op::clipped: c.ref_result = clipped_ref(P, R.G, cs, c.max_norm); break;
+      case Op::grads: c.ref_result = R.G; break;
+      case Op::dot:
+        c.V.resize(np * c.m);
+        for (double& x : c.V) x = f32(rng.normal());
+        c.ref_result = dot_ref(R.G, n, c.V, c.m);
+        break;
+      case Op::sumsq: c.ref_result = sumsq_ref(R.G, n, np, c.v.weighted ? P.sample_weight : std::vector<double>{}); break;
+      default: break;
+    }
+  }
+  GramCalls gram{variant(3, false, Reduction::sum), make_problem(sizes, n <= 7 ? 530 : 13, seed + 1000), {}, {}};
+  gram.second.W = P.W;  // the same network, other rows
+  gram.second.b = P.b;
+  const PerSampleRef& GA = refs[ps_kind(gram.v)];
+  const PerSampleRef GB = per_sample_ref(gram.second, forward_ref(gram.second), gram.v.head, gram.v.targets);
+  gram.with_second = gram_ref(GA.G, n, GB.G, gram.second.n, np);
+  if (n > 0 && double(n) * double(n) * double(np) < 5e7) gram.same = gram_ref(GA.G, n, GA.G, n, np);
+
+  const std::string name = "per-sample " + shape_str(sizes) + " N=" + std::to_string(n);
+  per_sample_case<float>(P, calls, gram, name);
+  per_sample_case<double>(P, calls, gram, name);
+}
+
+// Bad requests throw std::invalid_argument: max_norm empty, of a wrong length, <= 0 or NaN; outputs missing;
+// m < 1; V null; an unknown op; grad_gram's output null; a bad batch (either of grad_gram's). Valid edge
+// requests do not: N = 0 without outputs, max_norm inf.
+template <typename T>
+void bad_per_sample() {
+  using Op = mlpgrad::PerSampleOp;
+  const Problem P = make_problem({3, 4, 2}, 5, 7);
+  const Data<T> D(P);
+  const mlpgrad::Layout layout(P.sizes);
+  const Variant labels{Head::softmax, Targets::labels, true, Reduction::sum, false};
+  std::vector<T> flat(layout.n_params), norms(P.n), rows(P.n * layout.n_params), V(layout.n_params * 2), K(P.n * P.n);
+  auto request = [&](Op op) {
+    mlpgrad::PerSampleRequest<T> q;
+    q.op = op;
+    q.norms = norms.data();
+    q.max_norm = {1.0};
+    q.grads = layout.gradients<T>(flat.data());
+    q.rows = rows.data();
+    q.V = V.data();
+    q.m = 2;
+    return q;
+  };
+  auto call = [&](const mlpgrad::PerSampleRequest<T>& q, const mlpgrad::Batch<T>& B, Reduction r) {
+    mlpgrad::per_sample<T>(D.net, Head::softmax, B, r, q, 1);
+  };
+  const mlpgrad::Batch<T> B = D.batch(labels);
+  auto bad = [&](const mlpgrad::PerSampleRequest<T>& q, const std::string& what) {
+    expect_invalid<T>([&] { call(q, B, Reduction::sum); }, "per_sample: " + what);
+  };
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  // Valid requests; each returns the loss with the call's reduction and weights, whatever the op
+  // (mlpgrad/per_sample.hpp: "returns the loss sum_i c_i l_i, c_i = w_i ("sum") or w_i / sum_j w_j ("mean")").
+  for (Reduction r : {Reduction::sum, Reduction::mean}) {
+    const double want = mlpgrad::loss<T>(D.net, Head::softmax, B, r, 1);
+    for (Op op : {Op::norms, Op::clipped, Op::grads, Op::dot, Op::sumsq}) {
+      const std::string what = std::string("per_sample (") + dtype_name<T>() + ", op " + std::to_string(int(op)) +
+                               (r == Reduction::mean ? ", mean)" : ", sum)");
+      try {
+        const double got = mlpgrad::per_sample<T>(D.net, Head::softmax, B, r, request(op), 1);
+        EXPECT(rel_err_scalar(got, want) <= tolerance<T>(),
+               what + ": returned loss " + std::to_string(got) + ", loss() gives " + std::to_string(want));
+      } catch (const std::exception& e) {
+        fail(what + ": a valid request threw: " + e.what());
+      }
+    }
+  }
+  const std::vector<std::vector<double>> bad_max_norms = {{}, {1.0, 1.0, 1.0}, {0.0}, {-1.0}, {nan}, {-inf},
+                                                          {1.0, 0.0}, {nan, 1.0}, {1.0, -2.0}};
+  for (const std::vector<double>& mn : bad_max_norms) {
+    mlpgrad::PerSampleRequest<T> q = request(Op::clipped);
+    q.max_norm = mn;
+    std::string s = "{";
+    for (double x : mn) s += std::to_string(x) + " ";
+    bad(q, "clipped, max_norm " + s + "}");
+  }
+  { auto q = request(Op::clipped); q.grads.dW.pop_back(); bad(q, "clipped, one dW short"); }
+  { auto q = request(Op::clipped); q.grads.db[1] = nullptr; bad(q, "clipped, null db"); }
+  { auto q = request(Op::clipped); q.grads = {}; bad(q, "clipped, no gradient"); }
+  { auto q = request(Op::sumsq); q.grads = {}; bad(q, "sumsq, no gradient"); }
+  { auto q = request(Op::sumsq); q.grads.dW[0] = nullptr; bad(q, "sumsq, null dW"); }
+  { auto q = request(Op::norms); q.norms = nullptr; q.layer_norms = nullptr; bad(q, "norms, no output"); }
+  { auto q = request(Op::grads); q.rows = nullptr; bad(q, "grads, null rows"); }
+  { auto q = request(Op::dot); q.m = 0; bad(q, "dot, m = 0"); }
+  { auto q = request(Op::dot); q.m = -1; bad(q, "dot, m = -1"); }
+  { auto q = request(Op::dot); q.V = nullptr; bad(q, "dot, null V"); }
+  { auto q = request(Op::dot); q.rows = nullptr; bad(q, "dot, null rows"); }
+  { auto q = request(Op::norms); q.op = Op(9); bad(q, "unknown op"); }
+  // the batch's rules, through per_sample and grad_gram
+  std::vector<int64_t> bad_labels = D.labels;
+  bad_labels[2] = 2;
+  mlpgrad::Batch<T> Bbad = B;
+  Bbad.labels = bad_labels.data();
+  expect_invalid<T>([&] { call(request(Op::norms), Bbad, Reduction::sum); }, "per_sample: label == k");
+  mlpgrad::Batch<T> B0 = B;
+  B0.n = 0;
+  expect_invalid<T>([&] { call(request(Op::clipped), B0, Reduction::mean); }, "per_sample: mean over N = 0");
+  std::vector<T> zeros(P.n, T(0));
+  mlpgrad::Batch<T> Bz = B;
+  Bz.sample_weight = zeros.data();
+  expect_invalid<T>([&] { call(request(Op::clipped), Bz, Reduction::mean); }, "per_sample: mean, zero total weight");
+  expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::softmax, B, B, nullptr, 1); }, "grad_gram: null K");
+  expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::softmax, B, Bbad, K.data(), 1); }, "grad_gram: bad second batch");
+  expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::softmax, Bbad, B, K.data(), 1); }, "grad_gram: bad first batch");
+  expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::sigmoid, B, B, K.data(), 1); }, "grad_gram: labels with the sigmoid head");
+  // valid edges: N = 0 with no outputs at all, and an infinite max_norm, per layer too
+  try {
+    for (Op op : {Op::norms, Op::grads, Op::dot}) {
+      auto q = request(op);
+      q.norms = nullptr;
+      q.rows = nullptr;
+      call(q, B0, Reduction::sum);
+    }
+    mlpgrad::grad_gram<T>(D.net, Head::softmax, B0, B, nullptr, 1);
+    auto q = request(Op::clipped);
+    q.max_norm = {inf, inf};
+    call(q, B, Reduction::sum);
+  } catch (const std::exception& e) {
+    fail(std::string("per_sample: a valid edge request threw (") + dtype_name<T>() + "): " + e.what());
+  }
+  EXPECT(D == Data<T>(P), "bad per-sample requests modified the inputs");
+}
+
+// Every per-sample case: both dtypes, every SIMD level, 1-3 threads.
+void per_sample_all() {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  int64_t n_problems = 0;
+  uint64_t seed = 5000;
+  for (const PsCase& c : ps_cases())
+    for (int64_t n : c.ns) {
+      const auto tc = clock::now();
+      per_sample_problem(c.sizes, n, seed++);
+      ++n_problems;
+      if (g_verbose)
+        std::printf("  per-sample %-22s N=%-5lld %6.2f s\n", shape_str(c.sizes).c_str(), (long long)n,
+                    std::chrono::duration<double>(clock::now() - tc).count());
+    }
+  std::printf("per-sample: %lld problems, %.1f s; largest relative error, float %.3g at %s; double %.3g at %s\n",
+              (long long)n_problems, std::chrono::duration<double>(clock::now() - t0).count(), g_worst_ps[0].err,
+              g_worst_ps[0].where.c_str(), g_worst_ps[1].err, g_worst_ps[1].where.c_str());
+}
+
 }  // namespace
 
 int main() {
@@ -1061,6 +1596,9 @@ int main() {
   training<double>();
   gemm_products<float>();
   gemm_products<double>();
+  bad_per_sample<float>();
+  bad_per_sample<double>();
+  per_sample_all();
 
   // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
   // with the engine's own choice of schedule; a quarter of them (at least one) again with the chunked
