@@ -4,9 +4,17 @@ Bad inputs raise TypeError (wrong kind of object or dtype) or ValueError (wrong 
 message naming the argument (``weights[1]``, ``biases[0]``, ``X``, ``y``, ``sample_weight``, ``head``,
 ``reduction``, ``n_threads``); the rules are those of ``mlpgrad/_checks.py``.  Then: N = 0, read-only
 arrays, inputs never modified (bitwise), NaN in X.
+
+The per-sample functions (issue 12) and the Objective's per-sample methods run the same battery: each data
+rule on every function that takes the argument it breaks (``PS_ARGS``), the rules of X and y also on
+grad_gram's second set (the messages naming X2 and y2), and the rules of their own arguments (``BAD_PS``:
+max_norm, V, X2 / y2 given alone, per_sample_grads' out=).  A call that raises leaves every argument bitwise
+unchanged.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -40,25 +48,72 @@ class _ObjectiveAPI:
         return _ObjectiveAPI._evaluate("loss_and_grad", *args, **kw)
 
 
+def _objective_method(name, *method_keys):
+    """The Objective's per-sample method `name` called like the function of that name: the data's arguments go
+    to the Objective, V and `method_keys` (per_layer, max_norm, out, X2, y2) to the method."""
+    def method(weights, biases, X, y, *V, n_threads=None, **kw):
+        method_kw = {key: kw.pop(key) for key in method_keys if key in kw}
+        theta = mlpgrad.pack(weights, biases)
+        sizes = [np.shape(weights[0])[0]] + [np.shape(W)[1] for W in weights]
+        objective = mlpgrad.Objective(sizes, X, y, dtype=theta.dtype, n_threads=n_threads, **kw)
+        return getattr(objective, name)(theta, *V, **method_kw)
+    return staticmethod(method)
+
+
+for _name, _keys in (("per_sample_grad_norms", ("per_layer",)), ("clipped_grad", ("max_norm",)),
+                     ("per_sample_grads", ("out",)), ("grad_dot", ()), ("grad_gram", ("X2", "y2")),
+                     ("sum_squared_grads", ())):
+    setattr(_ObjectiveAPI, _name, _objective_method(_name, *_keys))
+
+
 BATTERY = {**IMPLS, "objective": _ObjectiveAPI}  # the implementations the bad-input battery runs on
 
 
 # -- a small valid problem and a way to call any of the six functions on it ----------------------------
 
 def base(head="softmax", dtype=np.float64, sizes=(3, 5, 2), n=4):
-    """Valid arguments: a dict of weights, biases, X, y, head, reduction, sample_weight."""
+    """Valid arguments: a dict of weights, biases, X, y, head, reduction, sample_weight, and the per-sample
+    functions' max_norm, V (P,), X2, y2 and out (None: their defaults)."""
     rng = np.random.default_rng(0)
     Ws, bs = make_network(list(sizes), dtype, rng)
     X = rng.standard_normal((n, sizes[0])).astype(dtype)
     y = make_targets(head, "labels", n, sizes[-1], dtype, rng)
-    return dict(weights=Ws, biases=bs, X=X, y=y, head=head, reduction="sum", sample_weight=None)
+    P = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return dict(weights=Ws, biases=bs, X=X, y=y, head=head, reduction="sum", sample_weight=None, max_norm=1.0,
+                V=np.linspace(-1.0, 1.0, P), X2=None, y2=None, out=None)
+
+
+PS_FUNCS = ("per_sample_grad_norms", "clipped_grad", "per_sample_grads", "grad_dot", "grad_gram",
+            "sum_squared_grads")
+# The arguments each per-sample function takes besides weights, biases, X, y and head (the Objective's methods
+# take reduction and sample_weight too, through the Objective).
+PS_ARGS = {"per_sample_grad_norms": (), "clipped_grad": ("max_norm", "reduction", "sample_weight"),
+           "per_sample_grads": ("out",), "grad_dot": ("V",), "grad_gram": ("X2", "y2"),
+           "sum_squared_grads": ("sample_weight",)}
+SECOND_SET = "grad_gram[X2, y2]"  # grad_gram with the base X, y and the case's X, y as X2, y2
+
+
+def takes(impl, func) -> set:
+    """The keys of ``base()`` that ``impl.func`` reads."""
+    keys = {"weights", "biases", "X", "y", "head"} | set(PS_ARGS[func])
+    return keys | {"reduction", "sample_weight"} if impl == "objective" else keys
 
 
 def call(impl, func, args, **extra):
-    """Call ``impl.func`` with the arguments it takes from ``args`` (forward takes no y / reduction / weights)."""
+    """Call ``impl.func`` with the arguments it takes from ``args`` (forward takes no y / reduction / weights;
+    a per-sample function those of ``PS_ARGS``)."""
     mod = BATTERY[impl]
     if func == "forward":
         return mod.forward(args["weights"], args["biases"], args["X"], head=args["head"], **extra)
+    if func == SECOND_SET:
+        first = base(args["head"], sizes=[args["weights"][0].shape[0]] + [W.shape[1] for W in args["weights"]])
+        args = dict(args, X=first["X"], y=first["y"], X2=args["X"], y2=args["y"])
+        func = "grad_gram"
+    if func in PS_FUNCS:
+        keys = [key for key in takes(impl, func) - {"weights", "biases", "X", "y", "head", "V"}]
+        V = (args["V"],) if func == "grad_dot" else ()
+        return getattr(mod, func)(args["weights"], args["biases"], args["X"], args["y"], *V, head=args["head"],
+                                  **{key: args[key] for key in keys}, **extra)
     kw = dict(head=args["head"], reduction=args["reduction"], sample_weight=args["sample_weight"], **extra)
     return getattr(mod, func)(args["weights"], args["biases"], args["X"], args["y"], **kw)
 
@@ -274,8 +329,109 @@ BAD_SIGMOID = [
 ]
 
 
+# The per-sample functions' own arguments (max_norm, V, X2 / y2, out): the base network has L = 2 layers and
+# P = 32 parameters, the base batch N = 4 rows.
+P32 = 32
+_MAX_NORM = (r"max_norm must be a real number > 0 \(whole-gradient clipping\) or a sequence of 2 real numbers > 0 "
+             r"\(per-layer clipping, one per layer\)")
+_V_SHAPE = r"V must have shape \(32,\) or \(32, m\) with m >= 1 \(P = the number of parameters\)"
+_OUT_SHAPE = r"out must be a writeable C-contiguous array of shape \(4, 32\)"
+
+
+def _readonly_zeros(shape):
+    a = np.zeros(shape)
+    a.flags.writeable = False
+    return a
+
+
+BAD_PS = [
+    ("max_norm-0", _set(max_norm=0.0), ValueError, _MAX_NORM + ", got 0.0"),
+    ("max_norm-int-0", _set(max_norm=0), ValueError, _MAX_NORM),
+    ("max_norm-negative", _set(max_norm=-1.5), ValueError, _MAX_NORM + ", got -1.5"),
+    ("max_norm-nan", _set(max_norm=np.nan), ValueError, _MAX_NORM + ", got nan"),
+    ("max_norm-minus-inf", _set(max_norm=-np.inf), ValueError, _MAX_NORM),
+    ("max_norm-np-float32-nan", _set(max_norm=np.float32(np.nan)), ValueError, _MAX_NORM),
+    ("max_norm-0d-array-0", _set(max_norm=np.array(0.0)), ValueError, _MAX_NORM),
+    ("max_norm-True", _set(max_norm=True), TypeError, _MAX_NORM + ", got bool"),
+    ("max_norm-np-bool", _set(max_norm=np.bool_(True)), TypeError, _MAX_NORM),
+    ("max_norm-str", _set(max_norm="1.0"), TypeError, _MAX_NORM + ", got str"),
+    ("max_norm-None", _set(max_norm=None), TypeError, _MAX_NORM),
+    ("max_norm-complex", _set(max_norm=1 + 0j), TypeError, _MAX_NORM),
+    ("max_norm-dict", _set(max_norm={0: 1.0, 1: 1.0}), TypeError, _MAX_NORM),
+    ("max_norm-list-too-short", _set(max_norm=[1.0]), ValueError, _MAX_NORM + ", got a sequence of length 1"),
+    ("max_norm-list-too-long", _set(max_norm=[1.0, 1.0, 1.0]), ValueError, _MAX_NORM + ", got a sequence of length 3"),
+    ("max_norm-list-empty", _set(max_norm=[]), ValueError, _MAX_NORM + ", got a sequence of length 0"),
+    ("max_norm-array-too-long", _set(max_norm=np.ones(3)), ValueError, _MAX_NORM),
+    ("max_norm-array-2d", _set(max_norm=np.ones((2, 1))), ValueError, _MAX_NORM + ", got an array of shape"),
+    ("max_norm-list-0", _set(max_norm=[1.0, 0.0]), ValueError, _MAX_NORM + ", got 0.0 at position 1"),
+    ("max_norm-list-negative", _set(max_norm=(-1.0, 1.0)), ValueError, _MAX_NORM + ", got -1.0 at position 0"),
+    ("max_norm-list-nan", _set(max_norm=[1.0, np.nan]), ValueError, _MAX_NORM + ", got nan at position 1"),
+    ("max_norm-array-nan", _set(max_norm=np.array([np.nan, 1.0])), ValueError, _MAX_NORM),
+    ("max_norm-list-str", _set(max_norm=[1.0, "2"]), TypeError, _MAX_NORM + ", got str at position 1"),
+    ("max_norm-list-bool", _set(max_norm=[True, 1.0]), TypeError, _MAX_NORM + ", got bool at position 0"),
+    ("max_norm-list-None", _set(max_norm=[1.0, None]), TypeError, _MAX_NORM),
+    ("max_norm-list-nested", _set(max_norm=[[1.0], [1.0]]), TypeError, _MAX_NORM),
+    ("V-None", _set(V=None), TypeError, r"V must be an array"),
+    ("V-str", _set(V="V"), TypeError, r"V must be an array"),
+    ("V-ragged", _set(V=ragged), TypeError, r"V must be an array"),
+    ("V-complex", _set(V=np.ones(P32, dtype=np.complex128)), TypeError, r"V must be a real array"),
+    ("V-bool", _set(V=np.ones(P32, dtype=bool)), TypeError, r"V must be a real array"),
+    ("V-object", _set(V=np.ones(P32, dtype=object)), TypeError, r"V must be a numeric array"),
+    ("V-str-array", _set(V=np.full(P32, "1")), TypeError, r"V must be a numeric array"),
+    ("V-scalar", _set(V=1.0), ValueError, _V_SHAPE + r", got shape \(\)"),
+    ("V-too-short", _set(V=np.ones(P32 - 1)), ValueError, _V_SHAPE + r", got shape \(31,\)"),
+    ("V-too-long", _set(V=np.ones(P32 + 1)), ValueError, _V_SHAPE),
+    ("V-no-columns", _set(V=np.ones((P32, 0))), ValueError, _V_SHAPE + r", got shape \(32, 0\)"),
+    ("V-transposed", _set(V=np.ones((3, P32))), ValueError, _V_SHAPE),
+    ("V-3d", _set(V=np.ones((P32, 2, 1))), ValueError, _V_SHAPE),
+    ("V-nan", _set(V=lambda a: np.where(np.arange(P32) == 5, np.nan, a["V"])), ValueError, r"V must be finite"),
+    ("V-inf-2d", _set(V=lambda a: np.where(np.arange(2 * P32).reshape(P32, 2) == 9, -np.inf, 1.0)), ValueError,
+     r"V must be finite"),
+    ("V-overflows-float32", _set(weights=lambda a: [w.astype(F32) for w in a[W]],
+                                 biases=lambda a: [b.astype(F32) for b in a[B]], V=np.full(P32, 1e300)), ValueError,
+     r"V must be finite \(after conversion to float32\)"),
+    ("X2-without-y2", _set(X2=lambda a: a["X"]), ValueError, r"y2 must be given with X2"),
+    ("y2-without-X2", _set(y2=lambda a: a["y"]), ValueError, r"X2 must be given with y2"),
+    ("out-list", _set(out=lambda a: np.zeros((4, P32)).tolist()), TypeError, r"out must be a NumPy array"),
+    ("out-float32", _set(out=np.zeros((4, P32), dtype=F32)), TypeError,
+     r"out must have the parameters' dtype float64, got float32"),
+    ("out-int", _set(out=np.zeros((4, P32), dtype=np.int64)), TypeError, r"out must have the parameters' dtype"),
+    ("out-too-wide", _set(out=np.zeros((4, P32 + 1))), ValueError, _OUT_SHAPE + r", got shape \(4, 33\)"),
+    ("out-too-many-rows", _set(out=np.zeros((5, P32))), ValueError, _OUT_SHAPE),
+    ("out-flat", _set(out=np.zeros(4 * P32)), ValueError, _OUT_SHAPE),
+    ("out-transposed", _set(out=np.zeros((P32, 4))), ValueError, _OUT_SHAPE),
+    ("out-read-only", _set(out=_readonly_zeros((4, P32))), ValueError, _OUT_SHAPE + r", got .*\(read-only\)"),
+    ("out-fortran", _set(out=np.zeros((4, P32), order="F")), ValueError, _OUT_SHAPE + r".*\(not C-contiguous\)"),
+    ("out-strided", _set(out=np.zeros((4, 2 * P32))[:, ::2]), ValueError, _OUT_SHAPE + r".*\(not C-contiguous\)"),
+]
+
+
 def _funcs(which):
     return FUNCS if which == "all" else ("loss", "loss_and_grad")
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+    return a is b
+
+
+def _changed(mutate) -> set:
+    """The keys of base() that a mutation changes."""
+    args = base()
+    changed = mutate(args)
+    return {key for key in args if not _same(args[key], changed[key])}
+
+
+def _on_second_set(mutate) -> bool:
+    """Whether the mutation breaks a rule of X or y alone (None there means "not given": BAD_PS's X2 / y2 cases)."""
+    args = mutate(base())
+    return _changed(mutate) <= {"X", "y"} and args["X"] is not None and args["y"] is not None
+
+
+def _as_second_set(match: str) -> str:
+    """A rule's message about X or y as grad_gram says it about X2 or y2."""
+    return re.sub(r"\b([Xy])\b", r"\g<1>2", match)
 
 
 _MARKS = {}  # per-case pytest marks, by case name
@@ -283,13 +439,44 @@ _MARKS = {}  # per-case pytest marks, by case name
 BAD_CALLS = [pytest.param(impl, func, mutate, exc, match, id=f"{name}-{impl}-{func}", marks=_MARKS.get(name, ()))
              for name, mutate, exc, match, which in BAD
              for impl in BATTERY for func in _funcs(which) if not (impl == "objective" and func == "forward")]
+# every rule on each per-sample function that reads the arguments it breaks; X's and y's on grad_gram's X2, y2
+BAD_CALLS += [pytest.param(impl, func, mutate, exc, match, id=f"{name}-{impl}-{func}", marks=_MARKS.get(name, ()))
+              for name, mutate, exc, match in [case[:4] for case in BAD] + BAD_PS
+              for impl in BATTERY for func in PS_FUNCS if _changed(mutate) <= takes(impl, func)]
+BAD_CALLS += [pytest.param(impl, SECOND_SET, mutate, exc, _as_second_set(match), id=f"{name}-{impl}-X2",
+                           marks=_MARKS.get(name, ()))
+              for name, mutate, exc, match, _ in BAD if _on_second_set(mutate) for impl in BATTERY]
+
+
+def _fingerprint(obj):
+    """Bitwise record of every array in obj (through lists, tuples, dicts), with the buffer a view looks into;
+    other objects by identity."""
+    if isinstance(obj, dict):
+        return {k: _fingerprint(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_fingerprint(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _snapshot(obj)
+    return (type(obj).__name__, id(obj))
 
 
 @pytest.mark.parametrize("impl, func, mutate, exc, match", BAD_CALLS)
 def test_bad_input_raises(impl, func, mutate, exc, match):
     args = mutate(base())
+    before = _fingerprint(args)
     with pytest.raises(exc, match=match):
         call(impl, func, args)
+    assert _fingerprint(args) == before, "a call that raised modified its arguments"
+
+
+def test_the_per_sample_battery_covers_every_rule():
+    """Each case of BAD and BAD_PS runs on some per-sample function, the new arguments' on each implementation."""
+    ids = {p.id for p in BAD_CALLS}
+    for name, *_ in BAD + BAD_PS:
+        assert any(i.startswith(f"{name}-") and any(f in i for f in PS_FUNCS) for i in ids), name
+    for name, *_ in BAD_PS:
+        for impl in BATTERY:
+            assert any(i.startswith(f"{name}-{impl}-") for i in ids), (name, impl)
 
 
 @pytest.mark.parametrize("impl", BATTERY)
@@ -298,13 +485,38 @@ def test_bad_sigmoid_targets_raise(impl, name, spec, exc, match):
     spec = dict(spec)
     args = base("sigmoid", sizes=spec.pop("sizes", (3, 5, 2)))
     args.update(spec)
-    for func in ("loss", "loss_and_grad"):
+    for func in ("loss", "loss_and_grad") + PS_FUNCS:
         with pytest.raises(exc, match=match):
             call(impl, func, args)
+    with pytest.raises(exc, match=_as_second_set(match)):
+        call(impl, SECOND_SET, args)
+
+
+def _values(result) -> np.ndarray:
+    """Every number in a result (a float, an array, Gradients, or a tuple of those) as one float64 vector."""
+    if isinstance(result, mlpgrad.Gradients):
+        result = tuple(result.weights) + tuple(result.biases) + ((result.input,) if result.input is not None else ())
+    if isinstance(result, tuple):
+        return np.concatenate([_values(r) for r in result]) if result else np.zeros(0)
+    return np.asarray(result, dtype=np.float64).ravel()
+
+
+def _per_sample_variants(args):
+    """(function, arguments) of every per-sample call on a valid problem: each option taken once."""
+    L = len(args["weights"])
+    out = np.full((args["X"].shape[0], args["V"].shape[0]), np.nan, dtype=args["weights"][0].dtype)
+    return [(f, args) for f in PS_FUNCS] + [
+        ("clipped_grad", dict(args, max_norm=[0.5] * L, reduction="mean", sample_weight=np.linspace(0, 1, 4))),
+        ("clipped_grad", dict(args, max_norm=np.inf)),
+        ("per_sample_grads", dict(args, out=out)),
+        ("grad_dot", dict(args, V=np.stack([args["V"], -args["V"]], axis=1))),
+        ("grad_gram", dict(args, X2=args["X"][:3], y2=args["y"][:3])),
+        ("sum_squared_grads", dict(args, sample_weight=np.arange(4))),
+    ]
 
 
 def test_the_base_problems_are_valid():
-    """The mutations above start from valid problems (and so test one fault each)."""
+    """The mutations above start from valid problems (and so test one fault each); every result is finite."""
     for head in ("softmax", "sigmoid"):
         for sizes in ((3, 5, 2), (3, 5, 1)):
             args = base(head, sizes=sizes)
@@ -312,11 +524,13 @@ def test_the_base_problems_are_valid():
                 for func in FUNCS:
                     result = call(impl, func, args)
                     assert np.all(np.isfinite(result if func == "forward" else result[0] if func != "loss" else result))
+                for func, ps_args in _per_sample_variants(args) + [(SECOND_SET, args)]:
+                    assert np.all(np.isfinite(_values(call(impl, func, ps_args)))), (head, sizes, impl, func)
 
 
 # -- n_threads (native only) and input_grad -------------------------------------------------------------
 
-@pytest.mark.parametrize("func", FUNCS)
+@pytest.mark.parametrize("func", FUNCS + PS_FUNCS)
 @pytest.mark.parametrize("n_threads, exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("2", TypeError),
                                             (2.0, TypeError), ([2], TypeError), (np.float64(2), TypeError)],
                          ids=["0", "-1", "1.5", "str", "2.0", "list", "np.float64"])
@@ -336,6 +550,25 @@ def test_good_n_threads(func):
         else:
             want_ = want
         np.testing.assert_allclose(got, want_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("func", PS_FUNCS)
+def test_good_n_threads_per_sample(func):
+    """Results do not depend on the thread count: the same bits."""
+    args = base()
+    want = _values(call("native", func, args))
+    for n_threads in (None, 1, 2, np.int64(2), np.uint8(3), 16):
+        assert np.array_equal(_values(call("native", func, args, n_threads=n_threads)), want)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("per_layer", ["yes", 1, 0.0, None])
+def test_per_layer_must_be_bool(impl, per_layer):
+    with pytest.raises(TypeError, match=r"per_layer must be a bool"):
+        IMPLS[impl].per_sample_grad_norms(*[base()[k] for k in ("weights", "biases", "X", "y")], head="softmax",
+                                          per_layer=per_layer)
+    with pytest.raises(TypeError, match=r"per_layer must be a bool"):
+        call("objective", "per_sample_grad_norms", base(), per_layer=per_layer)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -498,6 +731,36 @@ def test_inputs_are_not_modified(impl, variant):
     after = _snapshot(args)
     assert ids == [id(a) for a in Ws] + [id(a) for a in bs]  # the lists themselves are not rearranged
     assert after == before
+
+
+@pytest.mark.parametrize("impl", BATTERY)
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v[0] for v in VARIANTS])
+def test_per_sample_inputs_are_not_modified(impl, variant):
+    """The per-sample functions (and the Objective's methods) leave every argument bitwise unchanged: V of
+    other dtypes and layouts, grad_gram's X2 and y2 as views of X and y, max_norm as an array."""
+    _, Ws, bs, X, y, head, w = variant
+    mod = BATTERY[impl]
+    P = sum(np.size(W) + np.size(b) for W, b in zip(Ws, bs))
+    V1 = np.linspace(-1.0, 1.0, 2 * P)[::2]  # a strided view
+    V3 = np.asfortranarray((np.arange(3 * P, dtype=np.int32) % 7 - 3).reshape(P, 3))  # ints, Fortran order
+    limits = np.array([0.5, 2.0])
+    X2, y2 = X[::-2], y[::-2]
+    args = dict(Ws=Ws, bs=bs, X=X, y=y, w=w, V1=V1, V3=V3, limits=limits)
+    before = _snapshot(args)
+    ids = [id(a) for a in Ws] + [id(a) for a in bs]
+    data = (Ws, bs, X, y)
+    for per_layer in (False, True):
+        mod.per_sample_grad_norms(*data, head=head, per_layer=per_layer)
+    for max_norm, red in ((0.7, "sum"), (limits, "mean")):
+        mod.clipped_grad(*data, head=head, max_norm=max_norm, reduction=red, sample_weight=w)
+    mod.per_sample_grads(*data, head=head)
+    mod.grad_dot(*data, V1, head=head)
+    mod.grad_dot(*data, V3, head=head)
+    mod.grad_gram(*data, head=head)
+    mod.grad_gram(*data, X2, y2, head=head)
+    mod.sum_squared_grads(*data, head=head, sample_weight=w)
+    assert ids == [id(a) for a in Ws] + [id(a) for a in bs]
+    assert _snapshot(args) == before
 
 
 # -- non-finite X ---------------------------------------------------------------------------------------
