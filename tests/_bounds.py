@@ -1,6 +1,7 @@
 """The tests' tolerances, one table per dtype (``TOLERANCES``, read with ``tol``), and rounding-error bounds for
-comparing the native core with the reference (``check``, used by test_fuzz.py and test_extremes.py).  Imported as a
-plain module, like _problems.
+comparing the native core with the reference (``check``, used by test_fuzz.py and test_extremes.py; the scales of
+the per-sample gradients from the same analysis, ``per_sample_error_scales``).  Imported as a plain module, like
+_problems.
 
 ``error_scales`` runs a first-order running error analysis beside the reference's forward and backward
 pass and returns, for every result, a tensor E of error scales in units of the unit roundoff u: a
@@ -109,12 +110,26 @@ def error_scales(Ws, bs, X, y, sample_weight, head, reduction, dtype):
     non-negative terms; l_i is off by |dl_i/dz| E_z.  Underflow: exp-based values (h, p, each loss term)
     below the smallest normal number may be flushed to zero, an absolute error of up to ``tiny``
     (1.2e-38 in float32), i.e. tiny / u in E (float32: a loss of 1e-72 computes as 0)."""
+    n = X.shape[0]
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    c = w / w.sum() if reduction == "mean" else w
+    r = _passes(Ws, bs, X, y, c, head, dtype)
+    out = {"loss": float(np.abs(c) @ r["El"]), "P": r["Ep"], "dW": [None] * len(Ws), "db": [None] * len(Ws),
+           "dX": r["Edh0"]}
+    for l, (h, Eh, ad, Et) in enumerate(zip(r["hs"], r["Ehs"], r["ads"], r["Ets"])):
+        out["dW"][l] = np.abs(h).T @ Et + Eh.T @ ad
+        out["db"][l] = Et.sum(axis=0)
+    return out
+
+
+def _passes(Ws, bs, X, y, c, head, dtype):
+    """The forward and backward passes of error_scales with the samples' factors c (N,): per layer l the input
+    hs[l] and its scale Ehs[l], delta_l = c_i dl_i/dz_l deltas[l], |delta_l| ads[l] and Ets[l] (the propagated
+    error of delta_l plus each product's own rounding); the head's Ep and per-sample El; Edh0, the scale of dL/dX."""
     n, k, L = X.shape[0], Ws[-1].shape[1], len(Ws)
     fi = np.finfo(dtype)
     eta = float(fi.tiny) / (float(fi.eps) / 2)  # underflow, in units of u
     T = dense_targets(y, head, n, k)
-    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    c = w / w.sum() if reduction == "mean" else w
     aW = [np.abs(W) for W in Ws]
 
     h, Eh = X, np.zeros_like(X)  # X is exact: the caller passes the converted values
@@ -142,14 +157,13 @@ def error_scales(Ws, bs, X, y, sample_weight, head, reduction, dtype):
         delta = c[:, None] * (p * st - T)
         Edelta = cc * (Ep * st + p * st + T)
         El = reference.softmax_xent_forward(z, T) + (T * Ezm).sum(axis=1) + k * eta
-    out = {"loss": float(np.abs(c) @ El), "P": Ep, "dW": [None] * L, "db": [None] * L}
+    out = {"hs": hs, "Ehs": Ehs, "deltas": [None] * L, "ads": [None] * L, "Ets": [None] * L, "Ep": Ep, "El": El}
 
     ad = np.abs(delta)
     for l in reversed(range(L)):
         h, Eh = hs[l], Ehs[l]
         Et = Edelta + ad  # the propagated error of delta and the rounding of each product
-        out["dW"][l] = np.abs(h).T @ Et + Eh.T @ ad
-        out["db"][l] = Et.sum(axis=0)
+        out["deltas"][l], out["ads"][l], out["Ets"][l] = delta, ad, Et
         dh = delta @ Ws[l].T
         Edh = Et @ aW[l].T
         if l > 0:
@@ -158,8 +172,27 @@ def error_scales(Ws, bs, X, y, sample_weight, head, reduction, dtype):
             delta = dh * s
             ad = np.abs(delta)
         else:
-            out["dX"] = Edh
+            out["Edh0"] = Edh
     return out
+
+
+def per_sample_error_scales(Ws, bs, X, y, head, dtype):
+    """(G, EG): the per-sample gradients G (N, P) (row i = g_i, each sample's own loss, pack order) from float64
+    inputs holding exactly the native core's values, and the error scales EG (N, P) of the native ones in units of
+    u, from error_scales' passes with unit factors: the W_l part of g_i, h_{l-1,i} delta_{l,i}^T, gets
+    |h| Et + E_h |delta|, the b_l part Et (Et: delta's propagated error plus the product's rounding).
+
+    What is computed from the rows gets the scale of its operations on (G, EG), as in error_scales: a norm
+    ||g_i|| gets ||E_G,i|| + ||g_i|| (the propagated error, and the rounding of its sum of squares); a sum of
+    products a b over samples or parameters gets sum (E_a |b| + |a| E_b + |a b|)."""
+    n = X.shape[0]
+    r = _passes(Ws, bs, X, y, np.ones(n), head, dtype)
+    G, EG = [], []
+    for h, Eh, d, ad, Et in zip(r["hs"], r["Ehs"], r["deltas"], r["ads"], r["Ets"]):
+        size = h.shape[1] * d.shape[1]
+        G.append(np.einsum("ni,nj->nij", h, d).reshape(n, size))
+        EG.append((np.einsum("ni,nj->nij", np.abs(h), Et) + np.einsum("ni,nj->nij", Eh, ad)).reshape(n, size))
+    return np.concatenate(G + r["deltas"], axis=1), np.concatenate(EG + r["Ets"], axis=1)
 
 
 def check(what, got, want, E, dtype, rel=None, worst=None, key=None):

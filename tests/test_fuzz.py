@@ -20,6 +20,13 @@ on small problems too).  Properties:
   dtype; the caller's arrays, and the buffers views look into, are bitwise unchanged.
 * ``test_large_weight_scales``: per-layer weight (and bias) scales 10**U(-1, 3): saturated hidden units,
   logits in the thousands.  Loss, gradients and probabilities finite, and the same agreement.
+* Both also run one per-sample function (issue 12) on the problem, drawn with its options: norms whole or per
+  layer; clipped_grad whole or per layer at 0.9 times a quantile of the norms (or inf), with the problem's
+  reduction and weights; per_sample_grads with or without out=; grad_dot with V (P,) or (P, m), m up to 70 (two
+  native passes), of another dtype and layout; grad_gram on X, y or a second set of 0-37 rows; sum_squared_grads
+  with the weights.  The native result agrees with the reference's within ``_bounds.check`` of its error scale
+  (``_bounds.per_sample_error_scales``: the per-sample gradients' scales, combined as each quantity combines
+  them), is finite, has the documented type, shape and dtype, and equals the Objective's method bit for bit.
 
 Profiles (tests/conftest.py): "ci" (default) runs 1000 derandomized examples per test;
 ``HYPOTHESIS_PROFILE=dev`` runs 100 random ones.  Both properties are marked ``slow``; their ``_quick`` twins run
@@ -39,7 +46,7 @@ from hypothesis import given, note, settings, strategies as st  # noqa: E402
 import mlpgrad  # noqa: E402
 from mlpgrad import reference  # noqa: E402
 import _report  # noqa: E402
-from _bounds import check, error_scales  # noqa: E402
+from _bounds import check, error_scales, per_sample_error_scales  # noqa: E402
 from _problems import forced_schedule, make_network, make_targets  # noqa: E402
 
 # A failing example makes hypothesis's pytest plugin import libcst (to write a patch file), and an old
@@ -103,6 +110,8 @@ def _snapshot(arrays):
 
 # -- problems -------------------------------------------------------------------------------------
 
+PS_OPS = ("norms", "layer_norms", "clipped", "clipped_per_layer", "grads", "dot", "gram", "sumsq")
+
 @st.composite
 def specs(draw, scaled=False):
     """The structure of one problem, as a dict; the values come from ``seed``."""
@@ -146,6 +155,16 @@ def specs(draw, scaled=False):
     # log10 of each layer's weight scale: 0 (make_network's N(0, 1/d_in)), or -1 .. 3.
     spec["log_scales"] = (draw(st.lists(st.floats(-1.0, 3.0), min_size=depth, max_size=depth)) if scaled
                           else [0.0] * depth)
+    # one per-sample function on the same problem, with its options
+    spec["per_sample"] = dict(
+        op=draw(st.sampled_from(PS_OPS)),
+        clip=draw(st.sampled_from([0.1, 0.5, 0.9, np.inf])),  # max_norm: 0.9 times this quantile of the norms
+        m=draw(st.sampled_from([None, 1, 3, 70])),  # V (P,), or (P, m): 70 makes two native passes of <= 64
+        V_dtype=draw(st.sampled_from(["same", "float64", "float32", "int8"])),
+        V_layout=draw(st.sampled_from(LAYOUTS)),
+        n2=draw(st.sampled_from([None, None, 0, 1, 37])),  # grad_gram's second set (None: X, y themselves)
+        out=draw(st.booleans()),  # per_sample_grads into out=
+    )
     return spec
 
 
@@ -209,13 +228,14 @@ def build(spec):
 
 def run_and_compare(spec, record):
     """Run the native API on the spec's problem: check the results' types, unchanged inputs and the
-    agreement with the reference.  Returns the native (loss, gradients, probabilities)."""
+    agreement with the reference.  Returns the native (loss, gradients, probabilities, per-sample results)."""
     note(f"spec = {spec}")
     native, ref = build(spec)
     dt = np.dtype(spec["dtype"])
     head, red, sizes, n = spec["head"], spec["reduction"], spec["sizes"], spec["n"]
     Ws, bs, X, y, w = native["Ws"], native["bs"], native["X"], native["y"], native["w"]
-    inputs = Ws + bs + [X, y] + ([] if w is None else [w])
+    ps = per_sample_arguments(spec, native, ref)
+    inputs = Ws + bs + [X, y] + ([] if w is None else [w]) + ps["inputs"]
     before, ids = _snapshot(inputs), [id(a) for a in Ws + bs]
     kw = dict(head=head, reduction=red, sample_weight=w, n_threads=spec["n_threads"])
 
@@ -229,6 +249,7 @@ def run_and_compare(spec, record):
         # the Objective on the same problem: the same native call on the packed parameters, the same bits
         obj = mlpgrad.Objective(sizes, X, y, dtype=dt, **kw)
         L_obj, g_obj = obj.loss_and_grad(mlpgrad.pack(Ws, bs))
+        ps_result = per_sample_native(spec, native, ps, obj)
 
     assert _snapshot(inputs) == before, "the native API modified an input array"
     assert L_obj == L and np.array_equal(g_obj, mlpgrad.pack(g.weights, g.biases), equal_nan=True)
@@ -259,15 +280,178 @@ def run_and_compare(spec, record):
     if P is not None:
         P_ref = reference.forward(R["Ws"], R["bs"], R["X"], head=head)
         check("forward", P, P_ref, E["P"], dt, worst=WORST, key=key)
-    return L, g, P
+    per_sample_compare(spec, ps, ps_result, ref, E["loss"], key)
+    return L, g, P, ps_result
+
+
+# -- the per-sample functions (issue 12) on the same problem -----------------------------------------
+
+def _quantile_level(norms, q):
+    """max_norm for clip quantile q of norms (N,): 0.9 times the quantile (some samples clipped), 1 when it is 0."""
+    if q == np.inf or norms.shape[0] == 0:
+        return float(q) if q == np.inf else 1.0
+    level = 0.9 * float(np.quantile(norms, q))
+    return level if level > 0 else 1.0
+
+
+def per_sample_arguments(spec, native, ref):
+    """The drawn per-sample call's arguments (max_norm, V, X2 / y2, out), native and exact float64, with the
+    float64 per-sample gradients G and their error scales EG (_bounds.per_sample_error_scales) of each set.
+    "inputs": the caller's arrays among them (checked unchanged)."""
+    o = spec["per_sample"]
+    dt = np.dtype(spec["dtype"])
+    R = ref
+    rng = np.random.default_rng(spec["seed"] + 1)
+    G, EG = per_sample_error_scales(R["Ws"], R["bs"], R["X"], R["y"], spec["head"], dt)
+    n, P = G.shape
+    layers = np.concatenate([np.full(W.size, l) for l, W in enumerate(R["Ws"])]
+                            + [np.full(b.size, l) for l, b in enumerate(R["bs"])])
+    ps = dict(G=G, EG=EG, layers=layers, inputs=[], native={}, ref={})
+    if o["op"] in ("clipped", "clipped_per_layer"):
+        if o["op"] == "clipped":
+            clip = _quantile_level(np.sqrt((G * G).sum(axis=1)), o["clip"])
+        else:
+            clip = [_quantile_level(np.sqrt((G[:, layers == l] ** 2).sum(axis=1)), o["clip"])
+                    for l in range(len(R["Ws"]))]
+        ps["native"]["max_norm"] = ps["ref"]["max_norm"] = clip
+    elif o["op"] == "dot":
+        V = rng.standard_normal((P, o["m"] or 1))
+        V = np.round(3 * V).astype(np.int8) if o["V_dtype"] == "int8" else V.astype(
+            dt if o["V_dtype"] == "same" else o["V_dtype"])
+        V = with_layout(V[:, 0] if o["m"] is None else V, o["V_layout"], rng, spec["readonly"])
+        ps["native"]["V"] = V
+        ps["ref"]["V"] = np.asarray(V).astype(dt).astype(np.float64)
+        ps["inputs"].append(V)
+    elif o["op"] == "gram":
+        n2 = o["n2"]
+        if n2 is None and n * n * P > 5e7:  # the reference's G G^T and its bound: a second set instead
+            n2 = 37
+        if n2 is not None:
+            native2, ref2 = build(dict(spec, n=n2, seed=spec["seed"] + 2))
+            ps["native"].update(X2=native2["X"], y2=native2["y"])
+            ps["ref"].update(X2=ref2["X"], y2=ref2["y"])
+            ps["inputs"] += [native2["X"], native2["y"]]
+            ps["G2"], ps["EG2"] = per_sample_error_scales(R["Ws"], R["bs"], ref2["X"], ref2["y"], spec["head"], dt)
+        else:
+            ps["G2"], ps["EG2"] = G, EG
+    elif o["op"] == "grads" and o["out"]:
+        ps["native"]["out"] = np.full((n, P), np.nan, dtype=dt)
+    return ps
+
+
+def per_sample_native(spec, native, ps, obj):
+    """The drawn per-sample function's native results as a dict of arrays, and the Objective's method on the
+    same problem giving the same bits."""
+    o, a = spec["per_sample"], ps["native"]
+    Ws, bs, X, y, w = native["Ws"], native["bs"], native["X"], native["y"], native["w"]
+    head, threads = spec["head"], spec["n_threads"]
+    theta = mlpgrad.pack(Ws, bs)
+    op = o["op"]
+    if op in ("norms", "layer_norms"):
+        r = {"norms": mlpgrad.per_sample_grad_norms(Ws, bs, X, y, head=head, per_layer=op == "layer_norms",
+                                                    n_threads=threads)}
+        same = [(obj.per_sample_grad_norms(theta, per_layer=op == "layer_norms"), r["norms"])]
+    elif op.startswith("clipped"):
+        loss, g, norms = mlpgrad.clipped_grad(Ws, bs, X, y, head=head, max_norm=a["max_norm"],
+                                              reduction=spec["reduction"], sample_weight=w, n_threads=threads)
+        assert type(loss) is float and g.input is None
+        r = {"loss": np.array(loss), "grad": mlpgrad.pack(g.weights, g.biases), "norms": norms}
+        same = list(zip(obj.clipped_grad(theta, a["max_norm"]), r.values()))
+    elif op == "grads":
+        r = {"rows": mlpgrad.per_sample_grads(Ws, bs, X, y, head=head, out=a.get("out"), n_threads=threads)}
+        assert a.get("out") is None or r["rows"] is a["out"]
+        same = [(obj.per_sample_grads(theta), r["rows"])]
+    elif op == "dot":
+        r = {"dot": mlpgrad.grad_dot(Ws, bs, X, y, a["V"], head=head, n_threads=threads)}
+        same = [(obj.grad_dot(theta, a["V"]), r["dot"])]
+    elif op == "gram":
+        r = {"gram": mlpgrad.grad_gram(Ws, bs, X, y, a.get("X2"), a.get("y2"), head=head, n_threads=threads)}
+        same = [(obj.grad_gram(theta, a.get("X2"), a.get("y2")), r["gram"])]
+    else:
+        g = mlpgrad.sum_squared_grads(Ws, bs, X, y, head=head, sample_weight=w, n_threads=threads)
+        assert g.input is None
+        r = {"grad": mlpgrad.pack(g.weights, g.biases)}
+        same = [(obj.sum_squared_grads(theta), r["grad"])]
+    for got, want in same:
+        assert np.array_equal(got, want, equal_nan=True), f"{op}: the Objective's method differs from the function"
+    return r
+
+
+def per_sample_compare(spec, ps, r, ref, E_loss, key):
+    """The native per-sample results against the reference's, each within _bounds.check of its error scale
+    (per_sample_error_scales' rules), with the documented shapes and dtype."""
+    o, a = spec["per_sample"], ps["ref"]
+    dt = np.dtype(spec["dtype"])
+    R, head, op = ref, spec["head"], spec["per_sample"]["op"]
+    G, EG, layers = ps["G"], ps["EG"], ps["layers"]
+    n, P = G.shape
+    L = len(R["Ws"])
+    data = (R["Ws"], R["bs"], R["X"], R["y"])
+    aG = np.abs(G)
+
+    def norm_scales(per_layer):  # ||E_G,i|| + ||g_i|| (N, L) by layer, or (N, 1)
+        cols = [layers == l for l in range(L)] if per_layer else [slice(None)]
+        return np.stack([np.sqrt((EG[:, c] ** 2).sum(axis=1)) + np.sqrt((G[:, c] ** 2).sum(axis=1))
+                         for c in cols], axis=1)
+
+    def flat_check(what, got, want, E):  # tensor by tensor: dW_l, db_l
+        sizes = [W.shape[0] for W in R["Ws"]] + [R["Ws"][-1].shape[1]]
+        for part, (g_, w_, e_) in enumerate(zip(*(mlpgrad.unpack(x, sizes)[0] + mlpgrad.unpack(x, sizes)[1]
+                                                  for x in (got, want, E)))):
+            name = f"dW[{part}]" if part < L else f"db[{part - L}]"
+            check(f"{what} {name}", g_, w_, e_, dt, worst=WORST, key=key)
+
+    for name, value in r.items():
+        assert type(value) is np.ndarray and value.dtype == (np.float64 if name == "loss" else dt), name
+    if op in ("norms", "layer_norms"):
+        per_layer = op == "layer_norms"
+        want = reference.per_sample_grad_norms(*data, head=head, per_layer=per_layer)
+        assert r["norms"].shape == ((n, L) if per_layer else (n,))
+        check(op, r["norms"], want, norm_scales(per_layer).reshape(want.shape), dt, worst=WORST, key=key)
+    elif op.startswith("clipped"):
+        per_layer = op == "clipped_per_layer"
+        loss, g, norms = reference.clipped_grad(*data, head=head, max_norm=a["max_norm"],
+                                                reduction=spec["reduction"], sample_weight=R["w"])
+        c = np.ones(n) if R["w"] is None else R["w"]
+        if spec["reduction"] == "mean":
+            c = c / c.sum()
+        limit = np.asarray(a["max_norm"], dtype=np.float64)
+        nrm = norms.reshape(n, L if per_layer else 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = np.where(nrm > limit, limit / nrm, 1.0)
+            rel = np.where(nrm > 0, norm_scales(per_layer) / nrm, 0.0)  # the norm's error, relative
+        col = layers if per_layer else np.zeros(P, dtype=np.int64)
+        E = (np.abs(c)[:, None] * f[:, col] * (EG + aG * (rel[:, col] + 2))).sum(axis=0)
+        check(f"{op} loss", float(r["loss"]), loss, E_loss, dt, worst=WORST, key=key)
+        assert r["norms"].shape == norms.shape
+        check(f"{op} norms", r["norms"], norms, norm_scales(per_layer).reshape(norms.shape), dt, worst=WORST, key=key)
+        flat_check(op, r["grad"], mlpgrad.pack(g.weights, g.biases), E)
+    elif op == "grads":
+        want = reference.per_sample_grads(*data, head=head)
+        check(op, r["rows"], want, EG, dt, worst=WORST, key=key)
+    elif op == "dot":
+        V = a["V"]
+        want = reference.grad_dot(*data, V, head=head)
+        E = (EG + aG) @ np.abs(V.reshape(P, -1))
+        check(op, r["dot"], want, E.reshape(want.shape), dt, worst=WORST, key=key)
+    elif op == "gram":
+        want = reference.grad_gram(*data, a.get("X2"), a.get("y2"), head=head)
+        G2, EG2 = ps["G2"], ps["EG2"]
+        E = (EG + aG) @ np.abs(G2).T + aG @ EG2.T
+        check(op, r["gram"], want, E, dt, worst=WORST, key=key)
+    else:
+        g = reference.sum_squared_grads(*data, head=head, sample_weight=R["w"])
+        w = np.ones(n) if R["w"] is None else np.abs(R["w"])
+        flat_check(op, r["grad"], mlpgrad.pack(g.weights, g.biases), w @ (2 * aG * EG + G * G))
 
 
 def _large_weight_scales(spec):
-    L, g, P = run_and_compare(spec, "weight scales up to 1e3")
+    L, g, P, ps_result = run_and_compare(spec, "weight scales up to 1e3")
     assert np.isfinite(L)
     for a in g.weights + g.biases + ([g.input] if g.input is not None else []):
         assert np.all(np.isfinite(a))
     assert P is None or np.all((P >= 0) & (P <= 1))
+    assert all(np.all(np.isfinite(a)) for a in ps_result.values()), f"{spec['per_sample']['op']}: not finite"
 
 
 @pytest.mark.slow
