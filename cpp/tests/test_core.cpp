@@ -1106,7 +1106,8 @@ std::vector<double> layer_norms_ref(const Problem& P, const std::vector<double>&
   for (int64_t i = 0; i < P.n; ++i)
     for (int64_t l = 0; l < L; ++l) {
       double s = 0;
-      for (int64_t p = layout.w[l]; p < layout.w[l] + P.sizes[l] * P.sizes[l + 1]; ++p) s += G[i * np + p] * G[i * np + p];
+      for (int64_t p = layout.w[l]; p < layout.w[l] + P.sizes[l] * P.sizes[l + 1]; ++p)
+        s += G[i * np + p] * G[i * np + p];
       for (int64_t p = layout.b[l]; p < layout.b[l] + P.sizes[l + 1]; ++p) s += G[i * np + p] * G[i * np + p];
       N[i * L + l] = std::sqrt(s);
     }
@@ -1252,7 +1253,8 @@ std::vector<T> run_gram(const Data<T>& D, Head head, const mlpgrad::Batch<T>& a,
 
 // A flat (P,) result against the reference, tensor by tensor (dW_l, db_l).
 template <typename T>
-void record_flat(const Problem& P, const std::vector<T>& got, const std::vector<double>& ref, const std::string& where) {
+void record_flat(const Problem& P, const std::vector<T>& got, const std::vector<double>& ref,
+                 const std::string& where) {
   const mlpgrad::Layout layout(P.sizes);
   for (int64_t l = 0; l < P.L(); ++l) {
     const auto w = ref.begin() + layout.w[l], b = ref.begin() + layout.b[l];
@@ -1288,7 +1290,8 @@ struct GramCalls {
 
 // One problem in dtype T: every call, then grad_gram, at every SIMD level and 1, 2, 3 threads.
 template <typename T>
-void per_sample_case(const Problem& P, const std::vector<PsCall>& calls, const GramCalls& gram, const std::string& name) {
+void per_sample_case(const Problem& P, const std::vector<PsCall>& calls, const GramCalls& gram,
+                     const std::string& name) {
   const Data<T> D(P), pristine(P), D2(gram.second), pristine2(gram.second);
   for (Isa isa : isas()) {
     mlpgrad::set_active_isa(isa);
@@ -1305,7 +1308,8 @@ void per_sample_case(const Problem& P, const std::vector<PsCall>& calls, const G
       }
       record<T>(rel_err_scalar(o1.loss, c.loss), where + " loss", g_worst_ps);
       if (c.norms) record<T>(rel_err(o1.norms.data(), c.ref_norms), where + " norms", g_worst_ps);
-      if (c.layer_norms) record<T>(rel_err(o1.layer_norms.data(), c.ref_layer_norms), where + " layer norms", g_worst_ps);
+      if (c.layer_norms)
+        record<T>(rel_err(o1.layer_norms.data(), c.ref_layer_norms), where + " layer norms", g_worst_ps);
       if (!o1.grad.empty()) record_flat<T>(P, o1.grad, c.ref_result, where);
       if (!o1.rows.empty()) record<T>(rel_err(o1.rows.data(), c.ref_result), where + " rows", g_worst_ps);
       for (int threads : {2, 3})
@@ -1323,13 +1327,16 @@ void per_sample_case(const Problem& P, const std::vector<PsCall>& calls, const G
     if (!gram.same.empty()) {
       S1 = run_gram<T>(D, head, a, a, 1);
       record<T>(rel_err(S1.data(), gram.same), where + " same batch", g_worst_ps);
-      EXPECT(same_bits(run_gram<T>(D, head, a, a_copy, 1), S1), where + ": a copy of the batch gives other bits than the batch");
+      EXPECT(same_bits(run_gram<T>(D, head, a, a_copy, 1), S1),
+             where + ": a copy of the batch gives other bits than the batch");
     }
     for (int threads : {2, 3}) {
       const std::string t = std::to_string(threads);
-      EXPECT(same_bits(run_gram<T>(D, head, a, b, threads), K1), where + " second batch: differs between 1 and " + t + " threads");
+      EXPECT(same_bits(run_gram<T>(D, head, a, b, threads), K1),
+             where + " second batch: differs between 1 and " + t + " threads");
       if (!gram.same.empty())
-        EXPECT(same_bits(run_gram<T>(D, head, a, a, threads), S1), where + " same batch: differs between 1 and " + t + " threads");
+        EXPECT(same_bits(run_gram<T>(D, head, a, a, threads), S1),
+               where + " same batch: differs between 1 and " + t + " threads");
     }
     g_calls += gram.same.empty() ? 3 : 7;
   }
@@ -1425,7 +1432,9 @@ void per_sample_problem(const std::vector<int64_t>& sizes, int64_t n, uint64_t s
         for (double& x : c.V) x = f32(rng.normal());
         c.ref_result = dot_ref(R.G, n, c.V, c.m);
         break;
-      case Op::sumsq: c.ref_result = sumsq_ref(R.G, n, np, c.v.weighted ? P.sample_weight : std::vector<double>{}); break;
+      case Op::sumsq:
+        c.ref_result = sumsq_ref(R.G, n, np, c.v.weighted ? P.sample_weight : std::vector<double>{});
+        break;
       default: break;
     }
   }
@@ -1523,9 +1532,12 @@ void bad_per_sample() {
   Bz.sample_weight = zeros.data();
   expect_invalid<T>([&] { call(request(Op::clipped), Bz, Reduction::mean); }, "per_sample: mean, zero total weight");
   expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::softmax, B, B, nullptr, 1); }, "grad_gram: null K");
-  expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::softmax, B, Bbad, K.data(), 1); }, "grad_gram: bad second batch");
-  expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::softmax, Bbad, B, K.data(), 1); }, "grad_gram: bad first batch");
-  expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::sigmoid, B, B, K.data(), 1); }, "grad_gram: labels with the sigmoid head");
+  expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::softmax, B, Bbad, K.data(), 1); },
+                    "grad_gram: bad second batch");
+  expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::softmax, Bbad, B, K.data(), 1); },
+                    "grad_gram: bad first batch");
+  expect_invalid<T>([&] { mlpgrad::grad_gram<T>(D.net, Head::sigmoid, B, B, K.data(), 1); },
+                    "grad_gram: labels with the sigmoid head");
   // valid edges: N = 0 with no outputs at all, and an infinite max_norm, per layer too
   try {
     for (Op op : {Op::norms, Op::grads, Op::dot}) {
@@ -1542,6 +1554,35 @@ void bad_per_sample() {
     fail(std::string("per_sample: a valid edge request threw (") + dtype_name<T>() + "): " + e.what());
   }
   EXPECT(D == Data<T>(P), "bad per-sample requests modified the inputs");
+}
+
+// Deltas whose squares overflow float where the norms do not: [1, 1, 1], x = 0, h_1 = 0.5, W_2 = 1e21 and
+// b_2 = -W_2 / 2 (logit 0): delta_1 = 0.5 * 1e21 * 0.25 = 1.25e20, delta_1^2 = 1.6e40 > FLT_MAX, ||g_{i,1}|| =
+// 1.25e20. The norms finite and within tolerance of the reference; clipped to max_norm = 1, the sample's
+// gradient has norm 1 (not 0, as an infinite norm would make it).
+template <typename T>
+void per_sample_large_deltas() {
+  using Op = mlpgrad::PerSampleOp;
+  Problem P = make_problem({1, 1, 1}, 1, 3);
+  P.X = {0.0};
+  P.W = {{1.0}, {f32(1e21)}};
+  P.b = {{0.0}, {-f32(1e21) / 2}};
+  P.targets = {0.0};
+  const Variant v{Head::sigmoid, Targets::dense, false, Reduction::sum, false};
+  const PerSampleRef R = per_sample_ref(P, forward_ref(P), v.head, v.targets);
+  const Data<T> D(P);
+  for (Isa isa : isas()) {
+    mlpgrad::set_active_isa(isa);
+    const std::string where = std::string("per-sample large deltas ") + dtype_name<T>() + " " + mlpgrad::isa_name(isa);
+    PsCall norms{"norms", Op::norms, v, true, true, {}, 0};
+    PsCall clipped{"clipped", Op::clipped, v, true, false, {1.0}, 0};
+    const PsOut<T> o = run_per_sample<T>(D, P, norms, {}, 1), c = run_per_sample<T>(D, P, clipped, {}, 1);
+    record<T>(rel_err(o.norms.data(), norms_ref(P, R.G)), where + " norms", g_worst_ps);
+    record<T>(rel_err(o.layer_norms.data(), layer_norms_ref(P, R.G)), where + " layer norms", g_worst_ps);
+    record<T>(rel_err(c.grad.data(), clipped_ref(P, R.G, {1.0}, {1.0})), where + " clipped", g_worst_ps);
+    g_calls += 2;
+  }
+  mlpgrad::set_active_isa(mlpgrad::best_isa());
 }
 
 // Every per-sample case: both dtypes, every SIMD level, 1-3 threads.
@@ -1598,6 +1639,8 @@ int main() {
   gemm_products<double>();
   bad_per_sample<float>();
   bad_per_sample<double>();
+  per_sample_large_deltas<float>();
+  per_sample_large_deltas<double>();
   per_sample_all();
 
   // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
