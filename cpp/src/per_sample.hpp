@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "call.hpp"
@@ -78,25 +79,45 @@ template <typename T> T dot_lanes(const T* x, const T* y, int64_t n) {
 }
 template <typename T> T sum_squares(const T* x, int64_t n) { return dot_lanes<T>(x, x, n); }
 
-// norm (m, L): ||g_{i,l}|| = sqrt((||h_{l-1,i}||^2 + 1) ||delta_{l,i}||^2), the product in double (the
-// squares may overflow T where the norm does not).
+// ||x|| in double: from the lanes' sum of squares in T when it neither overflowed nor lost digits to
+// underflow, else again with x scaled by its largest |x_j| (float deltas of 1e20 square past FLT_MAX).
+template <typename T> double norm2(const T* x, int64_t n) {
+  const T s = sum_squares<T>(x, n);
+  if (std::isnan(s)) return double(s);
+  if (s <= std::numeric_limits<T>::max() && s >= std::numeric_limits<T>::min() / std::numeric_limits<T>::epsilon())
+    return std::sqrt(double(s));
+  double a = 0;
+  for (int64_t j = 0; j < n; ++j) a = std::max(a, std::fabs(double(x[j])));
+  if (a == 0 || std::isinf(a)) return a;
+  double t = 0;
+  for (int64_t j = 0; j < n; ++j) t += (double(x[j]) / a) * (double(x[j]) / a);
+  return a * std::sqrt(t);
+}
+
+// sqrt(x^2 + 1) without overflow (x >= 0).
+inline double with_one(double x) { return x < 1e150 ? std::sqrt(x * x + 1.0) : x; }
+
+// norm (m, L): ||g_{i,l}|| = sqrt(||h_{l-1,i}||^2 + 1) ||delta_{l,i}||, in double.
 template <typename T> void layer_norms(const Rows<T>& r, T* norm) {
   const int64_t L = r.plan.L;
   for (int64_t l = 0; l < L; ++l) {
     const MatView<const T> h = r.h(l);
     const MatView<T> dl = r.delta(l);
-    for (int64_t i = 0; i < r.m; ++i) {
-      const double hh = double(sum_squares<T>(h.p + i * h.ld, r.plan.d[l])) + 1.0;
-      norm[i * L + l] = T(std::sqrt(hh * double(sum_squares<T>(dl.p + i * dl.ld, r.plan.d[l + 1]))));
-    }
+    for (int64_t i = 0; i < r.m; ++i)
+      norm[i * L + l] = T(with_one(norm2<T>(h.p + i * h.ld, r.plan.d[l])) * norm2<T>(dl.p + i * dl.ld, r.plan.d[l + 1]));
   }
 }
 
-// ||g_i|| from the layers' norms (m, L).
+// ||g_i|| from the layers' norms (m, L); scaled by the largest when the squares overflow double.
 template <typename T> T whole_norm(const T* norm_row, int64_t L) {
-  double s = 0;
+  double s = 0, a = 0;
   for (int64_t l = 0; l < L; ++l) s += double(norm_row[l]) * double(norm_row[l]);
-  return T(std::sqrt(s));
+  if (!std::isinf(s)) return T(std::sqrt(s));
+  for (int64_t l = 0; l < L; ++l) a = std::max(a, double(norm_row[l]));
+  if (std::isinf(a)) return T(a);
+  s = 0;
+  for (int64_t l = 0; l < L; ++l) s += (double(norm_row[l]) / a) * (double(norm_row[l]) / a);
+  return T(a * std::sqrt(s));
 }
 
 // The requested norms of the chunk's rows, from the layers' norms (m, L).
@@ -334,7 +355,7 @@ double run_per_sample(const Network<T>& net, Head head, const Batch<T>& batch, R
       return run_product<T>(net, head, batch, reduction, nullptr, DotProduct<T>{q, layout},
                             DotProduct<T>::row_scratch_for(d, q.m), n_threads, interrupt);
     case PerSampleOp::sumsq:
-      return run_product<T>(net, head, batch, Reduction::sum, &q.grads, SumSquaresProduct<T>{},
+      return run_product<T>(net, head, batch, reduction, &q.grads, SumSquaresProduct<T>{},
                             SumSquaresProduct<T>::row_scratch(d), n_threads, interrupt);
   }
   return 0.0;

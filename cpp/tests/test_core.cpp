@@ -24,6 +24,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -1556,30 +1557,31 @@ void bad_per_sample() {
   EXPECT(D == Data<T>(P), "bad per-sample requests modified the inputs");
 }
 
-// Deltas whose squares overflow float where the norms do not: [1, 1, 1], x = 0, h_1 = 0.5, W_2 = 1e21 and
-// b_2 = -W_2 / 2 (logit 0): delta_1 = 0.5 * 1e21 * 0.25 = 1.25e20, delta_1^2 = 1.6e40 > FLT_MAX, ||g_{i,1}|| =
-// 1.25e20. The norms finite and within tolerance of the reference; clipped to max_norm = 1, the sample's
-// gradient has norm 1 (not 0, as an infinite norm would make it).
+// Deltas whose squares overflow or underflow float where the norms do not: [1, 1, 1], x = 0, h_1 = 0.5,
+// W_2 = w and b_2 = -w / 2 (logit 0): delta_1 = 0.5 * w * 0.25. For w = 1e21, delta_1 = 1.25e20 and
+// delta_1^2 = 1.6e40 > FLT_MAX; for w = 1e-21, delta_1^2 = 1.6e-44 is subnormal (2 significant bits). The
+// norms finite and within tolerance of the reference; clipped to max_norm (1, or 1e-23 for the small one),
+// the sample's gradient has norm max_norm (not 0, as an infinite norm would make it).
 template <typename T>
-void per_sample_large_deltas() {
+void per_sample_extreme_deltas(double w, double max_norm, const char* name) {
   using Op = mlpgrad::PerSampleOp;
   Problem P = make_problem({1, 1, 1}, 1, 3);
   P.X = {0.0};
-  P.W = {{1.0}, {f32(1e21)}};
-  P.b = {{0.0}, {-f32(1e21) / 2}};
+  P.W = {{1.0}, {f32(w)}};
+  P.b = {{0.0}, {-f32(w) / 2}};
   P.targets = {0.0};
   const Variant v{Head::sigmoid, Targets::dense, false, Reduction::sum, false};
   const PerSampleRef R = per_sample_ref(P, forward_ref(P), v.head, v.targets);
   const Data<T> D(P);
   for (Isa isa : isas()) {
     mlpgrad::set_active_isa(isa);
-    const std::string where = std::string("per-sample large deltas ") + dtype_name<T>() + " " + mlpgrad::isa_name(isa);
+    const std::string where = std::string("per-sample ") + name + " deltas " + dtype_name<T>() + " " + mlpgrad::isa_name(isa);
     PsCall norms{"norms", Op::norms, v, true, true, {}, 0};
-    PsCall clipped{"clipped", Op::clipped, v, true, false, {1.0}, 0};
+    PsCall clipped{"clipped", Op::clipped, v, true, false, {max_norm}, 0};
     const PsOut<T> o = run_per_sample<T>(D, P, norms, {}, 1), c = run_per_sample<T>(D, P, clipped, {}, 1);
     record<T>(rel_err(o.norms.data(), norms_ref(P, R.G)), where + " norms", g_worst_ps);
     record<T>(rel_err(o.layer_norms.data(), layer_norms_ref(P, R.G)), where + " layer norms", g_worst_ps);
-    record<T>(rel_err(c.grad.data(), clipped_ref(P, R.G, {1.0}, {1.0})), where + " clipped", g_worst_ps);
+    record<T>(rel_err(c.grad.data(), clipped_ref(P, R.G, {1.0}, {max_norm})), where + " clipped", g_worst_ps);
     g_calls += 2;
   }
   mlpgrad::set_active_isa(mlpgrad::best_isa());
@@ -1639,8 +1641,10 @@ int main() {
   gemm_products<double>();
   bad_per_sample<float>();
   bad_per_sample<double>();
-  per_sample_large_deltas<float>();
-  per_sample_large_deltas<double>();
+  for (const auto& [w, max_norm, name] : {std::tuple{1e21, 1.0, "large"}, std::tuple{1e-21, 1e-23, "small"}}) {
+    per_sample_extreme_deltas<float>(w, max_norm, name);
+    per_sample_extreme_deltas<double>(w, max_norm, name);
+  }
   per_sample_all();
 
   // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
