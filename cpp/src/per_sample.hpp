@@ -181,8 +181,8 @@ template <typename T> struct ClipProduct {
   }
 };
 
-// Row i of the output is g_i in pack order: the outer products h_{l-1,i} delta_{l,i}^T, then the deltas, with
-// non-temporal stores (the rows are written once, n P values: memory-bound).
+// Row i of the output is g_i in pack order, one contiguous row: every layer's outer product
+// h_{l-1,i} delta_{l,i}^T, then every layer's delta (the biases), streamed (the rows are written once, n P values: memory-bound).
 template <typename T> struct GradsProduct {
   const PerSampleRequest<T>& q;
   const Layout& layout;
@@ -191,14 +191,13 @@ template <typename T> struct GradsProduct {
   void operator()(const Call<T>&, const Rows<T>& r, T*, T*, bool, GemmScratch<T>) const {
     const std::vector<int64_t>& d = r.plan.d;
     for (int64_t i = 0; i < r.m; ++i) {
-      T* g = q.rows + (r.r0 + i) * layout.n_params;
+      RowStreamer<T> g(q.rows + (r.r0 + i) * layout.n_params);
       for (int64_t l = 0; l < r.plan.L; ++l) {
         const T* h = r.h(l).p + i * r.h(l).ld;
-        const T* dl = r.delta(l).p + i * r.delta(l).ld;
-        const int64_t n_out = d[l + 1];
-        for (int64_t a = 0; a < d[l]; ++a) scale_stream<T>(g + layout.w[l] + a * n_out, h[a], dl, n_out);
-        scale_stream<T>(g + layout.b[l], T(1), dl, n_out);
+        for (int64_t a = 0; a < d[l]; ++a) g.put(h[a], r.delta(l).p + i * r.delta(l).ld, d[l + 1]);
       }
+      for (int64_t l = 0; l < r.plan.L; ++l) g.put(T(1), r.delta(l).p + i * r.delta(l).ld, d[l + 1]);
+      g.finish();
     }
     stream_fence();
   }
@@ -298,7 +297,7 @@ template <typename T, typename Product>
 double run_product(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
                    const Gradients<T>* grads, const Product& product, int64_t row_scratch, int n_threads,
                    const Interrupt* interrupt) {
-  const Plan<T> plan(net.sizes, batch.n, Mode::grad, false, Schedule::chunked, PlanExtras{true, row_scratch});
+  const Plan<T> plan(net.sizes, batch.n, Mode::grad, false, Schedule::chunked, PlanExtras{true, row_scratch, true});
   const int nt = thread_count(n_threads, Product::grouped ? plan.n_groups : plan.n_chunks);
   WorkspaceLease<T> lease;
   T* ws = lease.get(plan.workspace_size(nt));

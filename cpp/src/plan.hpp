@@ -20,6 +20,7 @@ inline int64_t align16(int64_t x) { return round_up(x, 16); }
 struct PlanExtras {
   bool keep_deltas = false;  // every layer's delta kept for the whole chunk, not two alternating buffers
   int64_t row_scratch = 0;   // values of per-thread scratch per row of a chunk (the product's own)
+  bool split = false;        // two chunks at least when each gets kMinChunkRows rows (no layered schedule)
 };
 
 template <typename T> struct Plan {
@@ -98,8 +99,8 @@ template <typename T> struct Plan {
   // When the parameters are larger than that, at least 256 rows: each chunk streams the packed weights
   // (and, for gradients, adds its dW into its group buffer), memory traffic ~ parameters, paid for by the
   // chunk's 2 * rows flops per parameter. (A 2048-wide layer's forward ran at 206 GFLOP/s with 16-row
-  // chunks, 284 with whole-batch tiles.) A call too small for the layered schedule still makes two chunks
-  // when each gets kMinChunkRows rows: two threads can then share it.
+  // chunks, 284 with whole-batch tiles.) A call too small for the layered schedule, or one that cannot use
+  // it (extras.split), still makes two chunks when each gets kMinChunkRows rows: two threads can share it.
   int64_t target_rows(int64_t flops) const {
     int64_t sum_d = 0;
     for (int64_t l = 1; l <= L; ++l) sum_d += d[l];
@@ -107,7 +108,7 @@ template <typename T> struct Plan {
     const int64_t row_bytes = int64_t(sizeof(T)) * (d[0] + sum_d + deltas + 2 * k + 3 + extras.row_scratch);
     int64_t r = std::clamp(config::kChunkBytes / row_bytes, config::kMinChunkRows, config::kMaxChunkRows);
     if (n_params * int64_t(sizeof(T)) > config::kChunkBytes) r = std::max<int64_t>(r, 256);
-    if (flops < config::kMinFlopsForLayered && n >= 2 * config::kMinChunkRows)
+    if ((flops < config::kMinFlopsForLayered || extras.split) && n >= 2 * config::kMinChunkRows)
       r = std::min(r, round_up((n + 1) / 2, config::kChunkRowMultiple));
     return r;
   }

@@ -3,6 +3,7 @@
 // the translation unit, and everything lives in the namespace mlpgrad::MLPGRAD_ISA.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -283,28 +284,59 @@ inline Vec<T> vlog1p_nonneg(Vec<T> x) {
   return r;
 }
 
-// dst[j] = s * x[j] for n values, the aligned body with non-temporal stores: for output written once and not
-// read again soon (per-sample gradient rows), the stores skip the read of each line before it is written. The
-// caller ends a pass of such stores with stream_fence() before another thread reads them.
-template <typename T> inline void scale_stream(T* dst, T s, const T* x, int64_t n) {
-  int64_t j = 0;
-#if defined(__AVX512F__) || defined(__AVX2__)
-  constexpr int W = kLanes<T>;
-  for (; j < n && reinterpret_cast<uintptr_t>(dst + j) % kVecBytes != 0; ++j) dst[j] = s * x[j];
-  const Vec<T> sv = splat<T>(s);
-  for (; j + W <= n; j += W) {
-    const Vec<T> v = sv * load<T>(x + j);
+// One aligned vector stored non-temporally where the ISA has it (a plain store elsewhere): for output
+// written once and not read again soon, the store skips the read of the line before it is written. A pass
+// of such stores ends with stream_fence() before another thread reads them.
+template <typename T> inline void stream_store(T* dst, Vec<T> v) {
 #if defined(__AVX512F__)
-    if constexpr (sizeof(T) == 4) _mm512_stream_ps(reinterpret_cast<float*>(dst + j), bitcast<__m512>(v));
-    else _mm512_stream_pd(reinterpret_cast<double*>(dst + j), bitcast<__m512d>(v));
+  if constexpr (sizeof(T) == 4) _mm512_stream_ps(reinterpret_cast<float*>(dst), bitcast<__m512>(v));
+  else _mm512_stream_pd(reinterpret_cast<double*>(dst), bitcast<__m512d>(v));
+#elif defined(__AVX2__)
+  if constexpr (sizeof(T) == 4) _mm256_stream_ps(reinterpret_cast<float*>(dst), bitcast<__m256>(v));
+  else _mm256_stream_pd(reinterpret_cast<double*>(dst), bitcast<__m256d>(v));
 #else
-    if constexpr (sizeof(T) == 4) _mm256_stream_ps(reinterpret_cast<float*>(dst + j), bitcast<__m256>(v));
-    else _mm256_stream_pd(reinterpret_cast<double*>(dst + j), bitcast<__m256d>(v));
+  store<T>(dst, v);
 #endif
-  }
-#endif
-  for (; j < n; ++j) dst[j] = s * x[j];
 }
+
+// A long output row written piece by piece (put: s * x[0..n)) through a staging buffer in L1: every whole
+// aligned vector of the row is streamed exactly once, only the row's first and last partial vectors get
+// plain stores. (Streaming each short piece alone mixed plain and streaming stores on the lines where
+// pieces meet: a 64-value piece of a float row ran at half the bandwidth of a 256-value one.)
+template <typename T> class RowStreamer {
+ public:
+  static constexpr int64_t kCap = 2048;  // values staged (8 KiB float, 16 KiB double)
+  explicit RowStreamer(T* dst) : dst_(dst) {}
+  void put(T s, const T* x, int64_t n) {
+    while (n > 0) {
+      const int64_t take = std::min(n, kCap - fill_);
+      for (int64_t j = 0; j < take; ++j) buf_[fill_ + j] = s * x[j];
+      fill_ += take, x += take, n -= take;
+      if (fill_ == kCap) flush(false);
+    }
+  }
+  void finish() { flush(true); }
+
+ private:
+  // Writes the staged values from dst_[pos_]: plain stores up to the first aligned vector, then whole
+  // aligned vectors; the remainder (fewer than a vector) is stored when `last`, else kept staged.
+  void flush(bool last) {
+    constexpr int W = kLanes<T>;
+    int64_t j = 0;
+    for (; j < fill_ && reinterpret_cast<uintptr_t>(dst_ + pos_ + j) % kVecBytes != 0; ++j) dst_[pos_ + j] = buf_[j];
+    for (; j + W <= fill_; j += W) stream_store<T>(dst_ + pos_ + j, load<T>(buf_ + j));
+    if (last) {
+      for (; j < fill_; ++j) dst_[pos_ + j] = buf_[j];
+    } else {
+      std::copy(buf_ + j, buf_ + fill_, buf_);
+    }
+    pos_ += j;
+    fill_ -= j;
+  }
+  T* dst_;
+  int64_t pos_ = 0, fill_ = 0;  // values of the row written; values staged
+  alignas(64) T buf_[kCap];
+};
 inline void stream_fence() {
 #if defined(__AVX512F__) || defined(__AVX2__)
   _mm_sfence();
