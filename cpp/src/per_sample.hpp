@@ -77,12 +77,30 @@ template <typename T> T dot_lanes(const T* x, const T* y, int64_t n) {
   for (int q = 0; q < W; ++q) s += acc[q];
   return s;
 }
-template <typename T> T sum_squares(const T* x, int64_t n) { return dot_lanes<T>(x, x, n); }
 
-// ||x|| in double: from the lanes' sum of squares in T when it neither overflowed nor lost digits to
-// underflow, else again with x scaled by its largest |x_j| (float deltas of 1e20 square past FLT_MAX).
-template <typename T> double norm2(const T* x, int64_t n) {
-  const T s = sum_squares<T>(x, n);
+// ||x_i||^2 in T of m rows (ld apart) of n values: each row's squares in lanes, then W rows' lanes summed
+// together (reduce_add_rows: a fixed tree, a few shuffles per row instead of W dependent adds).
+template <typename T> void row_sum_squares(const T* x, int64_t ld, int64_t m, int64_t n, T* out) {
+  constexpr int W = kLanes<T>;
+  for (int64_t i0 = 0; i0 < m; i0 += W) {
+    const int64_t mw = std::min<int64_t>(W, m - i0);
+    Vec<T> v[W];
+    for (int64_t r = 0; r < W; ++r) {
+      Vec<T> acc{};
+      const T* a = x + (i0 + std::min<int64_t>(r, mw - 1)) * ld;
+      int64_t j = 0;
+      for (; j + W <= n; j += W) acc = vfma<T>(load<T>(a + j), load<T>(a + j), acc);
+      if (j < n) acc = vfma<T>(load_padded<T>(a + j, n - j), load_padded<T>(a + j, n - j), acc);
+      v[r] = acc;
+    }
+    const Vec<T> sums = reduce_add_rows<T>(v);
+    for (int64_t r = 0; r < mw; ++r) out[i0 + r] = sums[r];
+  }
+}
+
+// ||x|| in double from its sum of squares s in T when s neither overflowed nor lost digits to underflow,
+// else again with x scaled by its largest |x_j| (float deltas of 1e20 square past FLT_MAX).
+template <typename T> double norm_from(T s, const T* x, int64_t n) {
   if (std::isnan(s)) return double(s);
   if (s <= std::numeric_limits<T>::max() && s >= std::numeric_limits<T>::min() / std::numeric_limits<T>::epsilon())
     return std::sqrt(double(s));
@@ -97,14 +115,26 @@ template <typename T> double norm2(const T* x, int64_t n) {
 // sqrt(x^2 + 1) without overflow (x >= 0).
 inline double with_one(double x) { return x < 1e150 ? std::sqrt(x * x + 1.0) : x; }
 
-// norm (m, L): ||g_{i,l}|| = sqrt(||h_{l-1,i}||^2 + 1) ||delta_{l,i}||, in double.
-template <typename T> void layer_norms(const Rows<T>& r, T* norm) {
+// norm (m, L): ||g_{i,l}|| = sqrt(||h_{l-1,i}||^2 + 1) ||delta_{l,i}||, in double; sq: 2 m values of scratch.
+template <typename T> void layer_norms(const Rows<T>& r, T* norm, T* sq) {
   const int64_t L = r.plan.L;
+  const std::vector<int64_t>& d = r.plan.d;
   for (int64_t l = 0; l < L; ++l) {
     const MatView<const T> h = r.h(l);
     const MatView<T> dl = r.delta(l);
-    for (int64_t i = 0; i < r.m; ++i)
-      norm[i * L + l] = T(with_one(norm2<T>(h.p + i * h.ld, r.plan.d[l])) * norm2<T>(dl.p + i * dl.ld, r.plan.d[l + 1]));
+    row_sum_squares<T>(h.p, h.ld, r.m, d[l], sq);
+    row_sum_squares<T>(dl.p, dl.ld, r.m, d[l + 1], sq + r.m);
+    // ||h||^2 + 1 needs ||h||^2 finite only (its underflow is lost in the 1); ||delta||^2 needs its digits too.
+    constexpr T big = std::numeric_limits<T>::max(), tiny = std::numeric_limits<T>::min() / std::numeric_limits<T>::epsilon();
+    for (int64_t i = 0; i < r.m; ++i) {
+      const T sh = sq[i], sd = sq[r.m + i];
+      if (sh <= big && sd <= big && sd >= tiny) {
+        norm[i * L + l] = T(std::sqrt((double(sh) + 1.0) * double(sd)));
+      } else {
+        const double hn = norm_from<T>(sh, h.p + i * h.ld, d[l]);
+        norm[i * L + l] = T(with_one(hn) * norm_from<T>(sd, dl.p + i * dl.ld, d[l + 1]));
+      }
+    }
   }
 }
 
@@ -148,10 +178,10 @@ template <typename T> void add_weight_products(const Rows<T>& r, T* acc, bool fi
 // sums over samples into group buffers.
 template <typename T> struct NormsProduct {
   const PerSampleRequest<T>& q;
-  static int64_t row_scratch(const std::vector<int64_t>& d) { return int64_t(d.size()) - 1; }
+  static int64_t row_scratch(const std::vector<int64_t>& d) { return int64_t(d.size()) + 1; }  // L + 2
   static constexpr bool grouped = false;
   void operator()(const Call<T>&, const Rows<T>& r, T* scratch, T*, bool, GemmScratch<T>) const {
-    layer_norms<T>(r, scratch);
+    layer_norms<T>(r, scratch, scratch + r.m * r.plan.L);
     write_norms<T>(q, r, scratch);
   }
 };
@@ -160,12 +190,12 @@ template <typename T> struct NormsProduct {
 // the gradient's weight products on rescaled delta rows (c_i f_i, or c_i f_{i,l} for layer l).
 template <typename T> struct ClipProduct {
   const PerSampleRequest<T>& q;
-  static int64_t row_scratch(const std::vector<int64_t>& d) { return int64_t(d.size()) - 1; }
+  static int64_t row_scratch(const std::vector<int64_t>& d) { return int64_t(d.size()) + 1; }  // L + 2
   static constexpr bool grouped = true;
   void operator()(const Call<T>& c, const Rows<T>& r, T* norm, T* acc, bool first, GemmScratch<T> gs) const {
     const int64_t L = r.plan.L;
     const bool per_layer = q.max_norm.size() > 1;
-    layer_norms<T>(r, norm);
+    layer_norms<T>(r, norm, norm + r.m * L);
     write_norms<T>(q, r, norm);
     for (int64_t i = 0; i < r.m; ++i) {
       const double ci = c.batch.sample_weight ? double(c.batch.sample_weight[r.r0 + i] * T(c.scale)) : double(T(c.scale));

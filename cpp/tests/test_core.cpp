@@ -1559,7 +1559,8 @@ void bad_per_sample() {
 
 // Deltas whose squares overflow or underflow float where the norms do not: [1, 1, 1], x = 0, h_1 = 0.5,
 // W_2 = w and b_2 = -w / 2 (logit 0): delta_1 = 0.5 * w * 0.25. For w = 1e21, delta_1 = 1.25e20 and
-// delta_1^2 = 1.6e40 > FLT_MAX; for w = 1e-21, delta_1^2 = 1.6e-44 is subnormal (2 significant bits). The
+// delta_1^2 = 1.6e40 > FLT_MAX; for w = 1e-21, delta_1^2 = 1.6e-44 is subnormal (2 significant bits); for
+// w = 1e-24 it rounds to 0 (a sum of squares of 0 must not be taken for a zero delta). The
 // norms finite and within tolerance of the reference; clipped to max_norm (1, or 1e-23 for the small one),
 // the sample's gradient has norm max_norm (not 0, as an infinite norm would make it).
 template <typename T>
@@ -1580,7 +1581,10 @@ void per_sample_extreme_deltas(double w, double max_norm, const char* name) {
     PsCall clipped{"clipped", Op::clipped, v, true, false, {max_norm}, 0};
     const PsOut<T> o = run_per_sample<T>(D, P, norms, {}, 1), c = run_per_sample<T>(D, P, clipped, {}, 1);
     record<T>(rel_err(o.norms.data(), norms_ref(P, R.G)), where + " norms", g_worst_ps);
-    record<T>(rel_err(o.layer_norms.data(), layer_norms_ref(P, R.G)), where + " layer norms", g_worst_ps);
+    const std::vector<double> ln = layer_norms_ref(P, R.G);
+    record<T>(rel_err(o.layer_norms.data(), ln), where + " layer norms", g_worst_ps);
+    for (size_t l = 0; l < ln.size(); ++l)  // each on its own: the tiny layer's error hides under the other's norm
+      record<T>(rel_err_scalar(double(o.layer_norms[l]), ln[l]), where + " layer norm " + std::to_string(l), g_worst_ps);
     record<T>(rel_err(c.grad.data(), clipped_ref(P, R.G, {1.0}, {max_norm})), where + " clipped", g_worst_ps);
     g_calls += 2;
   }
@@ -1641,7 +1645,8 @@ int main() {
   gemm_products<double>();
   bad_per_sample<float>();
   bad_per_sample<double>();
-  for (const auto& [w, max_norm, name] : {std::tuple{1e21, 1.0, "large"}, std::tuple{1e-21, 1e-23, "small"}}) {
+  for (const auto& [w, max_norm, name] : {std::tuple{1e21, 1.0, "large"}, std::tuple{1e-21, 1e-23, "small"},
+                                          std::tuple{1e-24, 1e-26, "tiny"}}) {
     per_sample_extreme_deltas<float>(w, max_norm, name);
     per_sample_extreme_deltas<double>(w, max_norm, name);
   }
