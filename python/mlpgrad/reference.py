@@ -47,6 +47,23 @@ and the gradient of L is sum_i c_i g_i.  From the (N, P) matrix G of the rows g_
     sum_squared_grads       sum_i w_i g_i * g_i element-wise (P,), as Gradients
 
 These build G explicitly (O(N P) memory): the native functions do not, except per_sample_grads.
+
+Curvature (issue 13), for V (P,) or (P, m) in pack order, one column v at a time; c_i as in loss_and_grad, and
+Hhead_i = d^2 l_i / d z_L^2 = diag(p_i (1 - p_i)) (sigmoid) or s_i (diag(p_i) - p_i p_i^T) (softmax, s_i the row sum
+of the target, 1 for labels); G here is the Gauss-Newton matrix (P, P), not the per-sample rows above:
+
+    hvp         H V, H = d^2 L / d theta^2 exactly: Pearlmutter's R-operator, R{q} = d/de q(theta + e v).
+                R-forward (R{h_0} = 0):  R{z_l} = R{h_{l-1}} W_l + h_{l-1} V_{W_l} + V_{b_l}
+                                         R{h_l} = h_l (1 - h_l) R{z_l}
+                R-backward:  R{delta_L} = c * Hhead R{z_L} (by rows)
+                             R{dW_l} = R{h_{l-1}}^T delta_l + h_{l-1}^T R{delta_l}
+                             R{db_l} = sum over rows of R{delta_l}
+                             R{dh_{l-1}} = R{delta_l} W_l^T + delta_l V_{W_l}^T
+                             R{delta_{l-1}} = R{dh_{l-1}} h (1 - h) + dh_{l-1} (1 - 2 h) R{h_{l-1}}   (h = h_{l-1})
+    ggn_vp      G V, G = sum_i c_i J_i^T Hhead_i J_i, J_i = d z_{L,i} / d theta: R{z_L} = J v from the R-forward,
+                times c Hhead by rows, then the ordinary backward above (no second derivative of a hidden layer)
+    ggn_diag    diag(G) (P,) = sum_i c_i sum_j (J_i^T S_i e_j)^2 with S_i S_i^T = Hhead_i (head_hessian_factor):
+                k backward passes of the columns of S_i, each squared per sample (O(N P) memory)
 """
 
 from __future__ import annotations
@@ -58,7 +75,7 @@ from ._checks import (check_flag, check_head, check_max_norm, check_network, che
 from ._types import Gradients
 
 __all__ = ["forward", "loss", "loss_and_grad", "per_sample_grad_norms", "clipped_grad", "per_sample_grads",
-           "grad_dot", "grad_gram", "sum_squared_grads"]
+           "grad_dot", "grad_gram", "sum_squared_grads", "hvp", "ggn_vp", "ggn_diag"]
 
 
 # -- layers --------------------------------------------------------------------------------------
@@ -319,3 +336,185 @@ def sum_squared_grads(weights, biases, X, y, *, head, sample_weight=None):
     G = _per_sample_grads(p)
     w = np.ones(p.X.shape[0], dtype=p.dtype) if p.sample_weight is None else p.sample_weight
     return _as_gradients(matmul(w, G * G), p)
+
+
+# -- curvature products (issue 13) ------------------------------------------------------------------
+#
+# A direction v in pack order has the parts V_{W_l} (d_{l-1}, d_l) and V_{b_l} (d_l,). R{q} = d/de q(theta + e v) at
+# e = 0 (Pearlmutter's R-operator); below, python index l is the layer whose input is hs[l] and whose weights are
+# weights[l], deltas[l] = dL/dz of that layer.
+
+def _direction_parts(v, p):
+    """A flat direction v (P,) in pack order as (V_Ws, V_bs), the parameters' shapes."""
+    parts = _as_gradients(v, p)
+    return parts.weights, parts.biases
+
+
+def _flatten(dWs, dbs):
+    """Per-layer parts (W_l, then b_l) as one (P,) vector in pack order."""
+    return np.concatenate([dW.ravel() for dW in dWs] + list(dbs))
+
+
+def _target_sums(p):
+    """s_i (N,): the row sums of the targets (1 for labels), the factor of the softmax head's Hessian
+    s_i (diag p_i - p_i p_i^T)."""
+    return _dense_targets(p).sum(axis=1)
+
+
+def _head_probabilities(p, z):
+    return sigmoid_forward(z) if p.head == "sigmoid" else softmax_forward(z)
+
+
+def head_hessian_vp(head, probs, target_sums, R_z):
+    """Row i: (d^2 l_i / d z^2) R_z[i] (N, k), the unscaled head Hessian of each sample times its row of R_z.
+
+    sigmoid: diag(p_i (1 - p_i)) r = p (1 - p) * r
+    softmax: s_i (diag(p_i) - p_i p_i^T) r = s_i (p * r - p (p . r))
+    """
+    if head == "sigmoid":
+        return probs * (1 - probs) * R_z
+    p_dot_r = (probs * R_z).sum(axis=1, keepdims=True)
+    return target_sums[:, None] * (probs * R_z - probs * p_dot_r)
+
+
+def head_hessian_factor(head, probs, target_sums):
+    """S (N, k, k) with S_i S_i^T = d^2 l_i / d z^2, column j of S_i being S[i, :, j]:
+
+    sigmoid: S_i = diag(sqrt(p_i (1 - p_i)))
+    softmax: column j = sqrt(s_i p_ij) (e_j - p_i), since sum_j p_j (e_j - p)(e_j - p)^T = diag(p) - p p^T
+             when sum_j p_j = 1 (in matrix form S_i = sqrt(s_i) (diag(sqrt p_i) - p_i sqrt(p_i)^T)).
+    """
+    n, k = probs.shape
+    if head == "sigmoid":
+        S = np.zeros((n, k, k), dtype=probs.dtype)
+        S[:, np.arange(k), np.arange(k)] = np.sqrt(probs * (1 - probs))
+        return S
+    e_minus_p = np.eye(k, dtype=probs.dtype)[None, :, :] - probs[:, :, None]   # [i, :, j] = e_j - p_i
+    return e_minus_p * np.sqrt(target_sums[:, None] * probs)[:, None, :]
+
+
+def r_forward(weights, hs, V_Ws, V_bs):
+    """The directional derivatives of the forward pass: (R_hs, R_z) with R_hs[l] = R{h} of layer l's input
+    (R_hs[0] = 0: X gets no direction) and R_z = R{z_L} (N, k), the Jacobian-vector product J v.
+
+    R{z_l} = R{h_{l-1}} W_l + h_{l-1} V_{W_l} + V_{b_l}        R{h_l} = h_l (1 - h_l) * R{z_l}
+    """
+    R_hs = [np.zeros_like(hs[0])]
+    for l, W in enumerate(weights):
+        R_z = matmul(R_hs[l], W) + matmul(hs[l], V_Ws[l]) + V_bs[l]
+        if l + 1 < len(weights):
+            h = hs[l + 1]
+            R_hs.append(h * (1 - h) * R_z)
+    return R_hs, R_z
+
+
+def _output_backward(weights, hs, delta_L):
+    """deltas[l] (N, d_out of layer l): the ordinary backward of the output rows delta_L, every layer kept."""
+    deltas = [None] * len(weights)
+    delta = delta_L
+    for l in reversed(range(len(weights))):
+        deltas[l] = delta
+        if l > 0:
+            delta = sigmoid_backward(matmul(delta, weights[l].T), hs[l])
+    return deltas
+
+
+def r_backward(weights, hs, deltas, R_hs, R_delta_L, V_Ws):
+    """(R{dW_l}, R{db_l}) for every layer: the directional derivative of the backward pass, i.e. H v by layers.
+
+    R{dW_l} = R{h_{l-1}}^T delta_l + h_{l-1}^T R{delta_l}         R{db_l} = column sums of R{delta_l}
+    R{dh_{l-1}} = R{delta_l} W_l^T + delta_l V_{W_l}^T              (dh_{l-1} = delta_l W_l^T)
+    R{delta_{l-1}} = R{dh_{l-1}} * h (1 - h) + dh_{l-1} * (1 - 2h) * R{h}     (h = h_{l-1})
+    """
+    L = len(weights)
+    R_dWs, R_dbs = [None] * L, [None] * L
+    R_delta = R_delta_L
+    for l in reversed(range(L)):
+        h, R_h, delta = hs[l], R_hs[l], deltas[l]
+        R_dWs[l] = matmul(R_h.T, delta) + matmul(h.T, R_delta)
+        R_dbs[l] = R_delta.sum(axis=0)
+        if l > 0:
+            dh = matmul(delta, weights[l].T)
+            R_dh = matmul(R_delta, weights[l].T) + matmul(delta, V_Ws[l].T)
+            R_delta = R_dh * h * (1 - h) + dh * (1 - 2 * h) * R_h
+    return R_dWs, R_dbs
+
+
+class _Curvature:
+    """What the curvature products of checked problem p share: the forward pass hs, the probabilities, the
+    targets' row sums, the scale c and the ordinary deltas (each row scaled by c_i, as in loss_and_grad)."""
+
+    def __init__(self, p):
+        self.p = p
+        self.hs, z = _forward_pass(p.weights, p.biases, p.X)
+        self.probs = _head_probabilities(p, z)
+        self.target_sums = _target_sums(p)
+        self.c = _sample_scale(p)
+        t = _dense_targets(p)
+        delta_L = sigmoid_xent_backward(z, t, self.c) if p.head == "sigmoid" else softmax_xent_backward(z, t, self.c)
+        self.deltas = _output_backward(p.weights, self.hs, delta_L)
+
+    def scaled_head_hessian_vp(self, R_z):
+        """Row i: c_i (d^2 l_i / d z^2) R_z[i]."""
+        return self.c[:, None] * head_hessian_vp(self.p.head, self.probs, self.target_sums, R_z)
+
+    def hvp(self, v):
+        """H v (P,) for one direction v (P,)."""
+        V_Ws, V_bs = _direction_parts(v, self.p)
+        R_hs, R_z = r_forward(self.p.weights, self.hs, V_Ws, V_bs)
+        R_delta_L = self.scaled_head_hessian_vp(R_z)
+        return _flatten(*r_backward(self.p.weights, self.hs, self.deltas, R_hs, R_delta_L, V_Ws))
+
+    def ggn_vp(self, v):
+        """G v (P,) = J^T (c Hhead) J v: the R-forward to R{z_L} = J v, the head's Hessian, then the ordinary
+        backward (no second derivative of a hidden layer)."""
+        V_Ws, V_bs = _direction_parts(v, self.p)
+        _, R_z = r_forward(self.p.weights, self.hs, V_Ws, V_bs)
+        u = self.scaled_head_hessian_vp(R_z)
+        deltas = _output_backward(self.p.weights, self.hs, u)
+        grads = [linear_backward(delta, h, W, need_dh=False) for delta, h, W in zip(deltas, self.hs, self.p.weights)]
+        return _flatten([dW for dW, _, _ in grads], [db for _, db, _ in grads])
+
+
+def _per_sample_rows(hs, deltas):
+    """(N, P): row i the pack-order gradient of the pairs (h_{l-1,i}, delta_{l,i}), as _per_sample_grads."""
+    n = hs[0].shape[0]
+    weight_parts = [np.einsum("ni,nj->nij", h, d).reshape(n, h.shape[1] * d.shape[1]) for h, d in zip(hs, deltas)]
+    return np.concatenate(weight_parts + list(deltas), axis=1)
+
+
+def _columns(p, V, product):
+    """product(v) for every column v of V, V checked as (P,) or (P, m): (P,) or (P, m) of the problem's dtype."""
+    V2, one_d = check_vectors(V, sum(W.size + b.size for W, b in zip(p.weights, p.biases)), p.dtype)
+    out = np.stack([product(V2[:, j]) for j in range(V2.shape[1])], axis=1).astype(p.dtype, copy=False)
+    return out[:, 0] if one_d else out
+
+
+def hvp(weights, biases, X, y, V, *, head, reduction="sum", sample_weight=None):
+    """H V: (P,) for V (P,), (P, m) for V (P, m), pack order. H = d^2 L / d theta^2 exactly (the sigmoid layers'
+    second derivatives included), L as in loss_and_grad. Pearlmutter's R-operator, one column of V at a time."""
+    p = check_problem(weights, biases, X, y, head, reduction, sample_weight)
+    return _columns(p, V, _Curvature(p).hvp)
+
+
+def ggn_vp(weights, biases, X, y, V, *, head, reduction="sum", sample_weight=None):
+    """G V: (P,) for V (P,), (P, m) for V (P, m), pack order. G = sum_i c_i J_i^T (d^2 l_i / d z_L^2) J_i,
+    J_i = d z_{L,i} / d theta, the generalized Gauss-Newton matrix (symmetric positive semi-definite)."""
+    p = check_problem(weights, biases, X, y, head, reduction, sample_weight)
+    return _columns(p, V, _Curvature(p).ggn_vp)
+
+
+def ggn_diag(weights, biases, X, y, *, head, reduction="sum", sample_weight=None):
+    """diag(G) (P,). With S_i S_i^T = d^2 l_i / d z_L^2 (head_hessian_factor), G = sum_i sum_j c_i (J_i^T S_i e_j)
+    (J_i^T S_i e_j)^T, so diag(G) = sum_i c_i sum_j (J_i^T S_i e_j)^2: for each of the k columns j, backpropagate
+    column j of every sample's S_i as its output delta, form the per-sample gradients (N, P) and add their squares
+    weighted by c_i. O(k N P) work and O(N P) memory: for small problems."""
+    p = check_problem(weights, biases, X, y, head, reduction, sample_weight)
+    hs, z = _forward_pass(p.weights, p.biases, p.X)
+    S = head_hessian_factor(p.head, _head_probabilities(p, z), _target_sums(p))
+    c = _sample_scale(p)
+    diag = np.zeros(sum(W.size + b.size for W, b in zip(p.weights, p.biases)), dtype=p.dtype)
+    for j in range(S.shape[2]):
+        rows = _per_sample_rows(hs, _output_backward(p.weights, hs, S[:, :, j]))
+        diag += matmul(c, rows * rows)
+    return diag
