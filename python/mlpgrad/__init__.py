@@ -13,6 +13,7 @@ from ._flat import pack, unpack
 from .api import forward, loss, loss_and_grad
 from .model import MLP
 from .objective import Objective
+from .curvature import ggn_diag, ggn_vp, hvp
 from .per_sample import (clipped_grad, grad_dot, grad_gram, per_sample_grad_norms, per_sample_grads,
                          sum_squared_grads)
 from . import reference
@@ -21,7 +22,7 @@ from ._build import build_info
 __version__ = build_info()["version"]
 
 __all__ = ["Gradients", "forward", "loss", "loss_and_grad", "pack", "unpack", "Objective", "per_sample_grad_norms",
-           "clipped_grad", "per_sample_grads", "grad_dot", "grad_gram", "sum_squared_grads", "MLP", "reference",
+           "clipped_grad", "per_sample_grads", "grad_dot", "grad_gram", "sum_squared_grads", "hvp", "ggn_vp", "ggn_diag", "MLP", "reference",
            "build_info", "__version__"]
 
 

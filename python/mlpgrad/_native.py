@@ -110,3 +110,12 @@ def per_sample(theta, sizes, data, reduction: str, op: str, n_threads: int, *, m
 def grad_gram(theta, sizes, data, data2, n_threads: int):
     """(N, N2) dot products of the per-sample gradients of data's rows with those of data2's (None: data's)."""
     return _core.grad_gram(theta, sizes, data, data2, n_threads)
+
+
+CURVATURE_OPS = {"hvp": 0, "ggn_vp": 1, "ggn_diag": 2}
+
+
+def curvature(theta, sizes, data, reduction: str, op: str, n_threads: int, *, V=None):
+    """One curvature request (mlpgrad/curvature.hpp) for theta (P,): H V or G V (P, m) for V (P, m) ("hvp",
+    "ggn_vp"), or diag(G) (P,) ("ggn_diag")."""
+    return _core.curvature(theta, sizes, data, REDUCTIONS[reduction], CURVATURE_OPS[op], V, n_threads)

@@ -15,6 +15,7 @@ from . import _native
 from ._checks import (_describe, check_dtype, check_head, check_layer_sizes, check_n_threads, check_nonnegative,
                       check_reduction, check_total_weight)
 from ._flat import n_params, n_weights, unpack
+from . import curvature as _curv
 from . import per_sample as _ps
 from ._checks import check_flag, check_max_norm
 
@@ -163,6 +164,50 @@ class Objective(_FlatObjective):
         :func:`mlpgrad.sum_squared_grads`."""
         theta = as_theta(theta, self.n_params, self.dtype)
         return _ps.sumsq_of(theta, self._sizes, self._data, self._threads)
+
+    # -- curvature (mlpgrad.hvp, ggn_vp, ggn_diag on the Objective's data, the penalty's curvature added) -------
+
+    def hvp(self, theta, V):
+        """``H V`` (P,) or (P, m) of L(theta), the penalty included: see :func:`mlpgrad.hvp`."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        return _curv.products_of("hvp", theta, self._sizes, self._data, self.reduction, V, self._threads,
+                                 self.alpha, self._n_weights)
+
+    def ggn_vp(self, theta, V):
+        """``(G + alpha I_W) V`` (P,) or (P, m): the data term's Gauss-Newton matrix (:func:`mlpgrad.ggn_vp`) plus
+        the penalty's Hessian (alpha on the weights, 0 on the biases), so still positive semi-definite."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        return _curv.products_of("ggn_vp", theta, self._sizes, self._data, self.reduction, V, self._threads,
+                                 self.alpha, self._n_weights)
+
+    def ggn_diag(self, theta):
+        """``diag(G) + alpha`` on the weights (P,): see :func:`mlpgrad.ggn_diag` and :meth:`ggn_vp`."""
+        theta = as_theta(theta, self.n_params, self.dtype)
+        out = _curv.diag_of(theta, self._sizes, self._data, self.reduction, self._threads)
+        if self.alpha:
+            out[:self._n_weights] += self.dtype.type(self.alpha)
+        return out
+
+    def hessian_operator(self, theta):
+        """H at theta as a ``scipy.sparse.linalg.LinearOperator`` (P x P, symmetric; ``matmat`` runs the columns in
+        native blocks). theta is copied: later changes to the caller's array do not change the operator."""
+        return _operator(self, self.hvp, theta)
+
+    def ggn_operator(self, theta):
+        """``G + alpha I_W`` at theta as a ``scipy.sparse.linalg.LinearOperator`` (P x P, symmetric positive
+        semi-definite): what ``scipy.sparse.linalg.cg`` takes. theta is copied."""
+        return _operator(self, self.ggn_vp, theta)
+
+
+def _operator(obj, product, theta):
+    """A symmetric LinearOperator of product(theta, V) at a copy of theta."""
+    from scipy.sparse.linalg import LinearOperator
+
+    theta = np.array(as_theta(theta, obj.n_params, obj.dtype), copy=True)
+    P = obj.n_params
+    return LinearOperator((P, P), matvec=lambda v: product(theta, np.reshape(v, -1)),
+                          rmatvec=lambda v: product(theta, np.reshape(v, -1)),
+                          matmat=lambda V: product(theta, V), rmatmat=lambda V: product(theta, V), dtype=obj.dtype)
 
 
 def check_out(out, P: int, dtype) -> None:

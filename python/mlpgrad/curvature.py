@@ -1,0 +1,68 @@
+"""Curvature of the loss: Hessian- and Gauss-Newton-vector products and the Gauss-Newton diagonal, each from
+one native pass over the batch that never forms a (P, P) matrix.
+
+``H = d^2 L / d theta^2`` (exact: the sigmoid layers' second derivatives included) and the generalized
+Gauss-Newton matrix ``G = sum_i c_i J_i^T (d^2 l_i / d z_L^2) J_i``, ``J_i = d z_{L,i} / d theta``, for the loss
+``L = sum_i c_i l_i`` of ``mlpgrad.loss_and_grad`` (c_i = w_i for reduction "sum", w_i / sum_j w_j for "mean").
+G is symmetric positive semi-definite; for these heads it equals the Fisher information. Vectors and results are
+in ``mlpgrad.pack`` order. ``mlpgrad.reference`` holds the same functions in plain NumPy (the specification;
+``docs/derivation.md`` §2.8 the algebra).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _native
+from ._checks import check_n_threads, check_vectors
+from .per_sample import _Bound
+
+__all__ = ["hvp", "ggn_vp", "ggn_diag"]
+
+# V's columns per native pass: the pass keeps one gradient-sized buffer per column and group of chunks.
+_COLUMNS = 16
+
+
+def products_of(op: str, theta, sizes, data, reduction: str, V, threads: int, alpha: float = 0.0,
+                n_weights: int = 0):
+    """H V or G V (op "hvp" / "ggn_vp") for V as check_vectors takes it: (P,) or (P, m) of theta's dtype; plus
+    alpha V on the first n_weights rows (an Objective's penalty alpha / 2 ||W||^2 has Hessian alpha I there)."""
+    V2, one_d = check_vectors(V, len(theta), theta.dtype)
+    blocks = [_native.curvature(theta, sizes, data, reduction, op, threads,
+                                V=V2[:, j:j + _COLUMNS].copy() if V2.shape[1] > _COLUMNS else V2)
+              for j in range(0, V2.shape[1], _COLUMNS)]
+    out = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+    if alpha:
+        out[:n_weights] += theta.dtype.type(alpha) * V2[:n_weights]
+    return out[:, 0] if one_d else out
+
+
+def diag_of(theta, sizes, data, reduction: str, threads: int):
+    """diag(G) (P,)."""
+    return _native.curvature(theta, sizes, data, reduction, "ggn_diag", threads)
+
+
+def hvp(weights, biases, X, y, V, *, head, reduction="sum", sample_weight=None, n_threads=None):
+    """``H V``: (P,) for V (P,), (P, m) for V (P, m) (V's values converted to the parameters' dtype), pack order.
+
+    Pearlmutter's R-operator: the directional derivatives of the forward pass and of the backward pass, beside
+    them, in one pass per 16 columns of V. About 2.3x the flops of one gradient per vector (the forward and the
+    ordinary backward are shared by the columns)."""
+    b = _Bound(weights, biases, X, y, head, reduction, sample_weight)
+    return products_of("hvp", b.theta, b.sizes, b.data, b.reduction, V, check_n_threads(n_threads))
+
+
+def ggn_vp(weights, biases, X, y, V, *, head, reduction="sum", sample_weight=None, n_threads=None):
+    """``G V``: (P,) for V (P,), (P, m) for V (P, m), pack order: ``J V`` by the R-forward, the head's Hessian,
+    then the ordinary backward of the result (no second derivative of a hidden layer). About 1.6x the flops of
+    one gradient per vector."""
+    b = _Bound(weights, biases, X, y, head, reduction, sample_weight)
+    return products_of("ggn_vp", b.theta, b.sizes, b.data, b.reduction, V, check_n_threads(n_threads))
+
+
+def ggn_diag(weights, biases, X, y, *, head, reduction="sum", sample_weight=None, n_threads=None):
+    """``diag(G)`` (P,), pack order. With ``S_i S_i^T = c_i d^2 l_i / d z_L^2`` (k columns), it is
+    ``sum_i sum_j (J_i^T S_i e_j)^2``: k backward passes of the columns of S, each followed by the per-sample
+    squares' products of ``mlpgrad.sum_squared_grads``: about k times the cost of a gradient, no (N, P) memory."""
+    b = _Bound(weights, biases, X, y, head, reduction, sample_weight)
+    return diag_of(b.theta, b.sizes, b.data, b.reduction, check_n_threads(n_threads))
