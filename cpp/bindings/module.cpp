@@ -12,6 +12,7 @@
 
 #include "mlpgrad/layout.hpp"
 #include "mlpgrad/mlp.hpp"
+#include "mlpgrad/curvature.hpp"
 #include "mlpgrad/per_sample.hpp"
 #include "mlpgrad/train.hpp"
 
@@ -323,6 +324,39 @@ py::tuple per_sample_impl(py::handle theta, const std::vector<int64_t>& sizes, c
   return py::make_tuple(loss, result, norms, layer_norms);
 }
 
+// ---------------------------------------------------------------------------------------------- curvature
+// One curvature request (mlpgrad/curvature.hpp) for the flat parameters theta: H V or G V (P, m) for V (P, m),
+// or diag(G) (P,).
+template <typename T>
+py::array curvature_impl(py::handle theta, const std::vector<int64_t>& sizes, const Data& data, Reduction reduction,
+                         mlpgrad::CurvatureOp op, py::handle V_obj, int n_threads) {
+  const mlpgrad::Layout layout(sizes);
+  const auto params = as_c_array<T>(theta, "theta", 1);
+  expect(params.shape(0) == layout.n_params, "theta: expected P elements");
+  expect(data.d0() == sizes.front() && data.k() == sizes.back(), "data: its shapes do not match the network");
+  const mlpgrad::Network<T> net = layout.network<T>(params.data());
+  const py::ssize_t P = layout.n_params;
+  mlpgrad::CurvatureRequest<T> q;
+  q.op = op;
+  CArray<T> V;
+  py::array_t<T> result;
+  if (op == mlpgrad::CurvatureOp::ggn_diag) {
+    result = py::array_t<T>(P);
+  } else {
+    V = as_c_array<T>(V_obj, "V", 2);
+    expect(V.shape(0) == P && V.shape(1) >= 1, "V: expected (P, m)");
+    q.V = V.data();
+    q.m = V.shape(1);
+    result = py::array_t<T>({P, py::ssize_t(q.m)});
+  }
+  q.out = result.mutable_data();
+  const mlpgrad::Batch<T> batch = data.batch<T>();
+  without_gil([&](const mlpgrad::Interrupt* intr) {
+    return mlpgrad::curvature<T>(net, data.head(), batch, reduction, q, n_threads, intr);
+  });
+  return std::move(result);
+}
+
 // K (n_a, n_b) = the per-sample gradients' dot products between the rows of a and of b (b None: a).
 template <typename T>
 py::array grad_gram_impl(py::handle theta, const std::vector<int64_t>& sizes, const Data& a, py::handle b_obj,
@@ -497,6 +531,15 @@ PYBIND11_MODULE(_core, m) {
                                                    want_layer_norms, n_threads, out)
                           : per_sample_impl<double>(theta, sizes, data, reduction, op, max_norm, V, want_norms,
                                                     want_layer_norms, n_threads, out);
+  });
+  py::enum_<mlpgrad::CurvatureOp>(m, "CurvatureOp")
+      .value("hvp", mlpgrad::CurvatureOp::hvp)
+      .value("ggn_vp", mlpgrad::CurvatureOp::ggn_vp)
+      .value("ggn_diag", mlpgrad::CurvatureOp::ggn_diag);
+  m.def("curvature", [](py::handle theta, const std::vector<int64_t>& sizes, const Data& data, Reduction reduction,
+                        mlpgrad::CurvatureOp op, py::handle V, int n_threads) {
+    return data.float32() ? curvature_impl<float>(theta, sizes, data, reduction, op, V, n_threads)
+                          : curvature_impl<double>(theta, sizes, data, reduction, op, V, n_threads);
   });
   m.def("grad_gram", [](py::handle theta, const std::vector<int64_t>& sizes, const Data& a, py::handle b,
                         int n_threads) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "mlpgrad/mlp.hpp"
+#include "mlpgrad/curvature.hpp"
 #include "mlpgrad/per_sample.hpp"
 
 namespace mlpgrad {
@@ -38,6 +39,9 @@ template <typename T> struct GemmTestCase {
   template <typename T>                                                                                    \
   double run_per_sample(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,      \
                         const PerSampleRequest<T>& request, int n_threads, const Interrupt* interrupt);      \
+  template <typename T>                                                                                    \
+  double run_curvature(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,       \
+                       const CurvatureRequest<T>& request, int n_threads, const Interrupt* interrupt);       \
   template <typename T>                                                                                    \
   void run_gram(const Network<T>& net, Head head, const Batch<T>& a, const Batch<T>& b, T* K, int n_threads, \
                 const Interrupt* interrupt);                                                               \

@@ -200,4 +200,49 @@ void softmax_xent_backward(T* delta, const T* p, const int64_t* labels, const T*
   }
 }
 
+// The head's curvature, row by row (derivation.md §2.8), for the curvature products: H_i = d^2 l_i / d z^2 is
+// diag(p (1 - p)) for the sigmoid head and s_i (diag(p) - p p^T) for softmax, s_i = sum_j t_ij (1 for labels).
+template <typename T> T target_sum(const T* t, int64_t i, int64_t k) {
+  if (!t) return T(1);
+  T s = 0;
+  for (int64_t j = 0; j < k; ++j) s += t[i * k + j];
+  return s;
+}
+
+// r (n, k) <- c_i H_i r_i, in place.
+template <typename T>
+void xent_hessian_vp(bool softmax, T* r, const T* p, const T* t, const T* c, int64_t n, int64_t k) {
+  for (int64_t i = 0; i < n; ++i) {
+    T* ri = r + i * k;
+    const T* pi = p + i * k;
+    if (!softmax) {
+      for (int64_t j = 0; j < k; ++j) ri[j] = c[i] * (pi[j] * (T(1) - pi[j])) * ri[j];
+      continue;
+    }
+    T pr = 0;
+    for (int64_t j = 0; j < k; ++j) pr += pi[j] * ri[j];
+    const T cs = c[i] * target_sum<T>(t, i, k);
+    for (int64_t j = 0; j < k; ++j) ri[j] = cs * (pi[j] * (ri[j] - pr));
+  }
+}
+
+// S (n, k) <- column j of a factor S_i with S_i S_i^T = c_i H_i: sqrt(c p_j (1 - p_j)) e_j (sigmoid),
+// sqrt(c s p_j) (e_j - p) (softmax: (diag(p) - p p^T) = sum_j p_j (e_j - p)(e_j - p)^T, as sum_j p_j = 1).
+template <typename T>
+void xent_hessian_factor_column(bool softmax, T* S, const T* p, const T* t, const T* c, int64_t n, int64_t k,
+                                int64_t j) {
+  for (int64_t i = 0; i < n; ++i) {
+    T* si = S + i * k;
+    const T* pi = p + i * k;
+    if (!softmax) {
+      std::fill(si, si + k, T(0));
+      si[j] = std::sqrt(c[i] * (pi[j] * (T(1) - pi[j])));
+      continue;
+    }
+    const T a = std::sqrt(c[i] * target_sum<T>(t, i, k) * pi[j]);
+    for (int64_t q = 0; q < k; ++q) si[q] = -a * pi[q];
+    si[j] += a;
+  }
+}
+
 }  // namespace mlpgrad::MLPGRAD_ISA

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "curvature.hpp"
 #include "engines.hpp"
 #include "gram.hpp"
 #include "network.hpp"
@@ -28,6 +29,8 @@ template <typename T> void gemm_for_tests(const GemmTestCase<T>& c) {
                          const Interrupt*);                                                                 \
   template double run_per_sample<T>(const Network<T>&, Head, const Batch<T>&, Reduction,                     \
                                     const PerSampleRequest<T>&, int, const Interrupt*);                       \
+  template double run_curvature<T>(const Network<T>&, Head, const Batch<T>&, Reduction,                     \
+                                   const CurvatureRequest<T>&, int, const Interrupt*);                       \
   template void run_gram<T>(const Network<T>&, Head, const Batch<T>&, const Batch<T>&, T*, int, const Interrupt*); \
   template void gemm_for_tests<T>(const GemmTestCase<T>&);
 MLPGRAD_INSTANTIATE(float)

@@ -55,12 +55,15 @@ template <typename T> double head_unit_deltas(const Call<T>& c, T* z, const Head
   return loss;
 }
 
-// Forward, head and every layer's delta for one chunk; returns its loss.
-template <typename T> double chunk_deltas(const Call<T>& c, const Rows<T>& r, GemmScratch<T> gs) {
+// Forward, head and every layer's delta for one chunk; returns its loss. The deltas are each sample's own
+// (unit factors), or with unit_factors false scaled by c_i as in the gradient (the curvature products').
+template <typename T> double chunk_deltas(const Call<T>& c, const Rows<T>& r, GemmScratch<T> gs, bool unit_factors = true) {
   const Plan<T>& plan = c.plan;
   const std::vector<int64_t>& d = plan.d;
   chunk_forward<T>(c, r.buf, r.r0, r.m, gs);
-  const double loss = head_unit_deltas<T>(c, r.buf + plan.act[plan.L], HeadScratch<T>(plan, r.buf, 0), r.r0, r.m);
+  T* z = r.buf + plan.act[plan.L];
+  const HeadScratch<T> s(plan, r.buf, 0);
+  const double loss = unit_factors ? head_unit_deltas<T>(c, z, s, r.r0, r.m) : head_rows<T>(c, z, s, r.r0, r.m);
   for (int64_t l = plan.L - 1; l >= 1; --l)
     linear_backward_input<T>(r.delta(l - 1), r.delta(l), c.ws + plan.wtp[l], r.h(l), r.m, d[l], d[l + 1], gs);
   return loss;

@@ -112,7 +112,8 @@ def grad_gram(theta, sizes, data, data2, n_threads: int):
     return _core.grad_gram(theta, sizes, data, data2, n_threads)
 
 
-CURVATURE_OPS = {"hvp": 0, "ggn_vp": 1, "ggn_diag": 2}
+CURVATURE_OPS = {"hvp": _core.CurvatureOp.hvp, "ggn_vp": _core.CurvatureOp.ggn_vp,
+                 "ggn_diag": _core.CurvatureOp.ggn_diag}
 
 
 def curvature(theta, sizes, data, reduction: str, op: str, n_threads: int, *, V=None):
