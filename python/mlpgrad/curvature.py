@@ -32,9 +32,15 @@ def products_of(op: str, theta, sizes, data, reduction: str, V, threads: int, al
                                 V=V2[:, j:j + _COLUMNS].copy() if V2.shape[1] > _COLUMNS else V2)
               for j in range(0, V2.shape[1], _COLUMNS)]
     out = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-    if alpha:
-        out[:n_weights] += theta.dtype.type(alpha) * V2[:n_weights]
+    add_penalty(out, V2, alpha, n_weights)
     return out[:, 0] if one_d else out
+
+
+def add_penalty(out, V2, alpha: float, n_weights: int) -> None:
+    """The curvature of an Objective's penalty alpha / 2 ||W||^2 (alpha I on the first n_weights rows, the
+    weights), added in place: alpha V2 to a product out (P, m), or alpha to a diagonal out (P,) when V2 is None."""
+    if alpha:
+        out[:n_weights] += out.dtype.type(alpha) * (1 if V2 is None else V2[:n_weights])
 
 
 def diag_of(theta, sizes, data, reduction: str, threads: int):

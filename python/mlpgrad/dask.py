@@ -54,11 +54,12 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by te
     raise ImportError(f'mlpgrad.dask needs dask[array,distributed] ({exc}): pip install "mlpgrad[dask]"') from exc
 
 from . import _native
+from . import curvature as _curv
 from ._checks import (check_flag, check_head, check_n_threads, check_network, check_reduction, check_total_weight,
-                      label_range_message)
+                      check_vectors, label_range_message)
 from ._flat import unpack
 from ._types import Gradients
-from .objective import _FlatObjective, as_theta, check_out as _check_out
+from .objective import _FlatObjective, _operator, as_theta, check_out as _check_out
 
 __all__ = ["loss", "loss_and_grad", "Objective"]
 
@@ -187,6 +188,17 @@ def _bound_block_sums(theta, sizes, data, want_grad, n_threads):
     return float(value), (grad.astype(np.float64) if want_grad else None), data.total_weight
 
 
+def _bound_block_curvature(theta, sizes, data, op, V, n_threads):
+    """One bound block's H V or G V (P, m) (op "hvp" / "ggn_vp"), or its diag(G) (P,) (op "ggn_diag", V None), with
+    reduction "sum", as float64."""
+    threads = check_n_threads(_task_threads(n_threads))
+    if op == "ggn_diag":
+        out = _curv.diag_of(theta, sizes, data, "sum", threads)
+    else:
+        out = _curv.products_of(op, theta, sizes, data, "sum", V, threads)
+    return out.astype(np.float64)
+
+
 def _block_summary(data):
     """What the client needs of a bound block: (N, total weight, fault, label range, whether X is finite)."""
     return data.n, data.total_weight, data.fault, data.label_range, bool(np.isfinite(data.X).all())
@@ -228,9 +240,9 @@ def _blocks(arr):
     return list(arr.to_delayed().ravel())
 
 
-def _tree(parts, token):
-    """The pairwise tree of Delayed block sums: its root, or None without blocks."""
-    return _pairwise(parts, lambda a, b, level, i: dask.delayed(_add)(
+def _tree(parts, token, add=_add):
+    """The pairwise tree of Delayed block sums (add(a, b) one node): its root, or None without blocks."""
+    return _pairwise(parts, lambda a, b, level, i: dask.delayed(add)(
         a, b, dask_key_name=f"mlpgrad-sum-{level}-{i}-{token}"))
 
 
@@ -370,19 +382,38 @@ class Objective(_FlatObjective):
         return (f"mlpgrad.dask.Objective({list(self.layer_sizes)}, N={self.n_samples}, blocks={len(self._blocks)}, "
                 f"head={self.head!r}, reduction={self.reduction!r}, alpha={self.alpha}, dtype={self.dtype.name})")
 
-    def _evaluate(self, theta, want_grad):
-        """(loss, float64 gradient or None) of the data, with the reduction's scale, without the penalty."""
+    def _reduce(self, task, theta, *args, add=_add):
+        """task(theta, sizes, block, *args, n_threads) on every bound block, the results added by the fixed pairwise
+        tree: the root's value, or None without blocks. theta and args enter the graph once."""
         token = uuid.uuid4().hex
         theta_d = dask.delayed(theta.copy(), name=f"mlpgrad-theta-{token}", traverse=False)
-        parts = [dask.delayed(_bound_block_sums)(theta_d, self._sizes, b, want_grad, self.n_threads,
-                                                 dask_key_name=f"mlpgrad-block-{i}-{token}")
+        args_d = [dask.delayed(a, name=f"mlpgrad-arg{j}-{token}", traverse=False) if isinstance(a, np.ndarray) else a
+                  for j, a in enumerate(args)]
+        parts = [dask.delayed(task)(theta_d, self._sizes, b, *args_d, self.n_threads,
+                                    dask_key_name=f"mlpgrad-block-{i}-{token}")
                  for i, b in enumerate(self._blocks)]
-        root = _tree(parts, token)
-        if root is None:
+        root = _tree(parts, token, add)
+        return None if root is None else dask.compute(root)[0]
+
+    def _evaluate(self, theta, want_grad):
+        """(loss, float64 gradient or None) of the data, with the reduction's scale, without the penalty."""
+        sums = self._reduce(_bound_block_sums, theta, want_grad)
+        if sums is None:
             return 0.0, (np.zeros(self.n_params) if want_grad else None)
-        value, grad, _ = dask.compute(root)[0]
+        value, grad, _ = sums
         scale = _scale(self.reduction, self.n_samples, self.total_weight)
         return value * scale, (grad * scale if want_grad and scale != 1.0 else grad)
+
+    def _curvature(self, op, theta, V2):
+        """The data term's H V2 or G V2 (P, m), or diag(G) (P,) (op "ggn_diag", V2 None), with the reduction's scale
+        and the penalty's curvature, in the Objective's dtype: the blocks' float64 results added by the tree."""
+        out = self._reduce(_bound_block_curvature, theta, op, V2, add=np.add)
+        if out is None:
+            out = np.zeros((self.n_params,) if V2 is None else V2.shape)
+        scale = _scale(self.reduction, self.n_samples, self.total_weight)
+        out = (out * scale if scale != 1.0 else out).astype(self.dtype)
+        _curv.add_penalty(out, V2, self.alpha, self._n_weights)
+        return out
 
     def loss(self, theta) -> float:
         """L(theta) as a Python float."""
@@ -400,3 +431,33 @@ class Objective(_FlatObjective):
         _check_out(out, self.n_params, self.dtype)
         out[...] = grad
         return float(value), out
+
+    # -- curvature (mlpgrad.Objective's: the penalty's curvature added) -------------------------------------------
+
+    def hvp(self, theta, V):
+        """``H V`` (P,) or (P, m) of L(theta), the penalty included: the blocks' products added as their gradients
+        are (see :meth:`mlpgrad.Objective.hvp`)."""
+        return self._product("hvp", theta, V)
+
+    def ggn_vp(self, theta, V):
+        """``(G + alpha I_W) V`` (P,) or (P, m): see :meth:`mlpgrad.Objective.ggn_vp`."""
+        return self._product("ggn_vp", theta, V)
+
+    def _product(self, op, theta, V):
+        theta = as_theta(theta, self.n_params, self.dtype)
+        V2, one_d = check_vectors(V, self.n_params, self.dtype)
+        out = self._curvature(op, theta, V2)
+        return out[:, 0] if one_d else out
+
+    def ggn_diag(self, theta):
+        """``diag(G) + alpha`` on the weights (P,): see :meth:`mlpgrad.Objective.ggn_diag`."""
+        return self._curvature("ggn_diag", as_theta(theta, self.n_params, self.dtype), None)
+
+    def hessian_operator(self, theta):
+        """H at theta as a ``scipy.sparse.linalg.LinearOperator`` (see :meth:`mlpgrad.Objective.hessian_operator`)."""
+        return _operator(self, self.hvp, theta)
+
+    def ggn_operator(self, theta):
+        """``G + alpha I_W`` at theta as a ``scipy.sparse.linalg.LinearOperator`` (see
+        :meth:`mlpgrad.Objective.ggn_operator`)."""
+        return _operator(self, self.ggn_vp, theta)

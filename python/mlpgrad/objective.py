@@ -184,8 +184,7 @@ class Objective(_FlatObjective):
         """``diag(G) + alpha`` on the weights (P,): see :func:`mlpgrad.ggn_diag` and :meth:`ggn_vp`."""
         theta = as_theta(theta, self.n_params, self.dtype)
         out = _curv.diag_of(theta, self._sizes, self._data, self.reduction, self._threads)
-        if self.alpha:
-            out[:self._n_weights] += self.dtype.type(self.alpha)
+        _curv.add_penalty(out, None, self.alpha, self._n_weights)
         return out
 
     def hessian_operator(self, theta):
