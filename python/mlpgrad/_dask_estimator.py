@@ -1,11 +1,11 @@
 """``MLPClassifier.fit`` / ``partial_fit`` on dask arrays chunked along rows (called by ``mlpgrad.estimator``).
 
-``fit`` (solver "lbfgs"): the in-memory fit (``MLPClassifier._fit``) with ``OnDask`` as the data's side. The
-objective is an :class:`mlpgrad.dask.Objective`: before the first iteration every row block of X (cast to the
-parameters' dtype), of the binarized targets and of the sample weights is bound on its worker (converted,
-scanned, kept there), so every evaluation reads it from the workers' memory, not from its source; each
-evaluation is one task per block and a fixed reduction tree, scipy's L-BFGS-B runs on the client. The blocks
-are released when ``fit`` returns.
+``fit`` (solvers "lbfgs" and "newton-cg"): the in-memory fit (``MLPClassifier._fit``) with ``OnDask`` as the
+data's side. The objective is an :class:`mlpgrad.dask.Objective`: before the first iteration every row block of X
+(cast to the parameters' dtype), of the binarized targets and of the sample weights is bound on its worker
+(converted, scanned, kept there), so every evaluation reads it from the workers' memory, not from its source; each
+evaluation (and each Gauss-Newton product of newton-cg) is one task per block and a fixed reduction tree, scipy's
+optimizer runs on the client. The blocks are released when ``fit`` returns.
 The classes come from one pass over y (``dask.array.unique``). The steps are the in-memory fit's, up to the
 order of the sums (tests/test_dask.py compares the two).
 
@@ -77,8 +77,8 @@ def _targets_block(yb, binarizer, softmax, dtype):
 
 
 class OnDask:
-    """The data's side of ``MLPClassifier.fit`` on dask arrays (solver "lbfgs"; MLPClassifier._fit does the rest):
-    the checks, the classes from one pass over y, and the objective as an ``mlpgrad.dask.Objective``, whose
+    """The data's side of ``MLPClassifier.fit`` on dask arrays (the full-batch solvers; MLPClassifier._fit does the
+    rest): the checks, the classes from one pass over y, and the objective as an ``mlpgrad.dask.Objective``, whose
     bound blocks live on the workers until the fit ends."""
 
     def __init__(self, est, X, y, sample_weight, first_pass):
@@ -87,10 +87,10 @@ class OnDask:
         from sklearn.preprocessing import LabelBinarizer
         from sklearn.utils.multiclass import unique_labels
 
-        if est.solver != "lbfgs":
-            raise ValueError(f"solver={est.solver!r}: fit on dask arrays uses solver='lbfgs' (full-batch gradients on "
-                             "the cluster); for mini-batch steps (adam, sgd) call partial_fit(X, y, classes=...) once "
-                             "per epoch, which steps through the row blocks")
+        if est.solver not in ("lbfgs", "newton-cg"):
+            raise ValueError(f"solver={est.solver!r}: fit on dask arrays uses solver='lbfgs' or 'newton-cg' "
+                             "(full-batch gradients on the cluster); for mini-batch steps (adam, sgd) call "
+                             "partial_fit(X, y, classes=...) once per epoch, which steps through the row blocks")
         X, y, sample_weight, n, d = _check_data(est, X, y, sample_weight, reset=first_pass)
         # classes: one pass over y; the binarizer is fitted on a stand-in with y's distinct values and y's width
         if y.ndim == 2 and y.shape[1] == 1:
@@ -144,7 +144,7 @@ class OnDask:
         return obj
 
     def arrays(self, dtype):  # pragma: no cover - the solver check in __init__ keeps stochastic fits away
-        raise AssertionError("fit on dask arrays runs lbfgs only")
+        raise AssertionError("fit on dask arrays runs the full-batch solvers only")
 
 
 def partial_fit(est, X, y, sample_weight=None, classes=None):
