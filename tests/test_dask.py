@@ -3,8 +3,9 @@
 Against the in-memory API (the specification): equal within 1e-12 (float64) / 1e-5 (float32) max-norm relative
 error for both heads, labels and targets, sum and mean, with and without sample weights, on uneven row chunks
 and on a single chunk; bit-identical from run to run and across schedulers; the same errors with the same
-messages. Then the estimator (lbfgs on the cluster, partial_fit over blocks), the worker thread budget, the
-benchmark's --quick mode and the README's example. Skipped when dask is not installed (the "dask" extra).
+messages; the Objective's curvature products likewise. Then the estimator (lbfgs and newton-cg on the cluster,
+partial_fit over blocks), the worker thread budget, the benchmark's --quick mode and the README's example. Skipped
+when dask is not installed (the "dask" extra).
 """
 
 from __future__ import annotations
@@ -113,6 +114,36 @@ def test_equals_in_memory(client, head, kind, sizes, reduction, weighted, dtype)
         _check(dX, g.input, dtype, where + " dX")
         assert mdask.loss(Ws, bs, _rows(X, chunks), _rows(y, chunks), head=head, reduction=reduction,
                           sample_weight=_rows(w, chunks)) == pytest.approx(loss, rel=tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("head,kind,sizes", CASES, ids=[f"{h}-{k}" for h, k, _ in CASES])
+def test_objective_curvature_equals_in_memory(client, head, kind, sizes, reduction, dtype):
+    """mlpgrad.dask.Objective's hvp and ggn_vp (one vector, and 20: more than one native block of 16 columns) and
+    ggn_diag, with sample weights and the penalty: the in-memory Objective's up to the order of the sums, on uneven
+    chunks (a one-row and an empty block) and on one chunk; the same bits when repeated."""
+    n = sum(UNEVEN)
+    Ws, bs, X, y = make_problem(sizes, n, head, kind, dtype, seed=3)
+    w = np.random.default_rng(4).uniform(0, 3, n)
+    theta = mlpgrad.pack(Ws, bs)
+    kw = dict(head=head, reduction=reduction, alpha=0.3)
+    obj = mlpgrad.Objective(sizes, X, y, sample_weight=w, **kw)
+    V = np.random.default_rng(5).standard_normal((obj.n_params, 20))
+
+    def products(o):
+        return {"hvp": o.hvp(theta, V), "ggn_vp": o.ggn_vp(theta, V), "hvp v": o.hvp(theta, V[:, 0]),
+                "ggn_vp v": o.ggn_vp(theta, V[:, 0]), "ggn_diag": o.ggn_diag(theta)}
+
+    want = products(obj)
+    for chunks in (UNEVEN, (n,)):
+        dobj = mdask.Objective(sizes, _rows(X, chunks), _rows(y, chunks), sample_weight=_rows(w, chunks), **kw)
+        got = products(dobj)
+        for name, a in got.items():
+            assert a.dtype == want[name].dtype and a.shape == want[name].shape
+            _check(a, want[name], dtype, f"{head}-{kind} {reduction} {np.dtype(dtype).name} chunks {chunks} {name}")
+        assert np.array_equal(dobj.ggn_vp(theta, V), got["ggn_vp"])
+    np.testing.assert_allclose(dobj.ggn_operator(theta) @ V[:, 0], got["ggn_vp v"])
 
 
 def test_integer_X_and_label_dtypes_convert_like_in_memory(client):
@@ -340,6 +371,26 @@ def test_lbfgs_fit_on_cluster_matches_in_memory(client, kind, weighted):
     assert b.n_features_in_ == a.n_features_in_ and b.coefs_[0].dtype == np.float64
     assert _max_diff(a, b) <= tol(np.float64, "optimizer")
     assert b.loss_ == pytest.approx(a.loss_, rel=tol(np.float64))
+    np.testing.assert_array_equal(b.predict(X), a.predict(X))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+@pytest.mark.parametrize("chunks", [(300,), (70, 90, 80, 60)], ids=["one-block", "uneven"])
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_newton_cg_fit_on_cluster_matches_in_memory(client, kind, chunks):
+    """newton-cg, float64, 6 outer iterations with sample weights: the Gauss-Newton products and gradients from the
+    cluster give the in-memory fit's iterates, to the optimizer's bound (the line searches and conjugate gradients
+    amplify the rounding of the other summation order)."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPClassifier
+    X, y = _classification(kind)
+    w = np.random.default_rng(1).uniform(0.1, 2, len(y))
+    kw = dict(hidden_layer_sizes=(12, 7), max_iter=6, random_state=3, solver="newton-cg")
+    a = MLPClassifier(**kw).fit(X, y, sample_weight=w)
+    b = MLPClassifier(**kw).fit(_rows(X, chunks), _rows(y, chunks), sample_weight=_rows(w, chunks))
+    assert b.n_iter_ == a.n_iter_ == len(b.loss_curve_)
+    assert _max_diff(a, b) <= tol(np.float64, "optimizer")
+    np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=tol(np.float64))
     np.testing.assert_array_equal(b.predict(X), a.predict(X))
 
 

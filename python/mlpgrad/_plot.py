@@ -35,7 +35,7 @@ def plot_loss_curve(est, ax=None, *, label=None, **plot_kwargs):
             ax._mlpgrad_score_axis = ax2
         ax2.plot(range(1, len(scores) + 1), scores, **{**plot_kwargs, "linestyle": ":", "color": line.get_color()},
                  label=f"{name}: validation accuracy")
-    ax.set_xlabel("epoch" if getattr(est, "solver", "adam") != "lbfgs" else "iteration")
+    ax.set_xlabel("epoch" if getattr(est, "solver", "adam") in ("adam", "sgd") else "iteration")  # full-batch: iterations
     ax.set_ylabel("loss")
     ax.legend(loc="upper right")
     return ax

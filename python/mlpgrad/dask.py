@@ -240,9 +240,10 @@ def _blocks(arr):
     return list(arr.to_delayed().ravel())
 
 
-def _tree(parts, token, add=_add):
-    """The pairwise tree of Delayed block sums (add(a, b) one node): its root, or None without blocks."""
-    return _pairwise(parts, lambda a, b, level, i: dask.delayed(add)(
+def _tree(parts, token, add=None):
+    """The pairwise tree of Delayed block sums (add(a, b) one node, _add's by default): its root, or None without
+    blocks."""
+    return _pairwise(parts, lambda a, b, level, i: dask.delayed(add or _add)(
         a, b, dask_key_name=f"mlpgrad-sum-{level}-{i}-{token}"))
 
 
@@ -382,9 +383,9 @@ class Objective(_FlatObjective):
         return (f"mlpgrad.dask.Objective({list(self.layer_sizes)}, N={self.n_samples}, blocks={len(self._blocks)}, "
                 f"head={self.head!r}, reduction={self.reduction!r}, alpha={self.alpha}, dtype={self.dtype.name})")
 
-    def _reduce(self, task, theta, *args, add=_add):
+    def _reduce(self, task, theta, *args, add=None):
         """task(theta, sizes, block, *args, n_threads) on every bound block, the results added by the fixed pairwise
-        tree: the root's value, or None without blocks. theta and args enter the graph once."""
+        tree (add: _tree's): the root's value, or None without blocks. theta and args enter the graph once."""
         token = uuid.uuid4().hex
         theta_d = dask.delayed(theta.copy(), name=f"mlpgrad-theta-{token}", traverse=False)
         args_d = [dask.delayed(a, name=f"mlpgrad-arg{j}-{token}", traverse=False) if isinstance(a, np.ndarray) else a
