@@ -415,6 +415,17 @@ def test_demo_runs(tmp_path, capsys):
     plt.close("all")
 
 
+def test_demo_newton_cg_table(capsys):
+    """--newton-cg: a row per full-batch solver on digits, with the iterations and time to reach lbfgs's loss."""
+    from mlpgrad.cli import main
+    assert main(["demo", "--max-iter", "8", "--newton-cg", "--no-sklearn", "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert "iterations and time to reach lbfgs's final training loss" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("digits") and "float64" in line]
+    assert [r[1] for r in rows[-2:]] == ["lbfgs", "newton-cg"]
+    assert rows[-2][3] == "8" and rows[-2][6] == "1.00x"  # lbfgs reaches its own loss at its last iteration
+
+
 def test_jax_input_without_copy():
     jnp = pytest.importorskip("jax.numpy")
     X, y = _data("binary")

@@ -2,8 +2,9 @@
 
 Trains both with the same hyper-parameters on scikit-learn's bundled digits data (no download) and prints
 their fit times and test accuracies side by side; ``--large`` adds a synthetic 200 000 x 100 problem
-(make_classification); ``--plot FILE.png`` writes the loss curves. Needs the "sklearn" extra
-(``pip install ".[sklearn]"``).
+(make_classification); ``--newton-cg`` adds a table of mlpgrad's full-batch solvers on each case, the iterations
+and time newton-cg and lbfgs take to reach lbfgs's final training loss; ``--plot FILE.png`` writes the loss
+curves. Needs the "sklearn" extra (``pip install ".[sklearn]"``).
 """
 
 from __future__ import annotations
@@ -17,24 +18,28 @@ __all__ = ["add_arguments", "run_command"]
 DESCRIPTION = __doc__
 
 
-def _cases(args):
-    """(case name, (X_train, X_test, y_train, y_test), the hyper-parameters of both estimators)."""
+def _datasets(args):
+    """(case name, (X_train, X_test, y_train, y_test), max_iter, solvers of the main table): digits, and with
+    --large the synthetic case."""
     from sklearn.datasets import load_digits, make_classification
     from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
-    split = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
-    yield "digits", split, dict(hidden_layer_sizes=(100,), solver=args.solver, max_iter=args.max_iter,
-                                random_state=0, early_stopping=args.early_stopping)
+    yield "digits", train_test_split(X, y, test_size=0.25, random_state=0, stratify=y), args.max_iter, [args.solver]
     if args.large:
         X, y = make_classification(n_samples=args.large_samples, n_features=100, n_informative=40, n_classes=2,
                                    random_state=0)
-        split = train_test_split(X, y, test_size=0.2, random_state=0)
-        for solver in args.large_solvers.split(","):
-            yield f"synthetic {args.large_samples} x 100", split, dict(
-                hidden_layer_sizes=(100,), solver=solver, max_iter=args.large_max_iter, random_state=0,
-                early_stopping=args.early_stopping and solver != "lbfgs")
+        yield (f"synthetic {args.large_samples} x 100", train_test_split(X, y, test_size=0.2, random_state=0),
+               args.large_max_iter, args.large_solvers.split(","))
+
+
+def _cases(datasets, args):
+    """(case name, (X_train, X_test, y_train, y_test), the hyper-parameters of both estimators)."""
+    for case, split, max_iter, solvers in datasets:
+        for solver in solvers:
+            yield case, split, dict(hidden_layer_sizes=(100,), solver=solver, max_iter=max_iter, random_state=0,
+                                    early_stopping=args.early_stopping and solver != "lbfgs")
 
 
 def _fit(est, X_train, y_train, X_test, y_test, repeat=1):
@@ -51,6 +56,43 @@ def _fit(est, X_train, y_train, X_test, y_test, repeat=1):
             est.fit(X_train, y_train)
             best = min(best, time.perf_counter() - t0)
     return best, est.score(X_test, y_test)
+
+
+def _newton_table(datasets, dtypes, args, MLPClassifier):
+    """mlpgrad's newton-cg against its lbfgs from the same initialization: the iterations and the fit time each
+    needs to reach lbfgs's final training loss (lbfgs: its whole fit). newton-cg's are found from a fit of the
+    case's max_iter (its loss curve), then timed by a fit of just that many iterations (the same iterates)."""
+    import numpy as np
+
+    print("\nnewton-cg against lbfgs (mlpgrad): iterations and time to reach lbfgs's final training loss")
+    header = (f"{'case':<24} {'solver':<9} {'dtype':<8} {'iters':>5} {'time':>10} {'vs lbfgs':>9} "
+              f"{'final loss':>11} {'after':>5}")
+    print(header)
+    print("-" * len(header))
+    for case, (X_tr, X_te, y_tr, y_te), max_iter, _ in datasets:
+        for dt in dtypes:
+            params = dict(hidden_layer_sizes=(100,), max_iter=max_iter, random_state=0, dtype=dt,
+                          n_threads=args.threads)
+            lbfgs = MLPClassifier(solver="lbfgs", **params)
+            ref, _ = _fit(lbfgs, X_tr, y_tr, X_te, y_te, args.repeat)
+            print(f"{case:<24} {'lbfgs':<9} {dt:<8} {lbfgs.n_iter_:>5} {ref:>8.3f} s {'1.00x':>9} "
+                  f"{lbfgs.loss_:>11.3e} {lbfgs.n_iter_:>5}", flush=True)
+            newton = MLPClassifier(solver="newton-cg", **params)
+            _fit(newton, X_tr, y_tr, X_te, y_te)
+            reached = np.flatnonzero(np.asarray(newton.loss_curve_) <= lbfgs.loss_)
+            if reached.size:
+                iters = int(reached[0]) + 1
+                secs, _ = _fit(MLPClassifier(solver="newton-cg", **dict(params, max_iter=iters)), X_tr, y_tr, X_te,
+                               y_te, args.repeat)
+                reach = f"{iters:>5} {secs:>8.3f} s {ref / secs:>8.2f}x"
+            else:
+                reach = f"{'-':>5} {'not reached':>10} {'-':>9}"
+            print(f"{case:<24} {'newton-cg':<9} {dt:<8} {reach} {newton.loss_:>11.3e} {newton.n_iter_:>5}",
+                  flush=True)
+    print("\nthe same hyper-parameters as above, solver as shown; iters, time: to reach lbfgs's final training loss "
+          "(the mean log-loss plus the penalty; newton-cg: a fit of that many iterations), best of "
+          f"{args.repeat}; vs lbfgs: lbfgs's fit time over newton-cg's; final loss: after 'after' iterations (max_iter "
+          "or the solver's own stopping rule)")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -73,7 +115,8 @@ def run_command(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header))
     curves = []
-    for case, (X_tr, X_te, y_tr, y_te), params in _cases(args):
+    datasets = list(_datasets(args))
+    for case, (X_tr, X_te, y_tr, y_te), params in _cases(datasets, args):
         ref = None
         if not args.no_sklearn:
             sk = SkMLP(activation="logistic", **params)
@@ -96,6 +139,8 @@ def run_command(args: argparse.Namespace) -> int:
           + f", early_stopping={args.early_stopping} (never with lbfgs), the other parameters at scikit-learn's "
           f"defaults; scikit-learn gets the float64 data, mlpgrad computes in the dtype shown; speed-up: "
           f"scikit-learn's fit time over mlpgrad's; fit time: best of {args.repeat}")
+    if args.newton_cg:
+        _newton_table(datasets, dtypes, args, MLPClassifier)
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")
@@ -126,6 +171,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--large-max-iter", type=int, default=10, help="max_iter of the synthetic case (default 10)")
     p.add_argument("--large-solvers", default="adam,lbfgs",
                    help="solvers run on the synthetic case, comma-separated (default adam,lbfgs)")
+    p.add_argument("--newton-cg", action="store_true",
+                   help="also newton-cg against lbfgs: iterations and time to reach lbfgs's final training loss")
     p.add_argument("--threads", type=int, default=None, help="mlpgrad's n_threads (default: OpenMP's setting)")
     p.add_argument("--repeat", type=int, default=1, help="fit each estimator N times, report the fastest (default 1)")
     p.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn's estimator")
