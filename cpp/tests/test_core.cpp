@@ -28,6 +28,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "mlpgrad/curvature.hpp"
 #include "mlpgrad/layout.hpp"
 #include "mlpgrad/mlp.hpp"
 #include "mlpgrad/optim.hpp"
@@ -1592,6 +1593,154 @@ void per_sample_extreme_deltas(double w, double max_norm, const char* name) {
 }
 
 // Every per-sample case: both dtypes, every SIMD level, 1-3 threads.
+// ---------------------------------------------------------------------------------------------------
+// Curvature products (mlpgrad/curvature.hpp). H v against central differences of the library's own
+// gradient in double; G against H where they are equal (no hidden layer); diag(G) against G's products with
+// the unit vectors; float against double; the same bits for 1, 2 and 3 threads; every SIMD level; bad
+// requests. Under the sanitizers this is the memory check of the R-pass's buffers and packed directions.
+
+template <typename T>
+std::vector<T> curvature_run(const Data<T>& D, const Variant& v, mlpgrad::CurvatureOp op, const std::vector<T>& V,
+                             int64_t m, int threads) {
+  const mlpgrad::Layout layout(D.net.sizes);
+  const bool diag = op == mlpgrad::CurvatureOp::ggn_diag;
+  std::vector<T> out(layout.n_params * (diag ? 1 : m), std::numeric_limits<T>::quiet_NaN());
+  mlpgrad::CurvatureRequest<T> q;
+  q.op = op;
+  q.V = diag ? nullptr : V.data();
+  q.m = diag ? 0 : m;
+  q.out = out.data();
+  mlpgrad::curvature<T>(D.net, v.head, D.batch(v), v.reduction, q, threads);
+  ++g_calls;
+  return out;
+}
+
+// The flat gradient (P,) at theta + e v, by the library (double).
+std::vector<double> gradient_at(const Problem& P, const Data<double>& D, const Variant& v, const std::vector<double>& dir,
+                                double e) {
+  const mlpgrad::Layout layout(P.sizes);
+  std::vector<double> theta(layout.n_params), g(layout.n_params);
+  for (int64_t l = 0; l < P.L(); ++l) {
+    std::copy(P.W[l].begin(), P.W[l].end(), theta.begin() + layout.w[l]);
+    std::copy(P.b[l].begin(), P.b[l].end(), theta.begin() + layout.b[l]);
+  }
+  for (int64_t i = 0; i < layout.n_params; ++i) theta[i] += e * dir[i];
+  mlpgrad::loss_and_grad<double>(layout.network<double>(theta.data()), v.head, D.batch(v), v.reduction,
+                                 layout.gradients<double>(g.data()), 1);
+  return g;
+}
+
+double max_rel(const std::vector<double>& got, const std::vector<double>& want) {
+  double d = 0, s = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    d = std::max(d, std::fabs(got[i] - want[i]));
+    s = std::max(s, std::fabs(want[i]));
+  }
+  return s > 0 ? d / s : d;
+}
+
+template <typename T> std::vector<double> column(const std::vector<T>& a, int64_t m, int64_t j) {
+  std::vector<double> c(a.size() / m);
+  for (size_t i = 0; i < c.size(); ++i) c[i] = double(a[i * m + j]);
+  return c;
+}
+
+void curvature_problem(const std::vector<int64_t>& sizes, int64_t n, uint64_t seed, const Variant& v) {
+  using Op = mlpgrad::CurvatureOp;
+  const Problem P = make_problem(sizes, n, seed);
+  const mlpgrad::Layout layout(sizes);
+  const int64_t np = layout.n_params, m = 2;
+  const std::string name = "curvature " + shape_str(sizes) + " N=" + std::to_string(n) + " " + v.str();
+  Rng rng{seed * 7 + 1};
+  std::vector<double> V(np * m);
+  for (double& x : V) x = f32(rng.normal());
+  const Data<double> Dd(P);
+  const Data<float> Df(P);
+  const std::vector<float> Vf = as<float>(V);
+  std::vector<double> H = curvature_run<double>(Dd, v, Op::hvp, V, m, 1);
+  const std::vector<double> G = curvature_run<double>(Dd, v, Op::ggn_vp, V, m, 1);
+  const std::vector<double> diag = curvature_run<double>(Dd, v, Op::ggn_diag, {}, 0, 1);
+  // H v = (g(theta + e v) - g(theta - e v)) / 2e + O(e^2)
+  const double e = 1e-4;
+  for (int64_t j = 0; j < m; ++j) {
+    const std::vector<double> dir = column(V, m, j);
+    const std::vector<double> gp = gradient_at(P, Dd, v, dir, e), gm = gradient_at(P, Dd, v, dir, -e);
+    std::vector<double> fd(np);
+    for (int64_t i = 0; i < np; ++i) fd[i] = (gp[i] - gm[i]) / (2 * e);
+    const double err = max_rel(column(H, m, j), fd);
+    EXPECT(err <= 1e-6, name + ": H v against differences of the gradient, rel err " + std::to_string(err));
+  }
+  if (P.L() == 1) EXPECT(max_rel(column(H, m, 0), column(G, m, 0)) <= 1e-12, name + ": H != G without hidden layers");
+  if (np <= 200) {  // diag(G) = the diagonal of G's columns
+    std::vector<double> unit(np * np, 0.0);
+    for (int64_t i = 0; i < np; ++i) unit[i * np + i] = 1.0;
+    const std::vector<double> Gcols = curvature_run<double>(Dd, v, Op::ggn_vp, unit, np, 1);
+    std::vector<double> gd(np);
+    for (int64_t i = 0; i < np; ++i) gd[i] = Gcols[i * np + i];
+    EXPECT(max_rel(diag, gd) <= 1e-12, name + ": ggn_diag != diagonal of ggn_vp(I)");
+  }
+  for (Op op : {Op::hvp, Op::ggn_vp, Op::ggn_diag}) {
+    const std::vector<double>& want = op == Op::hvp ? H : op == Op::ggn_vp ? G : diag;
+    const char* what = op == Op::hvp ? " hvp" : op == Op::ggn_vp ? " ggn_vp" : " ggn_diag";
+    for (Isa isa : isas()) {
+      mlpgrad::set_active_isa(isa);
+      const std::vector<float> f1 = curvature_run<float>(Df, v, op, Vf, m, 1);
+      const std::vector<double> d1 = curvature_run<double>(Dd, v, op, V, m, 1);
+      record<float>(max_rel(std::vector<double>(f1.begin(), f1.end()), want), name + what + " float " +
+                    mlpgrad::isa_name(isa), g_worst_ps);
+      record<double>(max_rel(d1, want), name + what + " double " + mlpgrad::isa_name(isa), g_worst_ps);
+      for (int threads : {2, 3}) {
+        EXPECT(same_bits(curvature_run<float>(Df, v, op, Vf, m, threads), f1), name + what + " float: threads differ");
+        EXPECT(same_bits(curvature_run<double>(Dd, v, op, V, m, threads), d1), name + what + " double: threads differ");
+      }
+    }
+    mlpgrad::set_active_isa(mlpgrad::best_isa());
+  }
+}
+
+template <typename T> void bad_curvature() {
+  using Op = mlpgrad::CurvatureOp;
+  const Problem P = make_problem({3, 4, 2}, 5, 11);
+  const Data<T> D(P);
+  const Variant v{Head::softmax, Targets::labels, false, Reduction::sum, false};
+  const mlpgrad::Layout layout(P.sizes);
+  std::vector<T> V(layout.n_params, T(1)), out(layout.n_params);
+  auto run = [&](Op op, const T* Vp, int64_t m, T* o) {
+    mlpgrad::CurvatureRequest<T> q;
+    q.op = op;
+    q.V = Vp;
+    q.m = m;
+    q.out = o;
+    mlpgrad::curvature<T>(D.net, v.head, D.batch(v), v.reduction, q, 1);
+  };
+  expect_invalid<T>([&] { run(Op::hvp, V.data(), 0, out.data()); }, "curvature: m = 0");
+  expect_invalid<T>([&] { run(Op::ggn_vp, nullptr, 1, out.data()); }, "curvature: V null");
+  expect_invalid<T>([&] { run(Op::ggn_diag, nullptr, 0, nullptr); }, "curvature: out null");
+  expect_invalid<T>([&] { run(Op(7), V.data(), 1, out.data()); }, "curvature: unknown op");
+}
+
+void curvature_all() {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  const std::vector<Variant> every = all_variants();
+  const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> shapes = {
+      {{3, 1}, {1, 40}}, {{5, 7, 3}, {5, 130}}, {{4, 13, 1}, {97}}, {{9, 17, 33, 5}, {1, 400}},
+      {{2, 3, 5, 7, 2}, {60}}, {{40, 70, 10}, {700}}};
+  uint64_t seed = 9000;
+  int64_t count = 0;
+  for (const auto& [sizes, ns] : shapes)
+    for (int64_t n : ns) {
+      Variant v = every[(seed * 5) % every.size()];
+      if (n == 0) v.reduction = Reduction::sum;
+      curvature_problem(sizes, n, seed++, v);
+      ++count;
+    }
+  bad_curvature<float>();
+  bad_curvature<double>();
+  std::printf("curvature: %lld problems, %.1f s\n", (long long)count,
+              std::chrono::duration<double>(clock::now() - t0).count());
+}
+
 void per_sample_all() {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
@@ -1651,6 +1800,7 @@ int main() {
     per_sample_extreme_deltas<double>(w, max_norm, name);
   }
   per_sample_all();
+  curvature_all();
 
   // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
   // with the engine's own choice of schedule; a quarter of them (at least one) again with the chunked
