@@ -215,3 +215,87 @@ def check(what, got, want, E, dtype, rel=None, worst=None, key=None):
     assert frac <= 1.0, (f"{what}: max|native - reference| = {diff:.3e} > allowed {allowed:.3e} "
                          f"(max|reference| {scale:.3e}, u max(E) {u * float(np.max(E)):.3e})")
     return frac
+
+
+def curvature_error_scale(Ws, bs, X, y, sample_weight, head, reduction, dtype, V=None, op="ggn_vp"):
+    """The magnitude E of the rounding error of hvp / ggn_vp (V (P,) or (P, m)) or ggn_diag, in units of u, for
+    ``check``: the same products with every factor replaced by its absolute value (|W|, |X|, |V|, |delta|), so
+    that terms which cancel in the result count with their size. The slopes h (1 - h) and the head's p (1 - p)
+    (and p - t) count as h (1 - h) + h: computed from a rounded h or p near 1 they are off by about u h (a
+    hidden unit or an output in saturation). Only max(E) enters check's floor. float64 arrays in, float64 out;
+    ``dtype`` is not used (E is in units of u), kept for the call's symmetry with error_scales."""
+    hs, z = reference._forward_pass(Ws, bs, X)
+    ahs = [np.abs(hs[0])] + hs[1:]
+    slopes = [None] + [h * (1 - h) + h for h in hs[1:]]
+    aWs = [np.abs(W) for W in Ws]
+    n, k = z.shape
+    w = np.ones(n) if sample_weight is None else np.abs(np.asarray(sample_weight, dtype=np.float64))
+    c = w / w.sum() if reduction == "mean" and n else w
+    p = reference.sigmoid_forward(z) if head == "sigmoid" else reference.softmax_forward(z)
+    t = reference._dense_targets(reference.check_problem(Ws, bs, X, y, head, "sum", None))
+    s = t.sum(axis=1) if head == "softmax" else np.ones(n)
+
+    def abs_head(r):  # |c Hhead| |r|, the slope p (1 - p) counted as p (1 - p) + p
+        if head == "sigmoid":
+            return c[:, None] * (p * (1 - p) + p) * r
+        return (c * s)[:, None] * (p * r + p * (p * r).sum(axis=1, keepdims=True))
+
+    def backward(top, squares=False):  # weight products of the absolute backward of the output rows `top`
+        dWs, dbs, delta = [], [], top
+        for l in reversed(range(len(Ws))):
+            h = ahs[l] ** 2 if squares else ahs[l]
+            d = delta ** 2 if squares else delta
+            dWs.insert(0, h.T @ d)
+            dbs.insert(0, d.sum(axis=0))
+            if l > 0:
+                delta = (delta @ aWs[l].T) * slopes[l]
+        return dWs, dbs
+
+    def flat(dWs, dbs):
+        return np.concatenate([a.ravel() for a in dWs] + list(dbs))
+
+    if op == "ggn_diag":
+        E = 0
+        for j in range(k):
+            col = np.zeros((n, k))
+            col[:, j] = 1.0
+            factor = np.sqrt(np.abs(abs_head(col))) + (np.sqrt((c * s)[:, None] * p) * p if head == "softmax" else 0)
+            E = E + flat(*backward(factor, squares=True))
+        return E
+    V2 = np.abs(np.asarray(V, dtype=np.float64)).reshape(sum(W.size + b.size for W, b in zip(Ws, bs)), -1)
+    sizes = [W.shape[0] for W in Ws] + [Ws[-1].shape[1]]
+    ordinary = None
+    if op == "hvp":  # |delta_l| of the ordinary backward, from |c (p - t)| floored by c u p
+        ordinary = [None] * len(Ws)
+        delta = c[:, None] * (np.abs(p - t) + p)
+        for l in reversed(range(len(Ws))):
+            ordinary[l] = delta
+            if l > 0:
+                delta = (delta @ aWs[l].T) * slopes[l]
+    cols = []
+    for v in V2.T:
+        VW, Vb = mlpgrad_unpack(v, sizes)
+        R_hs, R_z = [np.zeros_like(ahs[0])], None
+        for l in range(len(Ws)):
+            R_z = R_hs[l] @ aWs[l] + ahs[l] @ VW[l] + Vb[l]
+            if l + 1 < len(Ws):
+                R_hs.append(slopes[l + 1] * R_z)
+        top = abs_head(R_z)
+        if op == "ggn_vp":
+            cols.append(flat(*backward(top)))
+            continue
+        dWs, dbs, R_delta = [None] * len(Ws), [None] * len(Ws), top
+        for l in reversed(range(len(Ws))):
+            dWs[l] = R_hs[l].T @ ordinary[l] + ahs[l].T @ R_delta
+            dbs[l] = R_delta.sum(axis=0)
+            if l > 0:
+                dh = ordinary[l] @ aWs[l].T
+                R_delta = (R_delta @ aWs[l].T + ordinary[l] @ VW[l].T) * slopes[l] + dh * R_hs[l]
+        cols.append(flat(dWs, dbs))
+    return np.stack(cols, axis=1).reshape(np.shape(V))
+
+
+def mlpgrad_unpack(v, sizes):
+    """(V_Ws, V_bs): a flat (P,) vector's parts in pack order."""
+    import mlpgrad
+    return mlpgrad.unpack(v, sizes)

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from mlpgrad import _bench_curvature as curvature
 from mlpgrad import _bench_per_sample as per_sample
 from mlpgrad import bench, cli
 
@@ -245,3 +246,92 @@ def test_per_sample_peers_match_mlpgrad():
         assert r["ok"], r["max_rel_err"]
         assert set(peers) <= set(r["ms"])
     assert "BackPACK" in per_sample.format_peers(result["rows"]) or "backpack_l2" not in peers
+
+
+# -- the curvature section (bench --curvature, issue 13) -----------------------------------------------------------
+
+
+def test_curvature_flop_formulas_by_hand():
+    """4-3-2, n = 10: products 12 and 6 (S = 18, S2 = 6). Forward 2*10*18 = 360, deltas 2*10*6 = 120. Per vector:
+    hvp 2*10*(2*18 + 4*6) = 1200; ggn_vp 2*10*(2*18 + 2*6) = 960; ggn_diag per head column 2*10*(18 + 6) = 480."""
+    sizes = (4, 3, 2)
+    assert curvature.hvp_flops(sizes, 10, 1) == 360 + 120 + 1200
+    assert curvature.hvp_flops(sizes, 10, 16) == 360 + 120 + 16 * 1200
+    assert curvature.ggn_vp_flops(sizes, 10, 1) == 360 + 960
+    assert curvature.ggn_vp_flops(sizes, 10, 16) == 360 + 16 * 960
+    assert curvature.ggn_diag_flops(sizes, 10) == 360 + 2 * 480
+    # the issue's statement: on its shapes one hvp needs 1.9-2.4x the gradient's flops, one ggn_vp about 1.6x
+    for config in curvature.SHAPES.values():
+        grad = per_sample.gradient_flops(config.sizes, config.n)
+        assert 1.85 < curvature.hvp_flops(config.sizes, config.n, 1) / grad < 2.4
+        assert 1.5 < curvature.ggn_vp_flops(config.sizes, config.n, 1) / grad < 1.65
+
+
+def test_curvature_quick_validates_and_formats():
+    """mlpgrad's curvature functions on the tiny shapes, both dtypes, no peers (torch not needed): each agrees with
+    mlpgrad.reference, every op is timed, every target without a peer or GEMM has a value, the tables print."""
+    result = curvature.run(quick=True, dtypes="both", threads=1, settle=0, log=pytest.fail)
+    rows = result["rows"]
+    assert [(r["config"], r["n"], r["dtype"]) for r in rows] == [
+        ("smoke", 100, "float32"), ("smoke", 100, "float64"), ("smoke_sigmoid", 100, "float32"),
+        ("smoke_sigmoid", 100, "float64")]
+    for r in rows:
+        assert r["ok"], r["max_rel_err"]
+        assert set(r["ms"]) == set(curvature.OPS) and all(v > 0 for v in r["ms"].values())
+        assert r["ratio"]["hvp1"] == pytest.approx(r["ms"]["hvp1"] / r["ms"]["grad"])
+        assert r["flops"]["hvp16"] == curvature.hvp_flops(r["sizes"], r["n"], curvature.VECTORS)
+        targets = {t["measure"]: t for t in r["targets"]}
+        assert targets["hvp(1) / loss_and_grad"]["met"] in (True, False)
+        assert targets["ggn_vp(1) / loss_and_grad"]["met"] in (True, False)
+        assert targets["BackPACK DiagGGNExact / ggn_diag"]["value"] is None  # no peers asked for
+    text = curvature.format_times(rows) + curvature.format_targets(rows) + curvature.format_rates(rows)
+    assert "| smoke_sigmoid" in text and "hvp(16) ms" in text and "- (peer absent)" in text
+    assert curvature.format_peers(rows) == ""
+
+
+def test_curvature_cli_quick_json(tmp_path, capsys):
+    out = tmp_path / "curv.json"
+    assert cli.main(["bench", "--curvature", "--quick", "--peers", "none", "--gemm", "numpy", "--repeat", "2",
+                     "--settle", "0", "--threads", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert "rows" not in data and "per_sample" not in data  # the mode replaces the main table
+    section = data["curvature"]
+    assert [(r["config"], r["n"]) for r in section["rows"]] == [("smoke", 100), ("smoke_sigmoid", 100)]
+    assert [g["label"] for g in section["gemm"]["results"]] == ["square"]
+    for r in section["rows"]:
+        assert r["gemm_gflops"]["square"] > 0 and r["calls"]["grad"] == 2
+        assert any(t["measure"] == "hvp(16) % of square GEMM" and t["value"] > 0 for t in r["targets"])
+    text = capsys.readouterr().out
+    assert "curvature (issue 13)" in text and "% square GEMM" in text and "R{dh}" in text
+
+
+def test_curvature_shapes():
+    """The issue's shapes at the per-sample section's N; --quick divides a named shape's N as the bench does."""
+    names = {c.name: (c.layers, c.n, c.head) for c in curvature.resolve_shapes(None)}
+    assert names == {"mnist": ("784-256-256-10", 1024, "softmax"), "seed1_small": ("32-64-64-1", 8192, "sigmoid"),
+                     "mid_sigmoid": ("100-50-50-1", 8192, "sigmoid")}
+    (quick,) = curvature.resolve_shapes(["mnist"], quick=True)
+    assert quick.n == 1024 // bench.QUICK_FACTOR
+    assert [c.n for c in curvature.resolve_shapes(None, quick=True)] == [100, 100]
+
+
+def test_curvature_missing_torch_leaves_peers_out(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(bench, "_PEER_STATE", {})
+    result = curvature.run(["smoke"], quick=True, settle=0, repeat=1, peers=["func_hvp"], log=pytest.fail)
+    assert result["rows"][0]["ok"] and "func_hvp" not in result["rows"][0]["ms"]
+    assert any("torch is not importable" in note for note in result["notes"])
+
+
+def test_curvature_peers_match_mlpgrad():
+    """Whatever curvature peers are installed (torch.func, curvlinops, BackPACK) agree with mlpgrad."""
+    peers = curvature.available_peers()
+    if not peers:
+        pytest.skip("torch is not installed")
+    result = curvature.run(quick=True, dtypes="both", settle=0, repeat=1, peers="auto", log=pytest.fail)
+    assert not result["notes"], result["notes"]
+    for r in result["rows"]:
+        assert r["ok"], r["max_rel_err"]
+        assert set(peers) <= set(r["ms"])
+    if "backpack_diag" in peers:
+        assert all(t["value"] > 0 for r in result["rows"] for t in r["targets"] if "BackPACK" in t["measure"])

@@ -27,6 +27,10 @@ on small problems too).  Properties:
   with the weights.  The native result agrees with the reference's within ``_bounds.check`` of its error scale
   (``_bounds.per_sample_error_scales``: the per-sample gradients' scales, combined as each quantity combines
   them), is finite, has the documented type, shape and dtype, and equals the Objective's method bit for bit.
+* Or, as often, one curvature product (issue 13): hvp or ggn_vp with V drawn as grad_dot's (up to 20 columns:
+  two native blocks), or ggn_diag, with the problem's reduction and weights: finite, of the documented shape and
+  dtype, the Objective's method bit for bit, and within ``_bounds.check`` of the reference, E from
+  ``_bounds.curvature_error_scale`` (the same products on absolute values).
 
 Profiles (tests/conftest.py): "ci" (default) runs 1000 derandomized examples per test;
 ``HYPOTHESIS_PROFILE=dev`` runs 100 random ones.  Both properties are marked ``slow``; their ``_quick`` twins run
@@ -46,7 +50,7 @@ from hypothesis import given, note, settings, strategies as st  # noqa: E402
 import mlpgrad  # noqa: E402
 from mlpgrad import reference  # noqa: E402
 import _report  # noqa: E402
-from _bounds import check, error_scales, per_sample_error_scales  # noqa: E402
+from _bounds import check, curvature_error_scale, error_scales, per_sample_error_scales  # noqa: E402
 from _problems import forced_schedule, make_network, make_targets  # noqa: E402
 
 # A failing example makes hypothesis's pytest plugin import libcst (to write a patch file), and an old
@@ -111,6 +115,7 @@ def _snapshot(arrays):
 # -- problems -------------------------------------------------------------------------------------
 
 PS_OPS = ("norms", "layer_norms", "clipped", "clipped_per_layer", "grads", "dot", "gram", "sumsq")
+CURVATURE_OPS = ("hvp", "ggn_vp", "ggn_diag")  # issue 13: drawn as often as the per-sample functions together
 
 @st.composite
 def specs(draw, scaled=False):
@@ -157,7 +162,7 @@ def specs(draw, scaled=False):
                           else [0.0] * depth)
     # one per-sample function on the same problem, with its options
     spec["per_sample"] = dict(
-        op=draw(st.sampled_from(PS_OPS)),
+        op=draw(st.sampled_from(PS_OPS if draw(st.booleans()) else CURVATURE_OPS)),
         clip=draw(st.sampled_from([0.1, 0.5, 0.9, np.inf])),  # max_norm: 0.9 times this quantile of the norms
         m=draw(st.sampled_from([None, 1, 3, 70])),  # V (P,), or (P, m): 70 makes two native passes of <= 64
         V_dtype=draw(st.sampled_from(["same", "float64", "float32", "int8"])),
@@ -314,11 +319,12 @@ def per_sample_arguments(spec, native, ref):
             clip = [_quantile_level(np.sqrt((G[:, layers == l] ** 2).sum(axis=1)), o["clip"])
                     for l in range(len(R["Ws"]))]
         ps["native"]["max_norm"] = ps["ref"]["max_norm"] = clip
-    elif o["op"] == "dot":
-        V = rng.standard_normal((P, o["m"] or 1))
+    elif o["op"] in ("dot", "hvp", "ggn_vp"):
+        m = o["m"] if o["op"] == "dot" or o["m"] is None else min(o["m"], 20)  # 20: two native curvature blocks
+        V = rng.standard_normal((P, m or 1))
         V = np.round(3 * V).astype(np.int8) if o["V_dtype"] == "int8" else V.astype(
             dt if o["V_dtype"] == "same" else o["V_dtype"])
-        V = with_layout(V[:, 0] if o["m"] is None else V, o["V_layout"], rng, spec["readonly"])
+        V = with_layout(V[:, 0] if m is None else V, o["V_layout"], rng, spec["readonly"])
         ps["native"]["V"] = V
         ps["ref"]["V"] = np.asarray(V).astype(dt).astype(np.float64)
         ps["inputs"].append(V)
@@ -367,6 +373,11 @@ def per_sample_native(spec, native, ps, obj):
     elif op == "gram":
         r = {"gram": mlpgrad.grad_gram(Ws, bs, X, y, a.get("X2"), a.get("y2"), head=head, n_threads=threads)}
         same = [(obj.grad_gram(theta, a.get("X2"), a.get("y2")), r["gram"])]
+    elif op in CURVATURE_OPS:
+        V = () if op == "ggn_diag" else (a["V"],)
+        r = {op: getattr(mlpgrad, op)(Ws, bs, X, y, *V, head=head, reduction=spec["reduction"], sample_weight=w,
+                                      n_threads=threads)}
+        same = [(getattr(obj, op)(theta, *V), r[op])]
     else:
         g = mlpgrad.sum_squared_grads(Ws, bs, X, y, head=head, sample_weight=w, n_threads=threads)
         assert g.input is None
@@ -439,6 +450,12 @@ def per_sample_compare(spec, ps, r, ref, E_loss, key):
         G2, EG2 = ps["G2"], ps["EG2"]
         E = (EG + aG) @ np.abs(G2).T + aG @ EG2.T
         check(op, r["gram"], want, E, dt, worst=WORST, key=key)
+    elif op in CURVATURE_OPS:
+        V = () if op == "ggn_diag" else (a["V"],)
+        want = getattr(reference, op)(*data, *V, head=head, reduction=spec["reduction"], sample_weight=R["w"])
+        assert r[op].shape == want.shape
+        E = curvature_error_scale(*data, R["w"], head, spec["reduction"], dt, *V, op=op)
+        check(op, r[op], want, E, dt, worst=WORST, key=key)
     else:
         g = reference.sum_squared_grads(*data, head=head, sample_weight=R["w"])
         w = np.ones(n) if R["w"] is None else np.abs(R["w"])

@@ -5,7 +5,8 @@ message naming the argument (``weights[1]``, ``biases[0]``, ``X``, ``y``, ``samp
 ``reduction``, ``n_threads``); the rules are those of ``mlpgrad/_checks.py``.  Then: N = 0, read-only
 arrays, inputs never modified (bitwise), NaN in X.
 
-The per-sample functions (issue 12) and the Objective's per-sample methods run the same battery: each data
+The per-sample functions (issue 12), the curvature products (issue 13: hvp, ggn_vp, ggn_diag) and the
+Objective's methods of both run the same battery: each data
 rule on every function that takes the argument it breaks (``PS_ARGS``), the rules of X and y also on
 grad_gram's second set (the messages naming X2 and y2), and the rules of their own arguments (``BAD_PS``:
 max_norm, V, X2 / y2 given alone, per_sample_grads' out=).  A call that raises leaves every argument bitwise
@@ -62,7 +63,7 @@ def _objective_method(name, *method_keys):
 
 for _name, _keys in (("per_sample_grad_norms", ("per_layer",)), ("clipped_grad", ("max_norm",)),
                      ("per_sample_grads", ("out",)), ("grad_dot", ()), ("grad_gram", ("X2", "y2")),
-                     ("sum_squared_grads", ())):
+                     ("sum_squared_grads", ()), ("hvp", ()), ("ggn_vp", ()), ("ggn_diag", ())):
     setattr(_ObjectiveAPI, _name, _objective_method(_name, *_keys))
 
 
@@ -84,12 +85,14 @@ def base(head="softmax", dtype=np.float64, sizes=(3, 5, 2), n=4):
 
 
 PS_FUNCS = ("per_sample_grad_norms", "clipped_grad", "per_sample_grads", "grad_dot", "grad_gram",
-            "sum_squared_grads")
+            "sum_squared_grads", "hvp", "ggn_vp", "ggn_diag")
+V_FUNCS = ("grad_dot", "hvp", "ggn_vp")  # the functions taking V after y
 # The arguments each per-sample function takes besides weights, biases, X, y and head (the Objective's methods
 # take reduction and sample_weight too, through the Objective).
 PS_ARGS = {"per_sample_grad_norms": (), "clipped_grad": ("max_norm", "reduction", "sample_weight"),
            "per_sample_grads": ("out",), "grad_dot": ("V",), "grad_gram": ("X2", "y2"),
-           "sum_squared_grads": ("sample_weight",)}
+           "sum_squared_grads": ("sample_weight",), "hvp": ("V", "reduction", "sample_weight"),
+           "ggn_vp": ("V", "reduction", "sample_weight"), "ggn_diag": ("reduction", "sample_weight")}
 SECOND_SET = "grad_gram[X2, y2]"  # grad_gram with the base X, y and the case's X, y as X2, y2
 
 
@@ -111,7 +114,7 @@ def call(impl, func, args, **extra):
         func = "grad_gram"
     if func in PS_FUNCS:
         keys = [key for key in takes(impl, func) - {"weights", "biases", "X", "y", "head", "V"}]
-        V = (args["V"],) if func == "grad_dot" else ()
+        V = (args["V"],) if func in V_FUNCS else ()
         return getattr(mod, func)(args["weights"], args["biases"], args["X"], args["y"], *V, head=args["head"],
                                   **{key: args[key] for key in keys}, **extra)
     kw = dict(head=args["head"], reduction=args["reduction"], sample_weight=args["sample_weight"], **extra)
@@ -512,6 +515,10 @@ def _per_sample_variants(args):
         ("grad_dot", dict(args, V=np.stack([args["V"], -args["V"]], axis=1))),
         ("grad_gram", dict(args, X2=args["X"][:3], y2=args["y"][:3])),
         ("sum_squared_grads", dict(args, sample_weight=np.arange(4))),
+        ("hvp", dict(args, V=np.stack([args["V"], -args["V"]], axis=1), reduction="mean",
+                     sample_weight=np.linspace(0, 1, 4))),
+        ("ggn_vp", dict(args, V=np.stack([args["V"], -args["V"]], axis=1), reduction="mean")),
+        ("ggn_diag", dict(args, reduction="mean", sample_weight=np.arange(4))),
     ]
 
 
@@ -759,6 +766,10 @@ def test_per_sample_inputs_are_not_modified(impl, variant):
     mod.grad_gram(*data, head=head)
     mod.grad_gram(*data, X2, y2, head=head)
     mod.sum_squared_grads(*data, head=head, sample_weight=w)
+    for V in (V1, V3):
+        mod.hvp(*data, V, head=head, reduction="mean", sample_weight=w)
+        mod.ggn_vp(*data, V, head=head, sample_weight=w)
+    mod.ggn_diag(*data, head=head, sample_weight=w)
     assert ids == [id(a) for a in Ws] + [id(a) for a in bs]
     assert _snapshot(args) == before
 

@@ -237,10 +237,10 @@ def _installed(name: str) -> bool:
         return False
 
 
-def peer_versions(torch) -> Dict[str, str]:
-    """Versions of torch and of the installed peer packages (imported here)."""
+def peer_versions(torch, packages: Dict[str, str] = PEER_PACKAGES) -> Dict[str, str]:
+    """Versions of torch and of the installed peer ``packages`` ({module: distribution}) (imported here)."""
     out = {"torch": torch.__version__}
-    for mod, dist in PEER_PACKAGES.items():
+    for mod, dist in packages.items():
         if _installed(mod):
             try:
                 from importlib.metadata import version
@@ -393,10 +393,14 @@ def _peer_opacus_ghost(torch, p):
     return call, value
 
 
-def _backpack_call(torch, p, extension, read):
+def _backpack_call(torch, p, extension, read, extend_loss=False):
+    """One backward with a BackPACK extension; ``extend_loss``: the loss module extended too (what second-order
+    extensions, which backpropagate the loss's Hessian, need)."""
     from backpack import backpack, extend
     model = extend(_torch_model(torch, p))
     X, y, crit = torch.from_numpy(p.X), _torch_targets(torch, p), _torch_loss(torch, p.head)
+    if extend_loss:
+        crit = extend(crit)
     params = list(model.parameters())
 
     def call():
@@ -432,16 +436,19 @@ PEER_FACTORIES = {
 }
 
 
-def available_peers() -> List[str]:
-    """The peers whose packages are installed (torch for all; opacus, backpack for theirs), found without import."""
+def available_peers(peer_ops: Dict[str, tuple] = PEER_OPS) -> List[str]:
+    """The peers of ``peer_ops`` whose packages are installed (torch for all; opacus, backpack for theirs), found
+    without import."""
     if not _installed("torch"):
         return []
-    return [name for name, (_, _, pkg) in PEER_OPS.items() if pkg is None or _installed(pkg)]
+    return [name for name, (_, _, pkg) in peer_ops.items() if pkg is None or _installed(pkg)]
 
 
-def _peer_calls(names, p, values, tol, where, log, notes) -> tuple:
+def _peer_calls(names, p, values, tol, where, log, notes, peer_ops=PEER_OPS, factories=PEER_FACTORIES,
+                labels=OP_LABELS) -> tuple:
     """Make each peer, call it once and compare it with the mlpgrad op computing the same thing (``values``);
     a peer that fails to build or run is left out with a note. One peer's result is held at a time.
+    ``peer_ops``, ``factories``, ``labels``: a section's tables (this one's by default).
     Returns ({peer: call}, {peer: relative error})."""
     torch = bench._setup_torch(p.threads)
     calls, errs = {}, {}
@@ -449,9 +456,9 @@ def _peer_calls(names, p, values, tol, where, log, notes) -> tuple:
         notes.append(f"peers left out: torch is not importable ({bench._PEER_STATE['torch'].get('error')})")
         return calls, errs
     for name in names:
-        label, op, _ = PEER_OPS[name]
+        label, op, _ = peer_ops[name]
         try:
-            call, value = PEER_FACTORIES[name](torch, p)
+            call, value = factories[name](torch, p)
             got = value(call())
         except Exception as exc:  # a peer's API or version problem: its column is just absent
             notes.append(f"{label} left out on {where}: {type(exc).__name__}: {exc}")
@@ -459,7 +466,7 @@ def _peer_calls(names, p, values, tol, where, log, notes) -> tuple:
         worst, err = _compare(got, values["opacus_clipped" if name == "opacus_ghost" else op])
         errs[name] = err
         if not err <= tol:
-            log(f"WARNING: {label} disagrees with mlpgrad's {OP_LABELS[op]} on {where}: "
+            log(f"WARNING: {label} disagrees with mlpgrad's {labels[op]} on {where}: "
                 f"relative error {err:.2e} in {worst} > {tol:.0e}")
         del got
         calls[name] = call

@@ -144,7 +144,7 @@ SUITE: Dict[str, Config] = {c.name: c for c in [
 EXTRA: Dict[str, Config] = {c.name: c for c in [
     Config("smoke", (4, 3, 2), 100, "softmax"),
     Config("smoke_sigmoid", (4, 3, 1), 100, "sigmoid"),
-    Config("mid_sigmoid", (100, 50, 50, 1), 8192, "sigmoid"),  # one of --per-sample's shapes (issue 12)
+    Config("mid_sigmoid", (100, 50, 50, 1), 8192, "sigmoid"),  # one of --per-sample's and --curvature's shapes
 ]}
 
 
@@ -1156,7 +1156,9 @@ Modes (instead of the table above; they combine): --plot FILE.png (throughput ag
 --plot-config, log-log), --scaling (native, 1 thread vs --threads T, default 2, on the suite's
 configs with >= 1 GFLOP per call or --config; issue 3 asks for >= 1.9x with 2), --linear [CONFIG]
 (native's time per row from N=1k to 1M rows; should be flat), --per-sample (issue 12's per-sample functions
-against loss_and_grad, the same-run GEMM and np.copyto, and torch.func vmap, Opacus and BackPACK when importable).
+against loss_and_grad, the same-run GEMM and np.copyto, and torch.func vmap, Opacus and BackPACK when importable),
+--curvature (issue 13's hvp, ggn_vp and ggn_diag against loss_and_grad and the same-run GEMM, and torch.func hvp,
+curvlinops and BackPACK DiagGGNExact when importable).
 """
 
 
@@ -1210,13 +1212,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "sum_squared_grads) against loss_and_grad, the same-run GEMM and np.copyto, and the peers "
                         "torch.func vmap, Opacus, BackPACK when importable, on --config (default mnist seed1_small "
                         "mid_sigmoid wide at their per-sample N; see mlpgrad/_bench_per_sample.py)")
+    p.add_argument("--curvature", action="store_true",
+                   help="the curvature functions (hvp, ggn_vp with 1 and 16 vectors, ggn_diag) against loss_and_grad "
+                        "and the same-run GEMM, and the peers torch.func hvp, curvlinops GGN, BackPACK DiagGGNExact "
+                        "when importable, on --config (default mnist N=1024, seed1_small and mid_sigmoid N=8192; see "
+                        "mlpgrad/_bench_curvature.py)")
     p.add_argument("--json", metavar="FILE", help="also write the header and rows as JSON to FILE")
+
+
+def _modes(args) -> bool:
+    """Whether a mode replaces the main table."""
+    return bool(args.plot or args.scaling or args.linear or args.objective or args.per_sample or args.curvature)
 
 
 def _selected_configs(args) -> List[Config]:
     """The configs of --config (or the suite, when no other mode or --layers is asked for), and --layers'."""
     parser = args.parser
-    modes = bool(args.plot or args.scaling or args.linear or args.objective or args.per_sample)
+    modes = _modes(args)
     names = list(args.config) if args.config else ([] if args.layers or modes else list(SUITE))
     configs = []
     for name in names:
@@ -1245,7 +1257,8 @@ def _progress(msg):
 
 
 def _run_tables(args, configs, table_configs, peers, peak, out) -> None:
-    """The main table, --scaling, --linear, --objective and --per-sample, each printed as it completes."""
+    """The main table, --scaling, --linear, --objective, --per-sample and --curvature, each printed as it
+    completes."""
     if table_configs:
         rows = run(table_configs, args.dtype, args.threads, args.repeat, quick=args.quick,
                    settle=args.settle, log=_log, progress=_progress, peers=peers,
@@ -1281,6 +1294,9 @@ def _run_tables(args, configs, table_configs, peers, peak, out) -> None:
     if args.per_sample:
         from . import _bench_per_sample
         out["per_sample"] = _bench_per_sample.run_command_section(args, configs, progress=_progress)
+    if args.curvature:
+        from . import _bench_curvature
+        out["curvature"] = _bench_curvature.run_command_section(args, configs, progress=_progress)
 
 
 def _run_plot(args, peers, gemm, out) -> None:
@@ -1319,8 +1335,8 @@ def _finish(args, info, configs, peers, out) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """``python -m mlpgrad bench``: ``args`` from :func:`add_arguments`, and ``args.parser`` (for its errors)."""
     configs = _selected_configs(args)
-    modes = bool(args.plot or args.scaling or args.linear or args.objective or args.per_sample)
-    own_configs = args.scaling or args.objective or args.per_sample  # modes that use --config themselves
+    modes = _modes(args)
+    own_configs = args.scaling or args.objective or args.per_sample or args.curvature  # modes using --config
     table_configs = configs if (not modes or (not own_configs and configs)) else []
     need_peers = bool(table_configs or args.plot)
     requested = args.peers if need_peers else []
