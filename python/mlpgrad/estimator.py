@@ -112,12 +112,12 @@ def _progress(total, desc, enabled):
 # NEWTON_DAMPING, lambda: the conjugate gradients solve (G + alpha I_W + lambda I) p = -grad, a fixed Levenberg-
 # Marquardt damping of the Gauss-Newton matrix of scikit-learn's mean loss. G + alpha I_W is only semi-definite: G
 # vanishes on directions that do not change the outputs (the incoming weights of a saturated unit, say) and alpha I_W
-# does not reach the biases, nor count for much with alpha / N = 1e-4 / N; lambda makes the system definite and
-# bounds the step in those directions, where an undamped step is long and wasted by the line search. Measured (the same counts) for lambda = 1e-2 ... 1e-6: 1e-2
-# never reached lbfgs's loss on digits in 40 iterations, 1e-3 reached it at iteration 28, 1e-4 at 24 (169
-# products), 1e-6 at 20 (148 products); on the synthetic case 1e-3 ... 1e-6 all at iteration 3, 1e-4 with the
-# lowest loss after 10 iterations. 1e-4: within 15% of the fewest products on digits and above float32's rounding
-# of the products (about 1e-7 of their size).
+# does not reach the biases, nor count for much with alpha / N = 1e-4 / N; lambda makes the system definite and bounds
+# the step in those directions, where an undamped step is long and wasted by the line search. Measured (the same counts)
+# for lambda = 1e-2 ... 1e-6: 1e-2 never reached lbfgs's loss on digits in 40 iterations, 1e-3 reached it at iteration
+# 28, 1e-4 at 24 (169 products), 1e-6 at 20 (148 products); on the synthetic case 1e-3 ... 1e-6 all at iteration 3, 1e-4
+# with the lowest loss after 10 iterations. 1e-4: within 15% of the fewest products on digits and above float32's
+# rounding of the products (about 1e-7 of their size).
 NEWTON_DAMPING = 1e-4
 
 
