@@ -22,9 +22,11 @@
 namespace mlpgrad::MLPGRAD_ISA {
 
 // The directions V (P, m), packed once per call: for vector v and layer l, V_{W_l} as full-K panels (for
-// h V_W), V_{W_l}^T (for delta V_W^T, H only, l > 0) and V_{b_l} contiguous (the R-forward's bias).
+// h V_W), V_{W_l}^T (for delta V_W^T, H only, l > 0) and V_{b_l} contiguous (the R-forward's bias). With m > 1,
+// V is first turned vector-major ((m, P), each vector contiguous), so that the packing reads rows and lines as
+// it does the weights (read in place, a column of V would take one cache line per value).
 template <typename T> struct Directions {
-  int64_t m = 0, size = 0;
+  int64_t m = 0, size = 0, vt = 0;
   std::vector<int64_t> wp, wtp, b;  // index v * L + l
   Directions(const std::vector<int64_t>& d, int64_t m_, bool transposed) : m(m_) {
     const int64_t L = int64_t(d.size()) - 1;
@@ -37,20 +39,31 @@ template <typename T> struct Directions {
         b.push_back(size);
         size += align16(d[l + 1]);
       }
+    vt = size;
+    if (m > 1) size += m * Layout(d).n_params;
   }
-  // Called by every thread of the parallel region, which share the packing.
+  // Called by every thread of the parallel region, which share the work.
   void pack(const Layout& layout, const T* V, T* base, bool transposed) const {
     const std::vector<int64_t>& d = layout.sizes;
-    const int64_t L = int64_t(d.size()) - 1;
+    const int64_t L = int64_t(d.size()) - 1, P = layout.n_params, block = 4096;
+    const T* cols = V;  // vector v at cols + v P
+    if (m > 1) {
+      T* Vt = base + vt;
+#pragma omp for schedule(static)
+      for (int64_t i0 = 0; i0 < P; i0 += block)
+        for (int64_t i = i0; i < std::min(P, i0 + block); ++i)
+          for (int64_t v = 0; v < m; ++v) Vt[v * P + i] = V[i * m + v];
+      cols = Vt;
+    }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < 2 * m * L; ++task) {
       const int64_t v = task / (2 * L), l = task / 2 % L, i = v * L + l;
-      const T* Vw = V + layout.w[l] * m + v;  // element (a, j) of V_{W_l} at Vw[(a d_l + j) m]
+      const T* Vw = cols + v * P + layout.w[l];  // V_{W_l} of vector v, row-major (d_{l-1}, d_l)
       if (task % 2 == 0) {
-        pack_b_panels<T>(d[l], d[l + 1], Vw, d[l + 1] * m, m, base + wp[i]);
-        for (int64_t j = 0; j < d[l + 1]; ++j) base[b[i] + j] = V[(layout.b[l] + j) * m + v];
+        pack_b_panels<T>(d[l], d[l + 1], Vw, d[l + 1], 1, base + wp[i]);
+        std::copy(cols + v * P + layout.b[l], cols + v * P + layout.b[l] + d[l + 1], base + b[i]);
       } else if (transposed && l > 0) {
-        pack_b_panels<T>(d[l + 1], d[l], Vw, m, d[l + 1] * m, base + wtp[i]);
+        pack_b_panels<T>(d[l + 1], d[l], Vw, 1, d[l + 1], base + wtp[i]);
       }
     }
   }
@@ -264,22 +277,25 @@ template <typename T> void ggn_diag_chunk(const CurvatureChunk<T>& k, T* g, bool
   }
 }
 
-// Sum the group buffers (each m vectors of P values, pack order, vstride apart) pairwise, in blocks shared by
-// the threads, ((g0 + g1) + (g2 + g3)) + ..., and write the sums to out (P, m).
+// Sum the group buffers (each m vectors of P values, pack order, vstride apart) pairwise, in blocks of
+// parameters shared by the threads, ((g0 + g1) + (g2 + g3)) + ..., and write the sums to out (P, m): a block's
+// every vector on one thread, so that no two threads write one cache line of out.
 template <typename T>
 void sum_vector_groups(T* groups, int64_t n_groups, int64_t gstride, int64_t vstride, int64_t P, int64_t m, T* out) {
-  const int64_t block = 4096, per_vector = (P + block - 1) / block;
+  const int64_t block = 4096;
 #pragma omp for schedule(static)
-  for (int64_t bi = 0; bi < m * per_vector; ++bi) {
-    const int64_t v = bi / per_vector, lo = bi % per_vector * block, hi = std::min(P, lo + block);
-    T* base = groups + v * vstride;
-    for (int64_t step = 1; step < n_groups; step *= 2)
-      for (int64_t g = 0; g + step < n_groups; g += 2 * step) {
-        T* a = base + g * gstride;
-        const T* b = base + (g + step) * gstride;
-        for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
-      }
-    for (int64_t i = lo; i < hi; ++i) out[i * m + v] = base[i];
+  for (int64_t lo = 0; lo < P; lo += block) {
+    const int64_t hi = std::min(P, lo + block);
+    for (int64_t v = 0; v < m; ++v) {
+      T* base = groups + v * vstride;
+      for (int64_t step = 1; step < n_groups; step *= 2)
+        for (int64_t g = 0; g + step < n_groups; g += 2 * step) {
+          T* a = base + g * gstride;
+          const T* b = base + (g + step) * gstride;
+          for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
+        }
+      for (int64_t i = lo; i < hi; ++i) out[i * m + v] = base[i];
+    }
   }
 }
 
