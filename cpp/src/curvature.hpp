@@ -4,7 +4,8 @@
 // R-forward R{h_l} beside h_l, the head's Hessian on R{z_L}, and the R-backward, whose weight products add
 // into the chunk's group buffer as the gradient's do. The GGN drops the hidden layers' second-derivative
 // terms: its R-backward is the ordinary backward of c Hhead R{z_L}. diag(G) backpropagates the k columns of
-// a factor of each row's head Hessian and adds the per-sample squares' products (as sum_squared_grads).
+// a factor of each row's head Hessian, sums the squares of their deltas per sample, and adds the products of
+// those with the squared layer inputs (as sum_squared_grads does).
 // Chunks, groups and every sum's order depend on the shapes only: the same bits for any thread count.
 #pragma once
 
@@ -232,30 +233,19 @@ template <typename T> void hvp_chunk(const CurvatureChunk<T>& k, int64_t v, T* g
   }
 }
 
-// The ordinary backward of the output rows in rb.rz, with each layer's weight products added into g: of
-// (h, delta) for G v, of (h^2, delta^2) when `squares` (diag(G): delta squared in place once the next delta
-// is made from it).
-template <typename T> void backward_products(const CurvatureChunk<T>& k, T* g, bool first, bool squares) {
+// The ordinary backward of the output rows in rb.rz, with each layer's weight products added into g.
+template <typename T> void backward_products(const CurvatureChunk<T>& k, T* g, bool first) {
   const Plan<T>& plan = k.r.plan;
   const std::vector<int64_t>& d = plan.d;
   const int64_t m = k.r.m;
   MatView<T> cur{k.rb.rz, d[plan.L]};
   T* spare[2] = {k.rb.a, k.rb.b};
   for (int64_t l = plan.L - 1; l >= 0; --l) {
-    MatView<T> next{spare[l % 2], d[l]};
+    const MatView<T> next{spare[l % 2], d[l]};
     if (l > 0) linear_backward_input<T>(next, cur, k.c.ws + plan.wtp[l], k.r.h(l), m, d[l], d[l + 1], k.gs);
-    MatView<const T> h = k.r.h(l);
-    if (squares) {
-      for (int64_t i = 0; i < m; ++i) {
-        T* row = cur.p + i * cur.ld;
-        for (int64_t j = 0; j < d[l + 1]; ++j) row[j] *= row[j];
-        for (int64_t a = 0; a < d[l]; ++a) k.rb.h2[i * d[l] + a] = h.p[i * h.ld + a] * h.p[i * h.ld + a];
-      }
-      h = {k.rb.h2, d[l]};
-    }
     T* db = g + k.layout.b[l];
     if (first) std::fill(db, db + d[l + 1], T(0));
-    linear_backward_weights<T>({g + k.layout.w[l], d[l + 1]}, db, cur, h, m, d[l], d[l + 1], !first, k.gs);
+    linear_backward_weights<T>({g + k.layout.w[l], d[l + 1]}, db, cur, k.r.h(l), m, d[l], d[l + 1], !first, k.gs);
     cur = next;
   }
 }
@@ -264,16 +254,42 @@ template <typename T> void backward_products(const CurvatureChunk<T>& k, T* g, b
 template <typename T> void ggn_vp_chunk(const CurvatureChunk<T>& k, int64_t v, T* g, bool first) {
   r_forward<T>(k, v);
   head_curvature<T>(k);
-  backward_products<T>(k, g, first, false);
+  backward_products<T>(k, g, first);
 }
 
-// diag(G) for the chunk into g: for each column j of the factors S_i (S_i S_i^T = c_i Hhead_i), its ordinary
-// backward and the per-sample squares' products (h^2)^T delta^2 and column sums of delta^2.
+// diag(G) for the chunk into g. For each column j of the factors S_i (S_i S_i^T = c_i Hhead_i), its ordinary
+// backward gives delta^{(j)}_l; diag(G) of W_l is sum_i (h_{l-1,i}^2)^T M_{l,i} with M_l = sum_j (delta^{(j)}_l)^2
+// (and of b_l the column sums of M_l): the squares summed over the k columns first (in the kept-delta buffers),
+// then one product per layer instead of k.
 template <typename T> void ggn_diag_chunk(const CurvatureChunk<T>& k, T* g, bool first) {
+  const Plan<T>& plan = k.r.plan;
+  const std::vector<int64_t>& d = plan.d;
+  const int64_t m = k.r.m;
   const HeadScratch<T> s = k.head();
-  for (int64_t j = 0; j < k.r.plan.k; ++j) {
-    xent_hessian_factor_column<T>(k.c.head == Head::softmax, k.rb.rz, s.p, k.targets(), s.c, k.r.m, k.r.plan.k, j);
-    backward_products<T>(k, g, first && j == 0, true);
+  T* spare[2] = {k.rb.a, k.rb.b};
+  for (int64_t j = 0; j < plan.k; ++j) {
+    xent_hessian_factor_column<T>(k.c.head == Head::softmax, k.rb.rz, s.p, k.targets(), s.c, m, plan.k, j);
+    MatView<T> cur{k.rb.rz, d[plan.L]};
+    for (int64_t l = plan.L - 1; l >= 0; --l) {
+      const MatView<T> next{spare[l % 2], d[l]};
+      if (l > 0) linear_backward_input<T>(next, cur, k.c.ws + plan.wtp[l], k.r.h(l), m, d[l], d[l + 1], k.gs);
+      const MatView<T> M = k.r.delta(l);
+      for (int64_t i = 0; i < m; ++i) {
+        const T* x = cur.p + i * cur.ld;
+        T* acc = M.p + i * M.ld;
+        for (int64_t q = 0; q < d[l + 1]; ++q) acc[q] = j == 0 ? x[q] * x[q] : acc[q] + x[q] * x[q];
+      }
+      cur = next;
+    }
+  }
+  for (int64_t l = 0; l < plan.L; ++l) {
+    const MatView<const T> h = k.r.h(l);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t a = 0; a < d[l]; ++a) k.rb.h2[i * d[l] + a] = h.p[i * h.ld + a] * h.p[i * h.ld + a];
+    T* db = g + k.layout.b[l];
+    if (first) std::fill(db, db + d[l + 1], T(0));
+    linear_backward_weights<T>({g + k.layout.w[l], d[l + 1]}, db, k.r.delta(l), {k.rb.h2, d[l]}, m, d[l], d[l + 1],
+                               !first, k.gs);
   }
 }
 
@@ -313,7 +329,7 @@ double run_curvature(const Network<T>& net, Head head, const Batch<T>& batch, Re
     return 0.0;
   }
   const Plan<T> plan(d, batch.n, Mode::grad, false, Schedule::chunked,
-                     PlanExtras{hvp, RBuffers<T>::row_scratch(d, hvp), true});
+                     PlanExtras{hvp || diag, RBuffers<T>::row_scratch(d, hvp), true});
   const int nt = thread_count(n_threads, plan.n_groups);
   const Directions<T> dirs(d, diag ? 0 : m, hvp);
   const int64_t vstride = align16(P), gstride = vstride * m, base = plan.workspace_size(nt);
