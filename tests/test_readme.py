@@ -3,6 +3,7 @@
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -41,3 +42,18 @@ def test_readme_per_sample_example_runs():
     assert namespace["norms"].shape == (4096,) and namespace["scores"].shape == (8, 4096)
     assert namespace["along"].shape == (4096,) and namespace["G"].shape == (16, 269322)
     assert namespace["proponents"].shape == (8, 5)
+
+
+def test_readme_curvature_example_runs():
+    """The curvature example (the fourth python block) continues the usage example: the Gauss-Newton step is a
+    descent direction and the GGN diagonal is non-negative."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert "ggn_operator" in blocks[3]
+    namespace = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    exec(compile(blocks[3], str(README), "exec"), namespace)
+    obj, theta, step = namespace["obj"], namespace["theta"], namespace["step"]
+    assert namespace["Hv"].shape == (obj.n_params,) and namespace["diag"].shape == (obj.n_params,)
+    assert np.all(namespace["diag"] >= 0)
+    assert float(np.dot(obj.loss_and_grad(theta)[1], step)) < 0
+    assert obj.loss(theta + 0.5 * step) < obj.loss(theta)

@@ -4,7 +4,8 @@
 // R-forward R{h_l} beside h_l, the head's Hessian on R{z_L}, and the R-backward, whose weight products add
 // into the chunk's group buffer as the gradient's do. The GGN drops the hidden layers' second-derivative
 // terms: its R-backward is the ordinary backward of c Hhead R{z_L}. diag(G) backpropagates the k columns of
-// a factor of each row's head Hessian and adds the per-sample squares' products (as sum_squared_grads).
+// a factor of each row's head Hessian, sums the squares of their deltas per sample, and adds the products of
+// those with the squared layer inputs (as sum_squared_grads does).
 // Chunks, groups and every sum's order depend on the shapes only: the same bits for any thread count.
 #pragma once
 
@@ -22,9 +23,11 @@
 namespace mlpgrad::MLPGRAD_ISA {
 
 // The directions V (P, m), packed once per call: for vector v and layer l, V_{W_l} as full-K panels (for
-// h V_W), V_{W_l}^T (for delta V_W^T, H only, l > 0) and V_{b_l} contiguous (the R-forward's bias).
+// h V_W), V_{W_l}^T (for delta V_W^T, H only, l > 0) and V_{b_l} contiguous (the R-forward's bias). With m > 1,
+// V is first turned vector-major ((m, P), each vector contiguous), so that the packing reads rows and lines as
+// it does the weights (read in place, a column of V would take one cache line per value).
 template <typename T> struct Directions {
-  int64_t m = 0, size = 0;
+  int64_t m = 0, size = 0, vt = 0;
   std::vector<int64_t> wp, wtp, b;  // index v * L + l
   Directions(const std::vector<int64_t>& d, int64_t m_, bool transposed) : m(m_) {
     const int64_t L = int64_t(d.size()) - 1;
@@ -37,20 +40,31 @@ template <typename T> struct Directions {
         b.push_back(size);
         size += align16(d[l + 1]);
       }
+    vt = size;
+    if (m > 1) size += m * Layout(d).n_params;
   }
-  // Called by every thread of the parallel region, which share the packing.
+  // Called by every thread of the parallel region, which share the work.
   void pack(const Layout& layout, const T* V, T* base, bool transposed) const {
     const std::vector<int64_t>& d = layout.sizes;
-    const int64_t L = int64_t(d.size()) - 1;
+    const int64_t L = int64_t(d.size()) - 1, P = layout.n_params, block = 4096;
+    const T* cols = V;  // vector v at cols + v P
+    if (m > 1) {
+      T* Vt = base + vt;
+#pragma omp for schedule(static)
+      for (int64_t i0 = 0; i0 < P; i0 += block)
+        for (int64_t i = i0; i < std::min(P, i0 + block); ++i)
+          for (int64_t v = 0; v < m; ++v) Vt[v * P + i] = V[i * m + v];
+      cols = Vt;
+    }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < 2 * m * L; ++task) {
       const int64_t v = task / (2 * L), l = task / 2 % L, i = v * L + l;
-      const T* Vw = V + layout.w[l] * m + v;  // element (a, j) of V_{W_l} at Vw[(a d_l + j) m]
+      const T* Vw = cols + v * P + layout.w[l];  // V_{W_l} of vector v, row-major (d_{l-1}, d_l)
       if (task % 2 == 0) {
-        pack_b_panels<T>(d[l], d[l + 1], Vw, d[l + 1] * m, m, base + wp[i]);
-        for (int64_t j = 0; j < d[l + 1]; ++j) base[b[i] + j] = V[(layout.b[l] + j) * m + v];
+        pack_b_panels<T>(d[l], d[l + 1], Vw, d[l + 1], 1, base + wp[i]);
+        std::copy(cols + v * P + layout.b[l], cols + v * P + layout.b[l] + d[l + 1], base + b[i]);
       } else if (transposed && l > 0) {
-        pack_b_panels<T>(d[l + 1], d[l], Vw, m, d[l + 1] * m, base + wtp[i]);
+        pack_b_panels<T>(d[l + 1], d[l], Vw, 1, d[l + 1], base + wtp[i]);
       }
     }
   }
@@ -219,30 +233,19 @@ template <typename T> void hvp_chunk(const CurvatureChunk<T>& k, int64_t v, T* g
   }
 }
 
-// The ordinary backward of the output rows in rb.rz, with each layer's weight products added into g: of
-// (h, delta) for G v, of (h^2, delta^2) when `squares` (diag(G): delta squared in place once the next delta
-// is made from it).
-template <typename T> void backward_products(const CurvatureChunk<T>& k, T* g, bool first, bool squares) {
+// The ordinary backward of the output rows in rb.rz, with each layer's weight products added into g.
+template <typename T> void backward_products(const CurvatureChunk<T>& k, T* g, bool first) {
   const Plan<T>& plan = k.r.plan;
   const std::vector<int64_t>& d = plan.d;
   const int64_t m = k.r.m;
   MatView<T> cur{k.rb.rz, d[plan.L]};
   T* spare[2] = {k.rb.a, k.rb.b};
   for (int64_t l = plan.L - 1; l >= 0; --l) {
-    MatView<T> next{spare[l % 2], d[l]};
+    const MatView<T> next{spare[l % 2], d[l]};
     if (l > 0) linear_backward_input<T>(next, cur, k.c.ws + plan.wtp[l], k.r.h(l), m, d[l], d[l + 1], k.gs);
-    MatView<const T> h = k.r.h(l);
-    if (squares) {
-      for (int64_t i = 0; i < m; ++i) {
-        T* row = cur.p + i * cur.ld;
-        for (int64_t j = 0; j < d[l + 1]; ++j) row[j] *= row[j];
-        for (int64_t a = 0; a < d[l]; ++a) k.rb.h2[i * d[l] + a] = h.p[i * h.ld + a] * h.p[i * h.ld + a];
-      }
-      h = {k.rb.h2, d[l]};
-    }
     T* db = g + k.layout.b[l];
     if (first) std::fill(db, db + d[l + 1], T(0));
-    linear_backward_weights<T>({g + k.layout.w[l], d[l + 1]}, db, cur, h, m, d[l], d[l + 1], !first, k.gs);
+    linear_backward_weights<T>({g + k.layout.w[l], d[l + 1]}, db, cur, k.r.h(l), m, d[l], d[l + 1], !first, k.gs);
     cur = next;
   }
 }
@@ -251,35 +254,64 @@ template <typename T> void backward_products(const CurvatureChunk<T>& k, T* g, b
 template <typename T> void ggn_vp_chunk(const CurvatureChunk<T>& k, int64_t v, T* g, bool first) {
   r_forward<T>(k, v);
   head_curvature<T>(k);
-  backward_products<T>(k, g, first, false);
+  backward_products<T>(k, g, first);
 }
 
-// diag(G) for the chunk into g: for each column j of the factors S_i (S_i S_i^T = c_i Hhead_i), its ordinary
-// backward and the per-sample squares' products (h^2)^T delta^2 and column sums of delta^2.
+// diag(G) for the chunk into g. For each column j of the factors S_i (S_i S_i^T = c_i Hhead_i), its ordinary
+// backward gives delta^{(j)}_l; diag(G) of W_l is sum_i (h_{l-1,i}^2)^T M_{l,i} with M_l = sum_j (delta^{(j)}_l)^2
+// (and of b_l the column sums of M_l): the squares summed over the k columns first (in the kept-delta buffers),
+// then one product per layer instead of k.
 template <typename T> void ggn_diag_chunk(const CurvatureChunk<T>& k, T* g, bool first) {
+  const Plan<T>& plan = k.r.plan;
+  const std::vector<int64_t>& d = plan.d;
+  const int64_t m = k.r.m;
   const HeadScratch<T> s = k.head();
-  for (int64_t j = 0; j < k.r.plan.k; ++j) {
-    xent_hessian_factor_column<T>(k.c.head == Head::softmax, k.rb.rz, s.p, k.targets(), s.c, k.r.m, k.r.plan.k, j);
-    backward_products<T>(k, g, first && j == 0, true);
+  T* spare[2] = {k.rb.a, k.rb.b};
+  for (int64_t j = 0; j < plan.k; ++j) {
+    xent_hessian_factor_column<T>(k.c.head == Head::softmax, k.rb.rz, s.p, k.targets(), s.c, m, plan.k, j);
+    MatView<T> cur{k.rb.rz, d[plan.L]};
+    for (int64_t l = plan.L - 1; l >= 0; --l) {
+      const MatView<T> next{spare[l % 2], d[l]};
+      if (l > 0) linear_backward_input<T>(next, cur, k.c.ws + plan.wtp[l], k.r.h(l), m, d[l], d[l + 1], k.gs);
+      const MatView<T> M = k.r.delta(l);
+      for (int64_t i = 0; i < m; ++i) {
+        const T* x = cur.p + i * cur.ld;
+        T* acc = M.p + i * M.ld;
+        for (int64_t q = 0; q < d[l + 1]; ++q) acc[q] = j == 0 ? x[q] * x[q] : acc[q] + x[q] * x[q];
+      }
+      cur = next;
+    }
+  }
+  for (int64_t l = 0; l < plan.L; ++l) {
+    const MatView<const T> h = k.r.h(l);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t a = 0; a < d[l]; ++a) k.rb.h2[i * d[l] + a] = h.p[i * h.ld + a] * h.p[i * h.ld + a];
+    T* db = g + k.layout.b[l];
+    if (first) std::fill(db, db + d[l + 1], T(0));
+    linear_backward_weights<T>({g + k.layout.w[l], d[l + 1]}, db, k.r.delta(l), {k.rb.h2, d[l]}, m, d[l], d[l + 1],
+                               !first, k.gs);
   }
 }
 
-// Sum the group buffers (each m vectors of P values, pack order, vstride apart) pairwise, in blocks shared by
-// the threads, ((g0 + g1) + (g2 + g3)) + ..., and write the sums to out (P, m).
+// Sum the group buffers (each m vectors of P values, pack order, vstride apart) pairwise, in blocks of
+// parameters shared by the threads, ((g0 + g1) + (g2 + g3)) + ..., and write the sums to out (P, m): a block's
+// every vector on one thread, so that no two threads write one cache line of out.
 template <typename T>
 void sum_vector_groups(T* groups, int64_t n_groups, int64_t gstride, int64_t vstride, int64_t P, int64_t m, T* out) {
-  const int64_t block = 4096, per_vector = (P + block - 1) / block;
+  const int64_t block = 4096;
 #pragma omp for schedule(static)
-  for (int64_t bi = 0; bi < m * per_vector; ++bi) {
-    const int64_t v = bi / per_vector, lo = bi % per_vector * block, hi = std::min(P, lo + block);
-    T* base = groups + v * vstride;
-    for (int64_t step = 1; step < n_groups; step *= 2)
-      for (int64_t g = 0; g + step < n_groups; g += 2 * step) {
-        T* a = base + g * gstride;
-        const T* b = base + (g + step) * gstride;
-        for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
-      }
-    for (int64_t i = lo; i < hi; ++i) out[i * m + v] = base[i];
+  for (int64_t lo = 0; lo < P; lo += block) {
+    const int64_t hi = std::min(P, lo + block);
+    for (int64_t v = 0; v < m; ++v) {
+      T* base = groups + v * vstride;
+      for (int64_t step = 1; step < n_groups; step *= 2)
+        for (int64_t g = 0; g + step < n_groups; g += 2 * step) {
+          T* a = base + g * gstride;
+          const T* b = base + (g + step) * gstride;
+          for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
+        }
+      for (int64_t i = lo; i < hi; ++i) out[i * m + v] = base[i];
+    }
   }
 }
 
@@ -297,7 +329,7 @@ double run_curvature(const Network<T>& net, Head head, const Batch<T>& batch, Re
     return 0.0;
   }
   const Plan<T> plan(d, batch.n, Mode::grad, false, Schedule::chunked,
-                     PlanExtras{hvp, RBuffers<T>::row_scratch(d, hvp), true});
+                     PlanExtras{hvp || diag, RBuffers<T>::row_scratch(d, hvp), true});
   const int nt = thread_count(n_threads, plan.n_groups);
   const Directions<T> dirs(d, diag ? 0 : m, hvp);
   const int64_t vstride = align16(P), gstride = vstride * m, base = plan.workspace_size(nt);
