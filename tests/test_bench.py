@@ -253,13 +253,14 @@ def test_per_sample_peers_match_mlpgrad():
 
 def test_curvature_flop_formulas_by_hand():
     """4-3-2, n = 10: products 12 and 6 (S = 18, S2 = 6). Forward 2*10*18 = 360, deltas 2*10*6 = 120. Per vector:
-    hvp 2*10*(2*18 + 4*6) = 1200; ggn_vp 2*10*(2*18 + 2*6) = 960; ggn_diag per head column 2*10*(18 + 6) = 480."""
+    hvp 2*10*(2*18 + 4*6) = 1200; ggn_vp 2*10*(2*18 + 2*6) = 960; ggn_diag per head column the deltas 2*10*6 = 120,
+    then one squares' product 2*10*18 = 360."""
     sizes = (4, 3, 2)
     assert curvature.hvp_flops(sizes, 10, 1) == 360 + 120 + 1200
     assert curvature.hvp_flops(sizes, 10, 16) == 360 + 120 + 16 * 1200
     assert curvature.ggn_vp_flops(sizes, 10, 1) == 360 + 960
     assert curvature.ggn_vp_flops(sizes, 10, 16) == 360 + 16 * 960
-    assert curvature.ggn_diag_flops(sizes, 10) == 360 + 2 * 480
+    assert curvature.ggn_diag_flops(sizes, 10) == 360 + 2 * 120 + 360
     # the issue's statement: on its shapes one hvp needs 1.9-2.4x the gradient's flops, one ggn_vp about 1.6x
     for config in curvature.SHAPES.values():
         grad = per_sample.gradient_flops(config.sizes, config.n)

@@ -94,10 +94,10 @@ def ggn_vp_flops(sizes, n: int, m: int) -> int:
 
 
 def ggn_diag_flops(sizes, n: int) -> int:
-    """ggn_diag: the forward (2n sum p_l), then for each of the k = d_L columns of the head's factor the deltas
-    (2n sum_(l>=2) p_l) and the squares' product (h_(l-1)^2)^T delta_l^2 (2n sum p_l)."""
+    """ggn_diag: the forward (2n sum p_l), for each of the k = d_L columns of the head's factor its deltas
+    (2n sum_(l>=2) p_l), then one product (h_(l-1)^2)^T M_l of the squares summed over the columns (2n sum p_l)."""
     total, inner = _sums(sizes)
-    return 2 * n * total + sizes[-1] * 2 * n * (total + inner)
+    return 2 * n * total + sizes[-1] * 2 * n * inner + 2 * n * total
 
 
 def op_flops(sizes, n: int) -> Dict[str, int]:
@@ -405,8 +405,8 @@ GFLOP count the matrix products, with p_l = d_(l-1) d_l, S = sum_l p_l, S2 = sum
 R{{h_0}}: X gets no direction): loss_and_grad 2n (2 S + S2); hvp with m vectors 2n (S + S2) (forward and deltas,
 once) + m 2n (2 S + 4 S2) (R-forward R{{h}} W + h V_W: S + S2; R{{dW}} = R{{h}}^T delta + h^T R{{delta}}: S + S2;
 R{{dh}} = R{{delta}} W^T + delta V_W^T: 2 S2); ggn_vp 2n S (forward) + m 2n (2 S + 2 S2) (R-forward to J v: S + S2;
-the ordinary backward of c Hhead J v: S2 + S); ggn_diag 2n S + k 2n (S + S2) (k = d_L backward passes of the head
-factor's columns, each with (h^2)^T delta^2). One vector: hvp 1.9-2.4x, ggn_vp 1.6x loss_and_grad's flops on the issue's shapes."""
+the ordinary backward of c Hhead J v: S2 + S); ggn_diag 2n S + k 2n S2 + 2n S (k = d_L backward passes of the head
+factor's columns, then one (h^2)^T M product of their squares summed). One vector: hvp 1.9-2.4x, ggn_vp 1.6x loss_and_grad's flops on the issue's shapes."""
 
 
 def print_section(result: dict, gemm: Optional[dict]) -> None:
