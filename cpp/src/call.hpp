@@ -26,6 +26,7 @@ template <typename T> struct Call {
   T* ws;                      // the workspace laid out by plan
   StopFlag& stop;
   std::vector<double>& block_loss;  // the loss of each unit of rows, summed pairwise at the end
+  const ParamHook* hook = nullptr;  // applied to the finished gradient (mode grad), or null
   T* input_grad() const { return grads ? grads->dX : nullptr; }
   T* thread_scratch(int tid) const { return ws + plan.shared_rows + plan.per_thread * tid; }
 };
@@ -45,6 +46,17 @@ template <typename T> void pack_weights(const Call<T>& c) {
       pack_b_panels<T>(d[l + 1], d[l], c.net.W[l], 1, d[l + 1], c.ws + plan.wtp[l]);
     }
   }
+}
+
+// The hook on the finished gradient, its blocks shared by the threads of the region (after the barrier that
+// ends the gradient's last loop). Not after an interrupt: no thread polls past that barrier, so every thread
+// reads the same flag, and the call then throws with the parameters untouched.
+template <typename T> void apply_hook(const Call<T>& c) {
+  if (!c.hook || c.stop.raised()) return;
+  const int64_t P = c.plan.n_params, nb = ParamHook::blocks(P);
+#pragma omp for schedule(static)
+  for (int64_t b = 0; b < nb; ++b)
+    c.hook->apply(c.hook->ctx, b * ParamHook::kBlock, std::min(P, (b + 1) * ParamHook::kBlock), b);
 }
 
 // Scratch for the head on m rows: p, e (m, k); m, lse, c (m,).

@@ -130,6 +130,7 @@ template <typename T> void run_chunked(const Call<T>& c, int nt) {
         for (int64_t chunk = plan.group_begin(g); chunk < plan.group_begin(g + 1); ++chunk)
           if (!c.stop.stopped()) chunk_pass<T>(c, np, chunk, mine, groups + g * stride, chunk == plan.group_begin(g));
       sum_groups<T>(c, segs);
+      apply_hook<T>(c);
     } else {
 #pragma omp for schedule(dynamic, 1)
       for (int64_t chunk = 0; chunk < plan.n_chunks; ++chunk)

@@ -12,6 +12,23 @@ namespace mlpgrad {
 
 enum class Mode { probs, loss, grad };
 
+// Work on the finished gradient inside the engine's parallel region (the optimizer step of train_epoch):
+// apply(ctx, begin, end, block) for the blocks [block kBlock, ...) of the flat parameters in pack order,
+// shared among the threads, once every gradient element is final. The blocks depend on P alone.
+struct ParamHook {
+  static constexpr int64_t kBlock = 4096;
+  void (*apply)(void* ctx, int64_t begin, int64_t end, int64_t block) = nullptr;
+  void* ctx = nullptr;
+  static int64_t blocks(int64_t n_params) { return (n_params + kBlock - 1) / kBlock; }
+};
+
+// loss_and_grad (mlp.hpp) with the gradients in one flat buffer (grads from Layout::gradients) and `hook`
+// applied to it before the threads end.
+template <typename T>
+double loss_and_grad_hooked(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
+                            const Gradients<T>& grads, const ParamHook& hook, int n_threads,
+                            const Interrupt* interrupt = nullptr);
+
 // One matrix product for the C++ tests (cpp/tests/test_core.cpp), run by one ISA's gemm():
 //   C (m, n) = [C +] A (m, k) @ B (k, n), row stride ldc;
 // element (i, p) of A at A[i rsa + p csa], (p, j) of B at B[p rsb + j csb]. prepacked: B is packed as full-K
@@ -35,7 +52,8 @@ template <typename T> struct GemmTestCase {
   using mlpgrad::Mode;                                                                                     \
   template <typename T>                                                                                    \
   double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,                 \
-             const Gradients<T>* grads, T* probs, Mode mode, int n_threads, const Interrupt* interrupt);     \
+             const Gradients<T>* grads, T* probs, Mode mode, int n_threads, const Interrupt* interrupt,      \
+             const ParamHook* hook = nullptr);                                                             \
   template <typename T>                                                                                    \
   double run_per_sample(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,      \
                         const PerSampleRequest<T>& request, int n_threads, const Interrupt* interrupt);      \

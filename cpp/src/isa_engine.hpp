@@ -26,7 +26,7 @@ template <typename T> void gemm_for_tests(const GemmTestCase<T>& c) {
 
 #define MLPGRAD_INSTANTIATE(T)                                                                               \
   template double run<T>(const Network<T>&, Head, const Batch<T>&, Reduction, const Gradients<T>*, T*, Mode, int, \
-                         const Interrupt*);                                                                 \
+                         const Interrupt*, const ParamHook*);                                               \
   template double run_per_sample<T>(const Network<T>&, Head, const Batch<T>&, Reduction,                     \
                                     const PerSampleRequest<T>&, int, const Interrupt*);                       \
   template double run_curvature<T>(const Network<T>&, Head, const Batch<T>&, Reduction,                     \

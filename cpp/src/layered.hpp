@@ -139,6 +139,7 @@ template <typename T> void run_layered(const Call<T>& c, int nt) {
     if (c.mode == Mode::grad) {
       const T* delta = shared + c.plan.act[c.plan.L];
       for (int64_t l = c.plan.L - 1; l >= 0; --l) delta = layered_backward_layer<T>(c, shared, l, delta, gs, nt);
+      apply_hook<T>(c);
     }
   }
 }

@@ -19,15 +19,16 @@ namespace {
 
 template <typename T>
 double dispatch(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
-                const Gradients<T>* grads, T* probs, Mode mode, int n_threads, const Interrupt* intr) {
+                const Gradients<T>* grads, T* probs, Mode mode, int n_threads, const Interrupt* intr,
+                const ParamHook* hook = nullptr) {
   switch (active_isa()) {
 #ifdef MLPGRAD_HAVE_AVX512
-    case Isa::avx512: return avx512::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads, intr);
+    case Isa::avx512: return avx512::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads, intr, hook);
 #endif
 #ifdef MLPGRAD_HAVE_AVX2
-    case Isa::avx2: return avx2::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads, intr);
+    case Isa::avx2: return avx2::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads, intr, hook);
 #endif
-    default: return generic::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads, intr);
+    default: return generic::run<T>(net, head, batch, reduction, grads, probs, mode, n_threads, intr, hook);
   }
 }
 
@@ -149,13 +150,24 @@ double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Re
   return dispatch<T>(net, head, b, reduction, &grads, nullptr, Mode::grad, n_threads, interrupt);
 }
 
+template <typename T>
+double loss_and_grad_hooked(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
+                            const Gradients<T>& grads, const ParamHook& hook, int n_threads, const Interrupt* interrupt) {
+  const Batch<T> b = checked<T>(net, head, batch, reduction);
+  if (int64_t(grads.dW.size()) != net.n_layers() || int64_t(grads.db.size()) != net.n_layers())
+    fail("gradients: one dW and one db per layer expected");
+  return dispatch<T>(net, head, b, reduction, &grads, nullptr, Mode::grad, n_threads, interrupt, &hook);
+}
+
 #define MLPGRAD_INSTANTIATE(T)                                                                          \
   template Scan scan<T>(const Batch<T>&, Head, int64_t);                                              \
   template double check<T>(const Network<T>&, Head, const Batch<T>*, Reduction, bool);                \
   template void forward<T>(const Network<T>&, Head, int64_t, const T*, T*, int, const Interrupt*);    \
   template double loss<T>(const Network<T>&, Head, const Batch<T>&, Reduction, int, const Interrupt*); \
   template double loss_and_grad<T>(const Network<T>&, Head, const Batch<T>&, Reduction,               \
-                                   const Gradients<T>&, int, const Interrupt*);
+                                   const Gradients<T>&, int, const Interrupt*);                      \
+  template double loss_and_grad_hooked<T>(const Network<T>&, Head, const Batch<T>&, Reduction,        \
+                                          const Gradients<T>&, const ParamHook&, int, const Interrupt*);
 MLPGRAD_INSTANTIATE(float)
 MLPGRAD_INSTANTIATE(double)
 #undef MLPGRAD_INSTANTIATE

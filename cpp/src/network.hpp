@@ -13,6 +13,7 @@
 #include "chunked.hpp"
 #include "engines.hpp"
 #include "layered.hpp"
+#include "mlpgrad/layout.hpp"
 #include "mlpgrad/mlp.hpp"
 #include "parallel.hpp"
 #include "plan.hpp"
@@ -33,8 +34,14 @@ template <typename T> double empty_batch(const Network<T>& net, const Gradients<
 // One call: probabilities (mode probs), the loss, or the loss and every gradient.
 template <typename T>
 double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, const Gradients<T>* grads,
-           T* probs, Mode mode, int n_threads, const Interrupt* interrupt) {
-  if (batch.n == 0) return empty_batch<T>(net, grads);
+           T* probs, Mode mode, int n_threads, const Interrupt* interrupt, const ParamHook* hook) {
+  if (batch.n == 0) {
+    empty_batch<T>(net, grads);
+    const int64_t P = Layout(net.sizes).n_params;
+    for (int64_t b = 0; hook && b < ParamHook::blocks(P); ++b)
+      hook->apply(hook->ctx, b * ParamHook::kBlock, std::min(P, (b + 1) * ParamHook::kBlock), b);
+    return 0.0;
+  }
   const Plan<T> plan(net.sizes, batch.n, mode, grads && grads->dX, schedule());
   const int nt = thread_count(n_threads, plan.max_tasks(mode));
   WorkspaceLease<T> lease;
@@ -43,7 +50,7 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
   const double scale = mode != Mode::probs && reduction == Reduction::mean ? 1.0 / batch.total_weight : 1.0;
   std::vector<double> block_loss(plan.layered ? (batch.n + 255) / 256 : plan.n_chunks, 0.0);
   StopFlag stop(interrupt);
-  const Call<T> call{net, head, batch, scale, mode, grads, probs, plan, ws, stop, block_loss};
+  const Call<T> call{net, head, batch, scale, mode, grads, probs, plan, ws, stop, block_loss, hook};
   if (plan.layered)
     run_layered<T>(call, nt);
   else

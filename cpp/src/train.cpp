@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "engines.hpp"
 #include "mlpgrad/layout.hpp"
 #include "mlpgrad/optim.hpp"
 #include "poll.hpp"
@@ -22,6 +23,34 @@ void gather_rows(const T* src, int64_t width, const int64_t* idx, int64_t m, T* 
   for (int64_t i = 0; i < m; ++i) std::copy_n(src + idx[i] * width, width, out + i * width);
 }
 
+// One optimizer step, run by the engine's threads on the finished gradient (ParamHook): each block of the
+// flat parameters is updated where it is, and its part of the penalty's sum of squares kept; the parts are
+// added in block order afterwards (the same sum for any thread count).
+template <typename T> struct Step {
+  const Optimizer<T>& opt;
+  T* params;
+  const T* grad;
+  int64_t n_reg;
+  double l2, rate;
+  std::vector<double> parts;  // one per block
+
+  static void apply(void* ctx, int64_t begin, int64_t end, int64_t block) {
+    Step& s = *static_cast<Step*>(ctx);
+    const int64_t n = end - begin, reg = std::clamp<int64_t>(s.n_reg - begin, 0, n);
+    const Optimizer<T>& o = s.opt;
+    s.parts[size_t(block)] =
+        o.solver == Solver::adam
+            ? adam_step<T>(s.params + begin, s.grad + begin, o.state1 + begin, o.state2 + begin, n, reg, s.l2, s.rate,
+                           o.beta1, o.beta2, o.eps)
+            : sgd_step<T>(s.params + begin, s.grad + begin, o.state1 + begin, n, reg, s.l2, s.rate, o.momentum,
+                          o.nesterov);
+  }
+  double sum_of_squares() const {
+    double total = 0;
+    for (double p : parts) total += p;
+    return total;
+  }
+};
 
 }  // namespace
 
@@ -57,6 +86,10 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
 
   EpochResult result;
   result.sumsq = sumsq;
+  Step<T> step{opt, params, grad, n_reg, 0.0, 0.0, std::vector<double>(size_t(ParamHook::blocks(n_params)), 0.0)};
+  ParamHook hook;
+  hook.apply = &Step<T>::apply;
+  hook.ctx = &step;
   PollTimer poll(interrupt);
   for (int64_t start = 0; start < n; start += batch_size) {
     if (poll.due_and_stop()) throw Interrupted();
@@ -92,18 +125,17 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
       if (!(weight_sum > 0)) continue;
     }
     b.total_weight = weight_sum;  // the values were checked above
-    double loss = loss_and_grad<T>(net, head, b, Reduction::mean, grads, n_threads, interrupt);
+    // the step's constants; the engine applies it to each block of the gradient once that block is final
+    const int64_t t = *opt.t + 1;
+    step.l2 = alpha / weight_sum;
+    step.rate = opt.solver == Solver::adam
+                    ? opt.lr * std::sqrt(1 - std::pow(opt.beta2, double(t))) / (1 - std::pow(opt.beta1, double(t)))
+                    : opt.lr;
+    double loss = loss_and_grad_hooked<T>(net, head, b, Reduction::mean, grads, hook, n_threads, interrupt);
     loss += 0.5 * alpha * result.sumsq / weight_sum;
     result.loss_sum += loss * double(rows);
-    const double l2 = alpha / weight_sum;
-    const int64_t t = ++*opt.t;
-    if (opt.solver == Solver::adam) {
-      const double rate = opt.lr * std::sqrt(1 - std::pow(opt.beta2, double(t))) / (1 - std::pow(opt.beta1, double(t)));
-      result.sumsq = adam_step<T>(params, grad, opt.state1, opt.state2, n_params, n_reg, l2, rate, opt.beta1,
-                                  opt.beta2, opt.eps);
-    } else {
-      result.sumsq = sgd_step<T>(params, grad, opt.state1, n_params, n_reg, l2, opt.lr, opt.momentum, opt.nesterov);
-    }
+    *opt.t = t;
+    result.sumsq = step.sum_of_squares();
     ++result.steps;
   }
   return result;
