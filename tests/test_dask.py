@@ -267,6 +267,27 @@ def test_errors_match_in_memory(client, case):
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize("labels", ["int64", "float64"])
+def test_label_range_is_the_whole_arrays(client, labels):
+    """A label out of range in one block is reported with the whole array's range (as in memory), not the
+    block's: block 1 holds labels 3..7 (7 out of range), the array 0..7; by loss_and_grad, loss and the Objective,
+    for labels scanned natively (int64) and checked in NumPy (float64)."""
+    Ws, bs, X, y = make_problem([5, 5, 4], 30, "softmax", seed=6)
+    y = y.copy()
+    y[10:20], y[15], y[0] = 3, 7, 0
+    y = y.astype(labels)
+    message = re.escape("y labels must lie in [0, 4), got values in [0, 7]".replace("0, 7", "0.0, 7.0")
+                        if labels == "float64" else "y labels must lie in [0, 4), got values in [0, 7]")
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        mlpgrad.loss_and_grad(Ws, bs, X, y, head="softmax")
+    Xd, yd = _rows(X, 10), _rows(y, 10)
+    for call in (lambda: mdask.loss_and_grad(Ws, bs, Xd, yd, head="softmax"),
+                 lambda: mdask.loss(Ws, bs, Xd, yd, head="softmax"),
+                 lambda: mdask.Objective([5, 5, 4], Xd, yd, head="softmax")):
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            call()
+
+
 def test_errors_of_the_chunking(client):
     Ws, bs, X, y = make_problem([4, 3, 3], 20, "softmax")
     w = np.ones(20)
