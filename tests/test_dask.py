@@ -202,11 +202,11 @@ def test_bit_identical_across_runs_schedulers_and_threads(client):
     assert other[0] == pytest.approx(np.frombuffer(first[:8])[0], rel=tol(np.float64))
 
 
-def _block_tasks(client) -> int:
-    """How many 'mlpgrad-block' tasks the scheduler has seen finish so far (TaskPrefix.state_counts accumulates the
+def _block_tasks(client, name="mlpgrad-block") -> int:
+    """How many tasks of prefix name the scheduler has seen finish so far (TaskPrefix.state_counts accumulates the
     number of transitions into each state)."""
     def count(dask_scheduler):
-        prefix = dask_scheduler.task_prefixes.get("mlpgrad-block")
+        prefix = dask_scheduler.task_prefixes.get(name)
         return 0 if prefix is None else int(prefix.state_counts["memory"])
     return client.run_on_scheduler(count)
 
@@ -461,13 +461,83 @@ def test_partial_fit_over_blocks(client, kind, solver):
     assert b.t_ == a.t_ == 2 * len(y)
 
 
+STOCHASTIC = [("adam", "multiclass", dict()), ("sgd", "multilabel", dict(learning_rate="invscaling"))]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+@pytest.mark.parametrize("solver,kind,extra", STOCHASTIC, ids=[f"{s}-{k}" for s, k, _ in STOCHASTIC])
+def test_stochastic_fit_one_block_equals_in_memory(client, solver, kind, extra):
+    """adam / sgd fit on one row block, with sample weights: the in-memory fit's steps (the same native epoch, the
+    same draws from random_state), so the same parameters and loss curve, bit for bit."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPClassifier
+    X, y = _classification(kind)
+    w = np.random.default_rng(2).uniform(0.1, 2, len(y))
+    kw = dict(hidden_layer_sizes=(12,), random_state=3, solver=solver, batch_size=32, max_iter=4, **extra)
+    a = MLPClassifier(**kw).fit(X, y, sample_weight=w)
+    b = MLPClassifier(**kw).fit(_rows(X, len(y)), _rows(y, len(y)), sample_weight=_rows(w, len(y)))
+    assert b.n_iter_ == a.n_iter_ == 4 and b.t_ == a.t_
+    assert b.loss_curve_ == a.loss_curve_
+    assert _max_diff(a, b) == 0.0
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+def test_stochastic_fit_over_blocks(client):
+    """adam on uneven blocks (one of them empty): one training task per non-empty block and epoch, on the cluster;
+    the loss decreases; the same random_state gives the same fit, another one another fit (the block order and
+    the rows' order are drawn from it)."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPClassifier
+    X, y = _classification("multiclass")
+    chunks = (70, 90, 0, 80, 60)
+    Xd, yd = dask.persist(_rows(X, chunks), _rows(y, chunks))
+    kw = dict(hidden_layer_sizes=(12,), solver="adam", batch_size=32, max_iter=5, learning_rate_init=0.01)
+    before = _block_tasks(client, "mlpgrad-train")
+    a = MLPClassifier(random_state=3, **kw).fit(Xd, yd)
+    assert _block_tasks(client, "mlpgrad-train") - before == 5 * 4
+    assert a.n_iter_ == 5 and a.t_ == 5 * len(y)
+    assert np.all(np.diff(a.loss_curve_) < 0), a.loss_curve_
+    b = MLPClassifier(random_state=3, **kw).fit(Xd, yd)
+    assert b.loss_curve_ == a.loss_curve_ and _max_diff(a, b) == 0.0
+    c = MLPClassifier(random_state=4, **kw).fit(Xd, yd)
+    assert _max_diff(a, c) > 0.0
+    assert a.score(Xd, yd) == pytest.approx(a.score(X, y), abs=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_predict_and_score_on_the_workers(client, kind):
+    """predict, predict_proba and predict_log_proba of a dask array: lazy dask arrays with X's row chunks (an empty
+    block included), one task per block on the cluster, equal to the in-memory results, and taken at the parameters
+    of the call (a later fit does not change them); score: a float, the in-memory score (with sample weights)."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPClassifier
+    X, y = _classification(kind)
+    w = np.random.default_rng(2).uniform(0.1, 2, len(y))
+    est = MLPClassifier((6,), solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
+    chunks = (100, 0, 200)
+    Xd, yd, wd = _rows(X, chunks), _rows(y, chunks), _rows(w, chunks)
+    lazy = {m: getattr(est, m)(Xd) for m in ("predict", "predict_proba", "predict_log_proba")}
+    want = {m: getattr(est, m)(X) for m in lazy}
+    score = est.score(Xd, yd, sample_weight=wd)
+    assert type(score) is float and score == pytest.approx(est.score(X, y, sample_weight=w), abs=1e-12)
+    est.fit(X[::-1], y[::-1])  # other parameters: the lazy results keep the earlier ones
+    before = _block_tasks(client, "mlpgrad-predict")
+    for method, result in lazy.items():
+        assert isinstance(result, da.Array) and result.chunks[0] == chunks
+        got = result.compute()
+        assert got.dtype == want[method].dtype and got.shape == want[method].shape
+        np.testing.assert_array_equal(got, want[method])
+    assert _block_tasks(client, "mlpgrad-predict") - before == 3 * len(chunks)
+
+
 def test_estimator_errors_on_dask(client):
     pytest.importorskip("sklearn")
     from mlpgrad import MLPClassifier
     X, y = _classification("binary", n=40)
     Xd, yd = _rows(X, 20), _rows(y, 20)
-    with pytest.raises(ValueError, match=r"solver='adam': fit on dask arrays uses solver='lbfgs'.*partial_fit"):
-        MLPClassifier().fit(Xd, yd)
+    with pytest.raises(ValueError, match=r"^early_stopping=True is not supported by fit on dask arrays"):
+        MLPClassifier(early_stopping=True).fit(Xd, yd)
     with pytest.raises(ValueError, match=r"^y must have the row chunks of X"):
         MLPClassifier(solver="lbfgs").fit(Xd, _rows(y, 10))
     with pytest.raises(TypeError, match=r"^y must be a dask array"):
