@@ -3,9 +3,10 @@
 Against the in-memory API (the specification): equal within 1e-12 (float64) / 1e-5 (float32) max-norm relative
 error for both heads, labels and targets, sum and mean, with and without sample weights, on uneven row chunks
 and on a single chunk; bit-identical from run to run and across schedulers; the same errors with the same
-messages; the Objective's curvature products likewise. Then the estimator (lbfgs and newton-cg on the cluster,
-partial_fit over blocks), the worker thread budget, the benchmark's --quick mode and the README's example. Skipped
-when dask is not installed (the "dask" extra).
+messages (a label out of range with the whole array's range); the Objective's curvature products likewise. Then
+the estimator (lbfgs and newton-cg on the cluster, adam and sgd epochs over the blocks, partial_fit over blocks,
+lazy predictions and score on the workers), the worker thread budget, the benchmark's --quick mode and the
+README's example. Skipped when dask is not installed (the "dask" extra).
 """
 
 from __future__ import annotations
