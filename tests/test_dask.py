@@ -3,9 +3,10 @@
 Against the in-memory API (the specification): equal within 1e-12 (float64) / 1e-5 (float32) max-norm relative
 error for both heads, labels and targets, sum and mean, with and without sample weights, on uneven row chunks
 and on a single chunk; bit-identical from run to run and across schedulers; the same errors with the same
-messages; the Objective's curvature products likewise. Then the estimator (lbfgs and newton-cg on the cluster,
-partial_fit over blocks), the worker thread budget, the benchmark's --quick mode and the README's example. Skipped
-when dask is not installed (the "dask" extra).
+messages (a label out of range with the whole array's range); the Objective's curvature products likewise. Then
+the estimator (lbfgs and newton-cg on the cluster, adam and sgd epochs over the blocks, partial_fit over blocks,
+lazy predictions and score on the workers), the worker thread budget, the benchmark's --quick mode and the
+README's example. Skipped when dask is not installed (the "dask" extra).
 """
 
 from __future__ import annotations
@@ -202,11 +203,11 @@ def test_bit_identical_across_runs_schedulers_and_threads(client):
     assert other[0] == pytest.approx(np.frombuffer(first[:8])[0], rel=tol(np.float64))
 
 
-def _block_tasks(client) -> int:
-    """How many 'mlpgrad-block' tasks the scheduler has seen finish so far (TaskPrefix.state_counts accumulates the
+def _block_tasks(client, name="mlpgrad-block") -> int:
+    """How many tasks of prefix name the scheduler has seen finish so far (TaskPrefix.state_counts accumulates the
     number of transitions into each state)."""
     def count(dask_scheduler):
-        prefix = dask_scheduler.task_prefixes.get("mlpgrad-block")
+        prefix = dask_scheduler.task_prefixes.get(name)
         return 0 if prefix is None else int(prefix.state_counts["memory"])
     return client.run_on_scheduler(count)
 
@@ -265,6 +266,27 @@ def test_errors_match_in_memory(client, case):
     with pytest.raises(kind) as info:
         mdask.loss_and_grad(*args[:2], *dargs[:2], head="softmax", reduction=reduction, sample_weight=dargs[2])
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("labels", ["int64", "float64"])
+def test_label_range_is_the_whole_arrays(client, labels):
+    """A label out of range in one block is reported with the whole array's range (as in memory), not the
+    block's: block 1 holds labels 3..7 (7 out of range), the array 0..7; by loss_and_grad, loss and the Objective,
+    for labels scanned natively (int64) and checked in NumPy (float64)."""
+    Ws, bs, X, y = make_problem([5, 5, 4], 30, "softmax", seed=6)
+    y = y.copy()
+    y[10:20], y[15], y[0] = 3, 7, 0
+    y = y.astype(labels)
+    message = re.escape("y labels must lie in [0, 4), got values in [0, 7]".replace("0, 7", "0.0, 7.0")
+                        if labels == "float64" else "y labels must lie in [0, 4), got values in [0, 7]")
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        mlpgrad.loss_and_grad(Ws, bs, X, y, head="softmax")
+    Xd, yd = _rows(X, 10), _rows(y, 10)
+    for call in (lambda: mdask.loss_and_grad(Ws, bs, Xd, yd, head="softmax"),
+                 lambda: mdask.loss(Ws, bs, Xd, yd, head="softmax"),
+                 lambda: mdask.Objective([5, 5, 4], Xd, yd, head="softmax")):
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            call()
 
 
 def test_errors_of_the_chunking(client):
@@ -440,13 +462,83 @@ def test_partial_fit_over_blocks(client, kind, solver):
     assert b.t_ == a.t_ == 2 * len(y)
 
 
+STOCHASTIC = [("adam", "multiclass", dict()), ("sgd", "multilabel", dict(learning_rate="invscaling"))]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+@pytest.mark.parametrize("solver,kind,extra", STOCHASTIC, ids=[f"{s}-{k}" for s, k, _ in STOCHASTIC])
+def test_stochastic_fit_one_block_equals_in_memory(client, solver, kind, extra):
+    """adam / sgd fit on one row block, with sample weights: the in-memory fit's steps (the same native epoch, the
+    same draws from random_state), so the same parameters and loss curve, bit for bit."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPClassifier
+    X, y = _classification(kind)
+    w = np.random.default_rng(2).uniform(0.1, 2, len(y))
+    kw = dict(hidden_layer_sizes=(12,), random_state=3, solver=solver, batch_size=32, max_iter=4, **extra)
+    a = MLPClassifier(**kw).fit(X, y, sample_weight=w)
+    b = MLPClassifier(**kw).fit(_rows(X, len(y)), _rows(y, len(y)), sample_weight=_rows(w, len(y)))
+    assert b.n_iter_ == a.n_iter_ == 4 and b.t_ == a.t_
+    assert b.loss_curve_ == a.loss_curve_
+    assert _max_diff(a, b) == 0.0
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+def test_stochastic_fit_over_blocks(client):
+    """adam on uneven blocks (one of them empty): one training task per non-empty block and epoch, on the cluster;
+    the loss decreases; the same random_state gives the same fit, another one another fit (the block order and
+    the rows' order are drawn from it)."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPClassifier
+    X, y = _classification("multiclass")
+    chunks = (70, 90, 0, 80, 60)
+    Xd, yd = dask.persist(_rows(X, chunks), _rows(y, chunks))
+    kw = dict(hidden_layer_sizes=(12,), solver="adam", batch_size=32, max_iter=5, learning_rate_init=0.01)
+    before = _block_tasks(client, "mlpgrad-train")
+    a = MLPClassifier(random_state=3, **kw).fit(Xd, yd)
+    assert _block_tasks(client, "mlpgrad-train") - before == 5 * 4
+    assert a.n_iter_ == 5 and a.t_ == 5 * len(y)
+    assert np.all(np.diff(a.loss_curve_) < 0), a.loss_curve_
+    b = MLPClassifier(random_state=3, **kw).fit(Xd, yd)
+    assert b.loss_curve_ == a.loss_curve_ and _max_diff(a, b) == 0.0
+    c = MLPClassifier(random_state=4, **kw).fit(Xd, yd)
+    assert _max_diff(a, c) > 0.0
+    assert a.score(Xd, yd) == pytest.approx(a.score(X, y), abs=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_predict_and_score_on_the_workers(client, kind):
+    """predict, predict_proba and predict_log_proba of a dask array: lazy dask arrays with X's row chunks (an empty
+    block included), one task per block on the cluster, equal to the in-memory results, and taken at the parameters
+    of the call (a later fit does not change them); score: a float, the in-memory score (with sample weights)."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPClassifier
+    X, y = _classification(kind)
+    w = np.random.default_rng(2).uniform(0.1, 2, len(y))
+    est = MLPClassifier((6,), solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
+    chunks = (100, 0, 200)
+    Xd, yd, wd = _rows(X, chunks), _rows(y, chunks), _rows(w, chunks)
+    lazy = {m: getattr(est, m)(Xd) for m in ("predict", "predict_proba", "predict_log_proba")}
+    want = {m: getattr(est, m)(X) for m in lazy}
+    score = est.score(Xd, yd, sample_weight=wd)
+    assert type(score) is float and score == pytest.approx(est.score(X, y, sample_weight=w), abs=1e-12)
+    est.fit(X[::-1], y[::-1])  # other parameters: the lazy results keep the earlier ones
+    before = _block_tasks(client, "mlpgrad-predict")
+    for method, result in lazy.items():
+        assert isinstance(result, da.Array) and result.chunks[0] == chunks
+        got = result.compute()
+        assert got.dtype == want[method].dtype and got.shape == want[method].shape
+        np.testing.assert_array_equal(got, want[method])
+    assert _block_tasks(client, "mlpgrad-predict") - before == 3 * len(chunks)
+
+
 def test_estimator_errors_on_dask(client):
     pytest.importorskip("sklearn")
     from mlpgrad import MLPClassifier
     X, y = _classification("binary", n=40)
     Xd, yd = _rows(X, 20), _rows(y, 20)
-    with pytest.raises(ValueError, match=r"solver='adam': fit on dask arrays uses solver='lbfgs'.*partial_fit"):
-        MLPClassifier().fit(Xd, yd)
+    with pytest.raises(ValueError, match=r"^early_stopping=True is not supported by fit on dask arrays"):
+        MLPClassifier(early_stopping=True).fit(Xd, yd)
     with pytest.raises(ValueError, match=r"^y must have the row chunks of X"):
         MLPClassifier(solver="lbfgs").fit(Xd, _rows(y, 10))
     with pytest.raises(TypeError, match=r"^y must be a dask array"):

@@ -57,6 +57,11 @@ def label_range_message(k: int, lo, hi) -> str:
     return f"y labels must lie in [0, {k}), got values in [{lo}, {hi}]"
 
 
+class LabelRangeError(ValueError):
+    """A label outside [0, k) (label_range_message): a ValueError of its own type, so that mlpgrad.dask can tell it
+    from the other errors of a row block and quote the whole array's range instead of the block's."""
+
+
 def _describe(obj) -> str:
     if isinstance(obj, np.ndarray):
         return f"array of shape {obj.shape} and dtype {obj.dtype}"
@@ -231,7 +236,7 @@ def _check_y(y, head: str, n: int, k: int, dtype, values: bool):
             raise ValueError("y as 1-D labels must hold integers; got non-integral or non-finite floats")
         # floats and uint64 are range-checked here, before the cast, so nothing wraps
         if (values or y.dtype.kind == "f" or y.dtype == np.uint64) and n and (y.min() < 0 or y.max() >= k):
-            raise ValueError(label_range_message(k, y.min(), y.max()))
+            raise LabelRangeError(label_range_message(k, y.min(), y.max()))
         labels = y.astype(np.int64, copy=False)
         return labels, None
     t = _cast(y, dtype)

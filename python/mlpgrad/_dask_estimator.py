@@ -1,4 +1,4 @@
-"""``MLPClassifier.fit`` / ``partial_fit`` on dask arrays chunked along rows (called by ``mlpgrad.estimator``).
+"""``MLPClassifier`` on dask arrays chunked along rows (called by ``mlpgrad.estimator``).
 
 ``fit`` (solvers "lbfgs" and "newton-cg"): the in-memory fit (``MLPClassifier._fit``) with ``OnDask`` as the
 data's side. The objective is an :class:`mlpgrad.dask.Objective`: before the first iteration every row block of X
@@ -9,10 +9,22 @@ optimizer runs on the client. The blocks are released when ``fit`` returns.
 The classes come from one pass over y (``dask.array.unique``). The steps are the in-memory fit's, up to the
 order of the sums (tests/test_dask.py compares the two).
 
+``fit`` (solvers "adam" and "sgd"): epochs over the same bound blocks (``Epochs``). Each epoch visits the non-empty
+blocks in an order drawn from ``random_state`` (with ``shuffle=True``, else in order) and runs the in-memory epoch on
+each block, on its worker: mini-batches of ``batch_size`` rows within the block (the block's last one shorter), its
+rows reshuffled from the same random state. The parameters, the optimizer's state and the random state go from
+block to block (one task per block, each waiting for the one before); the data never leave their workers. The
+stopping rules, the loss curve and the learning-rate schedules are the in-memory loop's, per epoch. On one block
+this is the in-memory fit step for step. ``early_stopping=True`` is refused (no held-out split of dask arrays).
+
 ``partial_fit``: the same as calling ``partial_fit`` on each row block in order (blocks with no rows are
 skipped). Mini-batch steps are sequential, so they run on the client: each block is fetched from the workers
 (the next one while the current one trains, so at most two blocks are in the client's memory) and trained on
 with the in-memory code. Persist X and y (``dask.persist``) before calling it once per epoch.
+
+``predict``, ``predict_proba``, ``predict_log_proba``: lazy dask arrays with X's row chunks, one task per block
+running the in-memory method on a snapshot of the fitted estimator. ``score``: a Python float, one task per block
+(its weighted count of correct predictions), the counts added on the cluster.
 
 Only this module's functions import dask, and only when called: ``is_dask_array`` looks at ``sys.modules``
 (no dask array can exist before ``dask.array`` is imported).
@@ -20,13 +32,16 @@ Only this module's functions import dask, and only when called: ``is_dask_array`
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
+import uuid
 import warnings
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["is_dask_array", "OnDask", "partial_fit"]
+__all__ = ["is_dask_array", "OnDask", "Epochs", "partial_fit", "predict", "score"]
 
 
 def is_dask_array(*objs) -> bool:
@@ -38,8 +53,8 @@ def is_dask_array(*objs) -> bool:
 _HINT = "pass X, y and sample_weight all as dask arrays with the same row chunks, or all in memory"
 
 
-def _check_data(est, X, y, sample_weight, reset):
-    """Types, shapes and chunks (the rules of mlpgrad.dask); returns (X, y, sample_weight, n, d)."""
+def _check_X(est, X, reset):
+    """X's type, shape and chunks (the rules of mlpgrad.dask); returns X."""
     from . import dask as mdask
 
     X = mdask._as_dask(X, "X", _HINT)
@@ -54,6 +69,15 @@ def _check_data(est, X, y, sample_weight, reset):
     if not reset and d != est.n_features_in_:
         raise ValueError(f"X has {d} features, but {type(est).__name__} is expecting {est.n_features_in_} features "
                          "as input.")
+    return X
+
+
+def _check_data(est, X, y, sample_weight, reset):
+    """Types, shapes and chunks of X, y and sample_weight; returns (X, y, sample_weight, n, d)."""
+    from . import dask as mdask
+
+    X = _check_X(est, X, reset)
+    n, d = X.shape
     y = mdask._as_dask(y, "y", _HINT)
     mdask._check_ndim(y, (1, 2), "y", "1-D (n_samples,) or 2-D (n_samples, n_outputs)")
     mdask._check_chunks(y, "y", X.chunks[0])
@@ -68,6 +92,9 @@ def _check_data(est, X, y, sample_weight, reset):
 
 def _targets_block(yb, binarizer, softmax, dtype):
     """One block of targets as the core takes them (MLPClassifier._validate_input, then _targets)."""
+    if yb.shape[0] == 0:  # scikit-learn refuses empty input: a stand-in row's targets, without the row
+        standin = binarizer.classes_[:1] if yb.ndim == 1 else np.zeros((1,) + yb.shape[1:], yb.dtype)
+        return _targets_block(standin, binarizer, softmax, dtype)[:0]
     Y = binarizer.transform(yb).astype(bool)
     if Y.ndim == 1:
         Y = Y.reshape(-1, 1)
@@ -77,9 +104,10 @@ def _targets_block(yb, binarizer, softmax, dtype):
 
 
 class OnDask:
-    """The data's side of ``MLPClassifier.fit`` on dask arrays (the full-batch solvers; MLPClassifier._fit does the
-    rest): the checks, the classes from one pass over y, and the objective as an ``mlpgrad.dask.Objective``, whose
-    bound blocks live on the workers until the fit ends."""
+    """The data's side of ``MLPClassifier.fit`` on dask arrays (MLPClassifier._fit does the rest): the checks, the
+    classes from one pass over y, and the objective as an ``mlpgrad.dask.Objective``, whose bound blocks live on
+    the workers until the fit ends: the full-batch solvers evaluate it, adam and sgd train on its blocks
+    (``Epochs``)."""
 
     def __init__(self, est, X, y, sample_weight, first_pass):
         import dask.array as da
@@ -87,10 +115,9 @@ class OnDask:
         from sklearn.preprocessing import LabelBinarizer
         from sklearn.utils.multiclass import unique_labels
 
-        if est.solver not in ("lbfgs", "newton-cg"):
-            raise ValueError(f"solver={est.solver!r}: fit on dask arrays uses solver='lbfgs' or 'newton-cg' "
-                             "(full-batch gradients on the cluster); for mini-batch steps (adam, sgd) call "
-                             "partial_fit(X, y, classes=...) once per epoch, which steps through the row blocks")
+        if est.solver in ("adam", "sgd") and est.early_stopping:
+            raise ValueError(f"early_stopping=True is not supported by fit on dask arrays (solver={est.solver!r}): "
+                             "hold out a validation set yourself and call score on it")
         X, y, sample_weight, n, d = _check_data(est, X, y, sample_weight, reset=first_pass)
         # classes: one pass over y; the binarizer is fitted on a stand-in with y's distinct values and y's width
         if y.ndim == 2 and y.shape[1] == 1:
@@ -143,8 +170,142 @@ class OnDask:
         self._objective = obj
         return obj
 
-    def arrays(self, dtype):  # pragma: no cover - the solver check in __init__ keeps stochastic fits away
-        raise AssertionError("fit on dask arrays runs the full-batch solvers only")
+    def epochs(self):
+        """adam / sgd's epochs over the objective's bound blocks (no validation set: early_stopping is refused)."""
+        return Epochs(self.est, self.objective(), self.X.chunks[0]), None
+
+
+class Epochs:
+    """adam / sgd's epochs over the row blocks bound on the workers (MLPClassifier._fit_stochastic runs them, as
+    it runs the in-memory _Epochs). An epoch visits the blocks in an order drawn from the estimator's random
+    state (``shuffle=True``; else in order), and on each block runs the in-memory epoch (``estimator._epoch``:
+    one native train_epoch call, mini-batches within the block, its rows reshuffled as in memory) on the block's
+    worker. The steps are sequential, so the parameters, the optimizer's state and the random state travel from
+    block to block (one task per block, each depending on the last); the data stay where they are, and so does
+    each block's row order between epochs. With one block this is the in-memory fit, step for step."""
+
+    def __init__(self, est, objective, row_chunks):
+        self.est, self.objective, self.n_samples = est, objective, objective.n_samples
+        self.sizes = est._layer_units()
+        self.nonempty = np.array([i for i, rows in enumerate(row_chunks) if rows], dtype=np.int64)
+        self.orders = {}  # block -> its last row order (a Delayed kept on its worker), with shuffle
+
+    def run(self, options, sumsq):
+        """One epoch: (summed loss, new sumsq), the estimator's parameters, state and random state updated."""
+        import dask
+
+        from .estimator import _shuffled
+
+        est, token = self.est, uuid.uuid4().hex
+        blocks = _shuffled(self.nonempty, est._random_state) if est.shuffle else self.nonempty
+        state = {key: est._state[key] for key in ("m", "v", "t") if key in est._state}
+        carry = dask.delayed(dict(flat=est._flat.copy(), state=copy.deepcopy(state), sumsq=sumsq, loss=0.0,
+                                  random_state=copy.deepcopy(est._random_state)),
+                             name=f"mlpgrad-carry-{token}", traverse=False)
+        for b in blocks:
+            step = dask.delayed(_train_block, nout=2)(carry, self.objective._blocks[b], self.orders.get(b),
+                                                      self.sizes, options, est.shuffle, est.n_threads,
+                                                      dask_key_name=f"mlpgrad-train-{b}-{token}")
+            carry, order = step
+            if est.shuffle:
+                self.orders[b] = order
+        kept = dask.persist(carry, *self.orders.values())
+        self.orders = dict(zip(self.orders, kept[1:]))
+        out = kept[0].compute()
+        est._flat[...] = out["flat"]
+        for key, value in out["state"].items():
+            est._state[key][...] = value
+        est._random_state.set_state(out["random_state"].get_state())
+        return out["loss"], out["sumsq"]
+
+
+def _train_block(carry, data, order, sizes, options, shuffle, n_threads):
+    """One block's share of an epoch, on its worker: (the carry after it, the block's new row order)."""
+    from . import dask as mdask
+    from ._checks import check_n_threads
+    from .estimator import _epoch
+
+    carry = copy.deepcopy(carry)  # the inputs stay as they were (a task may be run again)
+    if shuffle and order is None:
+        order = np.arange(data.n, dtype=np.int64)
+    loss, carry["sumsq"], order = _epoch(carry["flat"], carry["state"], sizes, data, order if shuffle else None,
+                                         carry["random_state"], options, carry["sumsq"],
+                                         check_n_threads(mdask._task_threads(n_threads)))
+    carry["loss"] += loss
+    return carry, order
+
+
+def _snapshot(est):
+    """The fitted estimator as one Delayed (a copy: later fits do not change the lazy results)."""
+    import dask
+
+    return dask.delayed(copy.deepcopy(est), name=f"mlpgrad-estimator-{uuid.uuid4().hex}", traverse=False)
+
+
+def _on_worker(est, n_rows, d):
+    """est with n_threads as its share of the worker's threads (mlpgrad.dask._task_threads), and a stand-in X
+    of one row for blocks without rows (scikit-learn refuses empty input)."""
+    from . import dask as mdask
+
+    threads = mdask._task_threads(est.n_threads)
+    if threads != est.n_threads:
+        est = copy.copy(est)  # the shared copy on the worker stays as it is
+        est.n_threads = threads
+    return est, (np.zeros((1, d)) if n_rows == 0 else None)
+
+
+def _predict_block(X, est, method):
+    """``est.<method>`` of one row block."""
+    est, standin = _on_worker(est, X.shape[0], X.shape[1])
+    if standin is not None:
+        return getattr(est, method)(standin)[:0]
+    return getattr(est, method)(X)
+
+
+def predict(est, method, X):
+    """``est.predict`` / ``predict_proba`` / ``predict_log_proba`` (method) of a dask array X chunked along rows: a
+    lazy dask array with X's row chunks, one task per block calling the in-memory method on its block with a
+    snapshot of the fitted estimator (taken now)."""
+    check_is_fitted(est)
+    X = _check_X(est, X, reset=False)
+    sample = getattr(est, method)(np.zeros((1, X.shape[1])))  # the result's dtype and columns, from the method
+    if sample.ndim == 1:
+        shape = dict(drop_axis=1, chunks=(X.chunks[0],))
+    else:
+        shape = dict(chunks=(X.chunks[0], (sample.shape[1],)))
+    return X.map_blocks(_predict_block, est=_snapshot(est), method=method, dtype=sample.dtype, meta=sample[:0],
+                        name=f"mlpgrad-predict-{uuid.uuid4().hex}", **shape)
+
+
+def _score_block(X, y, sample_weight, est):
+    """(weighted count of correct rows, total weight) of one row block, as float64."""
+    from sklearn.metrics import accuracy_score
+
+    if X.shape[0] == 0:
+        return np.zeros(2)
+    est, _ = _on_worker(est, X.shape[0], X.shape[1])
+    total = X.shape[0] if sample_weight is None else np.sum(sample_weight, dtype=np.float64)
+    return np.array([accuracy_score(y, est.predict(X), normalize=False, sample_weight=sample_weight), total],
+                    dtype=np.float64)
+
+
+def score(est, X, y, sample_weight=None):
+    """``est.score`` of dask arrays: the weighted mean accuracy as a Python float. One task per row block (its
+    predictions and its weighted count of correct rows), the counts added on the cluster by mlpgrad.dask's fixed
+    pairwise tree; the client receives the two totals."""
+    import dask
+
+    from . import dask as mdask
+
+    check_is_fitted(est)
+    X, y, sample_weight, n, d = _check_data(est, X, y, sample_weight, reset=False)
+    est_d, token = _snapshot(est), uuid.uuid4().hex
+    xs, ys, ws = mdask._blocks(X), mdask._blocks(y), mdask._blocks(sample_weight)
+    ws = ws if ws is not None else [None] * len(xs)
+    parts = [dask.delayed(_score_block)(xs[i], ys[i], ws[i], est_d, dask_key_name=f"mlpgrad-score-{i}-{token}")
+             for i in range(len(xs))]
+    correct, total = dask.compute(mdask._tree(parts, token, np.add))[0]
+    return float(correct / total)
 
 
 def partial_fit(est, X, y, sample_weight=None, classes=None):

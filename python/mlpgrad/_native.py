@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._checks import SAMPLE_WEIGHT_MESSAGE, TARGET_MESSAGE, check_data, label_range_message
+from ._checks import SAMPLE_WEIGHT_MESSAGE, TARGET_MESSAGE, LabelRangeError, check_data, label_range_message
 
 HEADS = {"sigmoid": _core.Head.sigmoid, "softmax": _core.Head.softmax}
 REDUCTIONS = {"sum": _core.Reduction.sum, "mean": _core.Reduction.mean}
 SOLVERS = {"adam": _core.Solver.adam, "sgd": _core.Solver.sgd}
-FAULT_LABEL_RANGE = _core.Fault.label_range
+FAULT_NONE, FAULT_LABEL_RANGE = _core.Fault.none, _core.Fault.label_range
 
 
 def bind_data(X, y, sample_weight, head: str, d0: int, k: int, dtype, check: bool = True,
@@ -26,8 +26,14 @@ def bind_data(X, y, sample_weight, head: str, d0: int, k: int, dtype, check: boo
     X, labels, targets, w = check_data(X, y, sample_weight, head, d0, k, dtype)
     data = _core.Data(X, labels, targets, w, HEADS[head], k, np.dtype(dtype).itemsize == 4, own)
     if check and not data.ok:
-        raise ValueError(fault_message(data.fault, head, k, data.label_range))
+        raise fault_error(data.fault, head, k, data.label_range)
     return data
+
+
+def fault_error(fault, head: str, k: int, label_range) -> ValueError:
+    """The exception of the rule a scan found broken (LabelRangeError for a label out of range)."""
+    kind = LabelRangeError if fault == _core.Fault.label_range else ValueError
+    return kind(fault_message(fault, head, k, label_range))
 
 
 def fault_message(fault, head: str, k: int, label_range) -> str:

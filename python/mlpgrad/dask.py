@@ -39,6 +39,7 @@ Needs the "dask" extra (``pip install "mlpgrad[dask]"``); ``import mlpgrad`` wor
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import threading
@@ -55,8 +56,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by te
 
 from . import _native
 from . import curvature as _curv
-from ._checks import (check_flag, check_head, check_n_threads, check_network, check_reduction, check_total_weight,
-                      check_vectors, label_range_message)
+from ._checks import (LabelRangeError, check_flag, check_head, check_n_threads, check_network, check_reduction,
+                      check_total_weight, check_vectors, label_range_message)
 from ._flat import unpack
 from ._types import Gradients
 from .objective import _FlatObjective, _operator, as_theta, check_out as _check_out
@@ -268,7 +269,19 @@ def _sums(weights, biases, X, y, sample_weight, head, want_grad, n_threads):
     if root is None:  # no blocks at all
         size = sum(W.size for W in weights) + sum(b.size for b in biases)
         return (0.0, np.zeros(size) if want_grad else None, 0.0), params_d
-    return dask.compute(root)[0], params_d
+    with _whole_label_range(y, weights[-1].shape[1]):
+        return dask.compute(root)[0], params_d
+
+
+@contextlib.contextmanager
+def _whole_label_range(y, k: int):
+    """A label out of range, found in one row block (by its task), is re-raised with the range of all of y's values,
+    as in memory: one more pass over y, on this error only."""
+    try:
+        yield
+    except LabelRangeError:
+        lo, hi = dask.compute(y.min(), y.max())
+        raise LabelRangeError(label_range_message(k, lo, hi)) from None
 
 
 def _scale(reduction, n, total) -> float:
@@ -291,8 +304,8 @@ def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight
     * ``X`` (N, d_0), ``y`` (N,) or (N, k) and ``sample_weight`` (N,) are ``dask.array.Array`` objects chunked
       along rows only (one chunk across the columns), all with the same row chunks (``X.chunks[0]``), else
       ``ValueError`` naming the argument. Element-wise errors (a label out of range, a negative weight) are
-      raised by the block's task and re-raised here, with the in-memory message (the label range it quotes is
-      that block's).
+      raised by the block's task and re-raised here, with the in-memory message; a label out of range quotes
+      the whole array's range of labels, as in memory (found by one more pass over y).
     * ``n_threads``: threads of each block's native call; None gives each call its share of the worker's
       thread budget: 1 thread per task on a dask.distributed worker, whose nthreads task slots then use at most
       its nthreads cores (module docstring).
@@ -350,8 +363,9 @@ class Objective(_FlatObjective):
         self.n_threads = _checked_threads(n_threads)
         sizes = self.layer_sizes
         X, y, w = check_dask_data(X, y, sample_weight, self.head, sizes[0], sizes[-1], func="Objective")
-        self._blocks = self._bind(X, y, w)
-        self._summarize(dask.compute(*[dask.delayed(_block_summary)(b) for b in self._blocks]))
+        with _whole_label_range(y, sizes[-1]):
+            self._blocks = self._bind(X, y, w)
+            self._summarize(dask.compute(*[dask.delayed(_block_summary)(b) for b in self._blocks]))
         check_total_weight(self.reduction, self.total_weight, self.n_samples)
 
     def _bind(self, X, y, w):
@@ -365,19 +379,15 @@ class Objective(_FlatObjective):
         return list(dask.persist(*bound))
 
     def _summarize(self, summaries):
-        """N, the total weight (the evaluation tree's order) and the first broken rule, from the blocks' scans."""
+        """N, the total weight (the evaluation tree's order) and the first broken rule, from the blocks' scans (a
+        label out of range first, as the in-memory scan; __init__ quotes the whole array's range)."""
         self.n_samples = sum(s[0] for s in summaries)
         self.total_weight = _pairwise([s[1] for s in summaries], lambda a, b, level, i: a + b) or 0.0
         self._x_finite = all(s[4] for s in summaries)
-        labels_bad = [s for s in summaries if s[2] == _native.FAULT_LABEL_RANGE]
-        if labels_bad:  # the range of all the labels, not one block's
-            ranges = [s[3] for s in summaries if s[0]]
-            raise ValueError(label_range_message(self._sizes[-1], min(r[0] for r in ranges),
-                                                 max(r[1] for r in ranges)))
-        for s in summaries:
-            message = _native.fault_message(s[2], self.head, self._sizes[-1], s[3])
-            if message:
-                raise ValueError(message)
+        faults = sorted((s for s in summaries if s[2] != _native.FAULT_NONE),
+                        key=lambda s: s[2] != _native.FAULT_LABEL_RANGE)
+        if faults:
+            raise _native.fault_error(faults[0][2], self.head, self._sizes[-1], faults[0][3])
 
     def __repr__(self):
         return (f"mlpgrad.dask.Objective({list(self.layer_sizes)}, N={self.n_samples}, blocks={len(self._blocks)}, "

@@ -197,7 +197,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     Dask arrays chunked along rows (the "dask" extra): ``fit`` with solver "lbfgs" or "newton-cg" computes each
     iteration's loss, gradients (and Gauss-Newton products) on the cluster (``mlpgrad.dask``) and runs the optimizer
-    on the client; ``partial_fit`` is one call per row block, in order. See ``mlpgrad._dask_estimator``.
+    on the client; ``fit`` with "adam" or "sgd" runs each epoch over the row blocks on their workers (mini-batches
+    within blocks, block order shuffled per epoch from ``random_state``); ``partial_fit`` is one call per row
+    block, in order; ``predict``, ``predict_proba`` and ``predict_log_proba`` return lazy dask arrays computed on
+    the workers, ``score`` a float computed there. See ``mlpgrad._dask_estimator``.
     """
 
     activation = "logistic"  # fixed: the core's hidden layers are logistic sigmoids (not a parameter)
@@ -378,7 +381,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         with data:
             if self.solver in _STOCHASTIC_SOLVERS:
-                self._fit_stochastic(*data.arrays(self._flat.dtype), incremental)
+                self._fit_stochastic(data, incremental)
             else:
                 self._minimize(data.objective())
 
@@ -465,70 +468,43 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         else:
             print(msg)
 
-    def _fit_stochastic(self, X, y, sample_weight, incremental):
+    def _batch_size(self, n_samples):
+        """scikit-learn's mini-batch size for n_samples rows (min(200, n) for "auto"; clipped, with its warning)."""
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _train_options(self, batch_size):
+        """The keyword arguments of _native.train_options at the current learning rate."""
+        return dict(solver=self.solver, batch_size=batch_size, alpha=float(self.alpha), lr=self._state["lr"],
+                    beta1=float(self.beta_1), beta2=float(self.beta_2), eps=float(self.epsilon),
+                    momentum=float(self.momentum), nesterov=bool(self.nesterovs_momentum))
+
+    def _fit_stochastic(self, data, incremental):
+        """adam / sgd: the epochs come from the data's side (``data.epochs()``: _Epochs in memory, the row blocks'
+        _dask_estimator.Epochs on dask arrays); the bookkeeping between epochs (loss curve, stopping rules,
+        learning-rate schedules, early stopping) is this loop's."""
         if not incremental or getattr(self, "_state", None) is None:
             self._state = self._make_state()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        early_stopping = self.early_stopping
-        dtype = self._flat.dtype
-        if early_stopping:
-            stratify = y if self.n_outputs_ == 1 else None
-            if sample_weight is None:
-                X_train, X_val, y_train, y_val = train_test_split(
-                    X, y, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify)
-                sw_train = sw_val = None
-            else:
-                X_train, X_val, y_train, y_val, sw_train, sw_val = train_test_split(
-                    X, y, sample_weight, random_state=self._random_state, test_size=self.validation_fraction,
-                    stratify=stratify)
-            if X_val.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
-                                 "your dataset.")
-            X_train, X_val = np.ascontiguousarray(X_train), np.ascontiguousarray(X_val)
-            val_objective = self._objective(X_val, self._targets(y_val, dtype), sw_val)
-            y_val = self._label_binarizer.inverse_transform(y_val)
-        else:
-            X_train, y_train, sw_train = X, y, sample_weight
-            X_val = y_val = sw_val = val_objective = None
-        sizes = self._layer_units()
-        data = _native.bind_data(X_train, self._targets(y_train, dtype), sw_train, self._head(), sizes[0], sizes[-1],
-                                 dtype)
-
-        n_samples = X_train.shape[0]
-        sample_idx = np.arange(n_samples, dtype=np.int64)
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
-
+        epochs, validation = data.epochs()
+        early_stopping = validation is not None
+        X_val, y_val, sw_val, val_objective = validation if early_stopping else (None,) * 4
+        batch_size = self._batch_size(epochs.n_samples)
         w = self._flat[:self._n_reg]
         sumsq = float(np.dot(w, w))
-        grad = np.empty(self._flat.shape[0], dtype=dtype)
-        s = self._state
-        state2 = s["v"] if self.solver == "adam" else None
-        options = _native.train_options(self.solver, batch_size, float(self.alpha), s["lr"], float(self.beta_1),
-                                        float(self.beta_2), float(self.epsilon), float(self.momentum),
-                                        bool(self.nesterovs_momentum))
-        epochs = 1 if incremental else self.max_iter
-        self._bar = _progress(epochs, "mlpgrad " + self.solver, self.verbose and not incremental)
+        n_epochs = 1 if incremental else self.max_iter
+        self._bar = _progress(n_epochs, "mlpgrad " + self.solver, self.verbose and not incremental)
         try:
             self.n_iter_ = 0
             for it in range(self.max_iter):
-                if self.shuffle:
-                    sample_idx = _shuffled(sample_idx, self._random_state)
-                # One native call per epoch: sklearn.utils.gen_batches' slices of sample_idx (or of the rows
-                # in order), each batch's loss and gradients, and the optimizer step (mlpgrad/train.hpp).
-                options.lr = s["lr"]
-                accumulated_loss, sumsq, _ = _native.train_epoch(
-                    self._flat, grad, s["m"], state2, s["t"], sizes, data, sample_idx if self.shuffle else None,
-                    options, sumsq, self._n_threads)
-
+                accumulated_loss, sumsq = epochs.run(self._train_options(batch_size), sumsq)
                 self.n_iter_ += 1
-                self.loss_ = accumulated_loss / X_train.shape[0]
-                self.t_ += n_samples
+                self.loss_ = accumulated_loss / epochs.n_samples
+                self.t_ += epochs.n_samples
                 self.loss_curve_.append(self.loss_)
                 self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val, val_objective)
                 self._report()
@@ -598,9 +574,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None):
         """Fit the model to X (n_samples, n_features) and y (labels, or a label indicator matrix).
 
-        Dask arrays chunked along rows (solver "lbfgs" or "newton-cg"): each iteration's loss and gradients (and
-        Gauss-Newton products) are computed on the cluster by ``mlpgrad.dask``, the optimizer runs on the client
-        (see ``mlpgrad._dask_estimator``)."""
+        Dask arrays X, y (and sample_weight) chunked along rows, with the same row chunks: every row block is
+        converted and checked once on its worker and kept there for the fit. Solvers "lbfgs" and "newton-cg": each
+        iteration's loss and gradients (and Gauss-Newton products) are computed on the cluster by ``mlpgrad.dask``,
+        the optimizer runs on the client. Solvers "adam" and "sgd": each epoch visits the non-empty row blocks in
+        an order drawn from ``random_state`` (in order with ``shuffle=False``) and takes the in-memory epoch's
+        mini-batch steps within each block (``batch_size`` rows, the block's last batch shorter, its rows
+        reshuffled from the same random state) on the block's worker; the parameters and the optimizer's state go
+        from block to block, the data stay put. With one block the steps are the in-memory fit's; with several,
+        a fixed ``random_state`` gives the same fit every time. ``early_stopping=True`` is not supported there.
+        See ``mlpgrad._dask_estimator``."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     def _check_solver(self):
@@ -640,11 +623,17 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return _validate_data(self, _as_numpy(X), accept_sparse=False, dtype=(np.float64, np.float32), reset=False)
 
     def predict(self, X):
-        """Predicted classes (or label indicator rows for multi-label targets)."""
+        """Predicted classes (or label indicator rows for multi-label targets). For a dask array X chunked along
+        rows: a lazy dask array with X's row chunks, computed on the workers (``_dask_estimator.predict``)."""
+        if _dask_estimator.is_dask_array(X):
+            return _dask_estimator.predict(self, "predict", X)
         return self._decode(self._forward(self._check_X(X)))
 
     def predict_proba(self, X):
-        """Class probabilities (n_samples, n_classes), columns ordered as ``classes_``."""
+        """Class probabilities (n_samples, n_classes), columns ordered as ``classes_``. For a dask array X: a lazy
+        dask array, as ``predict``."""
+        if _dask_estimator.is_dask_array(X):
+            return _dask_estimator.predict(self, "predict_proba", X)
         proba = self._forward(self._check_X(X))
         if self.n_outputs_ == 1:
             p = proba.ravel()
@@ -652,10 +641,23 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return proba
 
     def predict_log_proba(self, X):
-        """log(predict_proba(X))."""
+        """log(predict_proba(X)). For a dask array X: a lazy dask array, as ``predict``."""
+        if _dask_estimator.is_dask_array(X):
+            return _dask_estimator.predict(self, "predict_log_proba", X)
         proba = self.predict_proba(X)
         with np.errstate(divide="ignore"):
             return np.log(proba, out=proba)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of ``predict(X)`` against y, weighted by sample_weight (scikit-learn's
+        ``ClassifierMixin.score``: subset accuracy for multi-label targets), as a float.
+
+        Dask arrays X, y (and sample_weight) with the same row chunks: also a Python float, computed on the
+        workers (one task per row block: its predictions and its weighted count of correct rows; the counts are
+        added on the cluster and only the total reaches the client; ``_dask_estimator.score``)."""
+        if _dask_estimator.is_dask_array(X, y, sample_weight):
+            return _dask_estimator.score(self, X, y, sample_weight)
+        return super().score(X, y, sample_weight=sample_weight)
 
     def input_gradient(self, X, y):
         """dL/dX (n_samples, n_features): row i is the gradient of sample i's log-loss (without the penalty)
@@ -715,6 +717,28 @@ class _InMemory:
     def __exit__(self, *exc):
         return False
 
+    def epochs(self):
+        """adam / sgd's epochs (_Epochs) and, with early_stopping, the held-out validation set (X, y, sample_weight,
+        its Objective), else None: scikit-learn's split, drawn from the estimator's random state."""
+        est = self.est
+        X, Y, sw = self.arrays(est._flat.dtype)
+        if not est.early_stopping:
+            return _Epochs(est, X, Y, sw), None
+        stratify = Y if est.n_outputs_ == 1 else None
+        if sw is None:
+            X, X_val, Y, Y_val = train_test_split(X, Y, random_state=est._random_state,
+                                                  test_size=est.validation_fraction, stratify=stratify)
+            sw_val = None
+        else:
+            X, X_val, Y, Y_val, sw, sw_val = train_test_split(X, Y, sw, random_state=est._random_state,
+                                                              test_size=est.validation_fraction, stratify=stratify)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
+                             "your dataset.")
+        X, X_val = np.ascontiguousarray(X), np.ascontiguousarray(X_val)
+        val_objective = est._objective(X_val, est._targets(Y_val, est._flat.dtype), sw_val)
+        return _Epochs(est, X, Y, sw), (X_val, est._label_binarizer.inverse_transform(Y_val), sw_val, val_objective)
+
     def arrays(self, dtype):
         """(X C-ordered, binarized Y, sample weights) in the parameters' dtype."""
         sw = self.sample_weight
@@ -728,3 +752,38 @@ class _InMemory:
         X, Y, sw = self.arrays(est._flat.dtype)
         sw_sum = float(X.shape[0]) if sw is None else float(np.sum(sw, dtype=np.float64))
         return est._objective(X, est._targets(Y, est._flat.dtype), sw, alpha=est.alpha / sw_sum)
+
+
+def _epoch(flat, state, sizes, data, order, random_state, options, sumsq, n_threads):
+    """One epoch of adam / sgd over the bound batch ``data``, in place on the flat parameters and the optimizer's
+    state ("m", "v", "t" of MLPClassifier._make_state), in one native call (_native.train_epoch, cpp/src/train.cpp)
+    that gathers each mini-batch (sklearn.utils.gen_batches' slices of the rows, in the order ``order``), computes
+    its loss and gradients and applies the step in one fused pass. ``order`` (int64 row indices) is reshuffled
+    from random_state first; None visits the rows in order. ``options``: MLPClassifier._train_options.
+    Returns (summed loss, new sumsq of the weights, the order used)."""
+    if order is not None:
+        order = _shuffled(order, random_state)
+    grad = np.empty_like(flat)
+    loss, sumsq, _ = _native.train_epoch(flat, grad, state["m"], state.get("v"), state["t"], sizes, data, order,
+                                         _native.train_options(**options), sumsq, n_threads)
+    return loss, sumsq, order
+
+
+class _Epochs:
+    """adam / sgd's epochs over arrays in memory (MLPClassifier._fit_stochastic runs them): the rows bound once,
+    their order reshuffled before each epoch when ``shuffle`` (each reshuffle applied to the last order, as
+    scikit-learn's)."""
+
+    def __init__(self, est, X, Y, sample_weight):
+        sizes, dtype = est._layer_units(), est._flat.dtype
+        self.est, self.sizes, self.n_samples = est, sizes, X.shape[0]
+        self.data = _native.bind_data(X, est._targets(Y, dtype), sample_weight, est._head(), sizes[0], sizes[-1],
+                                      dtype)
+        self.order = np.arange(self.n_samples, dtype=np.int64) if est.shuffle else None
+
+    def run(self, options, sumsq):
+        """One epoch on the estimator's parameters and state: (summed loss, new sumsq)."""
+        est = self.est
+        loss, sumsq, self.order = _epoch(est._flat, est._state, self.sizes, self.data, self.order,
+                                         est._random_state, options, sumsq, est._n_threads)
+        return loss, sumsq
