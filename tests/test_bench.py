@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+import math
+
 from mlpgrad import _bench_curvature as curvature
 from mlpgrad import _bench_per_sample as per_sample
 from mlpgrad import bench, cli
@@ -88,14 +90,63 @@ def test_bench_no_reference_and_none_peers(capsys):
     assert "| smoke" in out and "ref ms" not in out and "torch ms" not in out
 
 
+TINY_GEMM = [("square", 16, 16, 16, False), ("t", 8, 16, 4, True)]
+PEAK = {"float32": 100.0, "float64": 50.0}  # a stand-in for measure_peak where its value does not matter
+
+
 def test_bench_gemm_numpy_tiny():
-    gemm = bench.measure_gemm("both", 1, "numpy", shapes=[("square", 16, 16, 16, False), ("t", 8, 16, 4, True)],
-                              repeat=2, settle=0)
-    assert gemm["backend"] == "numpy.matmul" and len(gemm["results"]) == 4
+    gemm = bench.measure_gemm("both", 1, "numpy", shapes=TINY_GEMM, repeat=2, settle=0)
+    assert gemm["backend"] == "numpy.matmul" and gemm["backends"] == ["numpy.matmul"] and len(gemm["results"]) == 4
     assert set(gemm["peak"]) == {"float32", "float64"} and all(g > 0 for g in gemm["peak"].values())
+    assert gemm["best"] == {"float32": "numpy.matmul", "float64": "numpy.matmul"}
+    assert bench.gemm_rate(gemm, "float64") == gemm["peak"]["float64"] and bench.gemm_rate(gemm, "float64", "x") is None
     rows = bench.run(["smoke"], "float32", None, 1, gemm_peak=gemm["peak"], **QUIET)
-    assert rows[0]["native_pct_gemm"] > 0 and "% of GEMM" in bench.format_table(rows)
-    assert bench.format_gemm(gemm)
+    assert rows[0]["native_pct_gemm"] > 0 and "% of best GEMM" in bench.format_table(rows)
+    assert "best GEMM" in "\n".join(bench.format_gemm(gemm))
+
+
+def test_bench_gemm_auto_keeps_the_best_backend():
+    """auto: NumPy's matmul and torch.mm when importable; a shape's rate is the best of them."""
+    gemm = bench.measure_gemm("float32", 1, "auto", shapes=TINY_GEMM, repeat=2, settle=0)
+    torch_ok = bench._setup_torch(1) is not None
+    assert gemm["backends"] == ["numpy.matmul"] + (["torch.mm"] if torch_ok else [])
+    assert len(gemm["results"]) == 2 * len(gemm["backends"])
+    square = [r for r in gemm["results"] if r["label"] == "square"]
+    assert gemm["peak"]["float32"] == max(r["gflops"] for r in square)
+    assert gemm["best"]["float32"] == max(square, key=lambda r: r["gflops"])["backend"]
+    text = "\n".join(bench.format_gemm(gemm))
+    assert all(f"float32 {b}:" in text for b in gemm["backends"])
+
+
+def test_bench_gemm_auto_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(bench, "_PEER_STATE", {})
+    gemm = bench.measure_gemm("float32", 1, "auto", shapes=TINY_GEMM, repeat=1, settle=0)
+    assert gemm["backends"] == ["numpy.matmul"] and gemm["best"] == {"float32": "numpy.matmul"}
+    with pytest.raises(RuntimeError, match="torch is not importable"):
+        bench.measure_gemm("float32", 1, "torch", shapes=TINY_GEMM, repeat=1, settle=0)
+
+
+def test_bench_fma_peak_and_header():
+    """The FMA peak is a positive rate per dtype; the header names the CPU and prints the peak."""
+    peak = bench.measure_peak("both", 1)
+    assert set(peak) == {"float32", "float64"}
+    assert all(math.isfinite(g) and g > 0 for g in peak.values())
+    assert bench.cpu_model()
+    lines = "\n".join(bench.format_header(bench.header_info(1, {}, peak)))
+    assert f"CPU: {bench.cpu_model()}" in lines and "FMA peak" in lines and "float64" in lines
+
+
+def test_bench_table_shows_peak_and_best_gemm():
+    """Every row of the main table has "% of peak" and "% of best GEMM", '-' when a yardstick was not measured."""
+    rows = bench.run(["smoke", "smoke_sigmoid"], "both", 1, 1, gemm_peak=PEAK, fma_peak=PEAK, **QUIET)
+    for r in rows:
+        assert r["native_pct_peak"] == pytest.approx(100 * r["gflops"]["native"] / PEAK[r["dtype"]])
+        assert r["native_pct_gemm"] == pytest.approx(r["native_pct_peak"])
+    table = bench.format_table(rows)
+    assert "| % of peak | % of best GEMM |" in table
+    bare = bench.format_table(bench.run(["smoke"], "float32", 1, 1, **QUIET))
+    assert bare.splitlines()[-1].endswith("|         - |              - |")
 
 
 def test_bench_scaling_and_linear_tiny():
@@ -182,7 +233,7 @@ def test_per_sample_targets_met_and_gap():
 def test_per_sample_quick_validates_and_formats():
     """mlpgrad's per-sample functions on the tiny shapes, both dtypes, no peers (torch not needed): each agrees
     with mlpgrad.reference, every op is timed, every target has a value, the tables print."""
-    result = per_sample.run(quick=True, dtypes="both", threads=1, settle=0, log=pytest.fail)
+    result = per_sample.run(quick=True, dtypes="both", threads=1, settle=0, log=pytest.fail, peak=PEAK)
     rows = result["rows"]
     assert [(r["config"], r["dtype"]) for r in rows] == [
         ("smoke", "float32"), ("smoke", "float64"), ("smoke_sigmoid", "float32"), ("smoke_sigmoid", "float64")]
@@ -196,6 +247,7 @@ def test_per_sample_quick_validates_and_formats():
         assert len(ratio_targets) == 4 and all(t["met"] in (True, False) for t in ratio_targets)
     text = (per_sample.format_times(rows) + per_sample.format_targets(rows) + per_sample.format_rates(rows))
     assert "| smoke_sigmoid" in text and "norms / loss_and_grad" in text and "GB/s written" in text
+    assert all(r["fma_peak_gflops"] == PEAK[r["dtype"]] for r in rows) and "% of peak" in per_sample.format_rates(rows)
     assert per_sample.format_peers(rows) == ""
 
 
@@ -213,7 +265,8 @@ def test_per_sample_cli_quick_json(tmp_path, capsys):
         assert set(r["gemm_gflops"]) == {"square", "dot", "gram"}
         assert r["calls"]["grad"] == 2
     text = capsys.readouterr().out
-    assert "per-sample gradients (issue 12)" in text and "% of square GEMM" in text
+    assert "per-sample gradients (issue 12)" in text and "% of square GEMM" in text and "% of peak" in text
+    assert all(r["fma_peak_gflops"] > 0 for r in section["rows"])
 
 
 def test_per_sample_shapes():
@@ -271,7 +324,7 @@ def test_curvature_flop_formulas_by_hand():
 def test_curvature_quick_validates_and_formats():
     """mlpgrad's curvature functions on the tiny shapes, both dtypes, no peers (torch not needed): each agrees with
     mlpgrad.reference, every op is timed, every target without a peer or GEMM has a value, the tables print."""
-    result = curvature.run(quick=True, dtypes="both", threads=1, settle=0, log=pytest.fail)
+    result = curvature.run(quick=True, dtypes="both", threads=1, settle=0, log=pytest.fail, peak=PEAK)
     rows = result["rows"]
     assert [(r["config"], r["n"], r["dtype"]) for r in rows] == [
         ("smoke", 100, "float32"), ("smoke", 100, "float64"), ("smoke_sigmoid", 100, "float32"),
@@ -287,6 +340,7 @@ def test_curvature_quick_validates_and_formats():
         assert targets["BackPACK DiagGGNExact / ggn_diag"]["value"] is None  # no peers asked for
     text = curvature.format_times(rows) + curvature.format_targets(rows) + curvature.format_rates(rows)
     assert "| smoke_sigmoid" in text and "hvp(16) ms" in text and "- (peer absent)" in text
+    assert all(r["fma_peak_gflops"] == PEAK[r["dtype"]] for r in rows) and "% of peak" in curvature.format_rates(rows)
     assert curvature.format_peers(rows) == ""
 
 
@@ -303,7 +357,7 @@ def test_curvature_cli_quick_json(tmp_path, capsys):
         assert r["gemm_gflops"]["square"] > 0 and r["calls"]["grad"] == 2
         assert any(t["measure"] == "hvp(16) % of square GEMM" and t["value"] > 0 for t in r["targets"])
     text = capsys.readouterr().out
-    assert "curvature (issue 13)" in text and "% square GEMM" in text and "R{dh}" in text
+    assert "curvature (issue 13)" in text and "% square GEMM" in text and "R{dh}" in text and "% of peak" in text
 
 
 def test_curvature_shapes():
@@ -336,3 +390,4 @@ def test_curvature_peers_match_mlpgrad():
         assert set(peers) <= set(r["ms"])
     if "backpack_diag" in peers:
         assert all(t["value"] > 0 for r in result["rows"] for t in r["targets"] if "BackPACK" in t["measure"])
+
