@@ -15,6 +15,7 @@ import math
 
 from mlpgrad import _bench_curvature as curvature
 from mlpgrad import _bench_per_sample as per_sample
+from mlpgrad import _bench_training as training
 from mlpgrad import bench, cli
 
 QUIET = dict(settle=0, log=lambda *a, **k: None)
@@ -391,3 +392,103 @@ def test_curvature_peers_match_mlpgrad():
     if "backpack_diag" in peers:
         assert all(t["value"] > 0 for r in result["rows"] for t in r["targets"] if "BackPACK" in t["measure"])
 
+
+# -- the training section (bench --training, issue 14) -------------------------------------------------------------
+
+
+def test_training_step_flops_by_hand():
+    """64-100-10, B = 200: products 6400 and 1000 (S = 7400, S2 = 1000). Forward 2*200*7400, dW the same, deltas of
+    layer 1 2*200*1000 (no dL/dX): 6.32 MFLOP per step."""
+    (digits,) = training.resolve_shapes(["digits"])
+    assert (digits.config.sizes, digits.config.n, digits.batch, digits.steps) == ((64, 100, 10), 1797, 200, 9)
+    assert bench.flop_count(digits.config.sizes, 200, input_grad=False) == 2 * 200 * (2 * 7400 + 1000) == 6_320_000
+
+
+def test_training_shapes():
+    """The issue's shapes at their batch sizes; --quick divides N (at least two batches); other configs take
+    scikit-learn's batch_size "auto"."""
+    shapes = {s.name: (s.config.layers, s.config.head, s.config.n, s.batch) for s in training.resolve_shapes(None)}
+    assert shapes == {"digits": ("64-100-10", "softmax", 1797, 200), "tabular": ("60-128-64-4", "softmax", 48000, 256),
+                      "mnist": ("784-256-256-10", "softmax", 4096, 128),
+                      "binary_100": ("100-100-1", "sigmoid", 20000, 200)}
+    quick = {s.name: (s.config.n, s.batch) for s in training.resolve_shapes(list(training.SHAPES), quick=True)}
+    assert quick == {"digits": (400, 200), "tabular": (3000, 256), "mnist": (256, 128), "binary_100": (1250, 200)}
+    (other,) = training.resolve_shapes(["seed1_small"])
+    assert other.batch == 200 and other.config.n == 65536
+    assert [s.name for s in training.resolve_shapes(None, quick=True)] == ["smoke", "smoke_sigmoid"]
+
+
+def test_training_targets_met_and_gap():
+    """The 75% target on the issue's shapes (gap = target / value), shown without a target elsewhere, absent
+    without a GEMM."""
+    adam, sgd = training._targets({"config": "tabular", "pct_gemm_bound": {"adam": 50.0, "sgd": 80.0}})
+    assert adam["met"] is False and adam["gap"] == pytest.approx(1.5) and sgd["met"] is True
+    assert all(t["target"] == "-" for t in training._targets({"config": "mnist", "pct_gemm_bound": {"adam": 90.0,
+                                                                                                 "sgd": 91.0}}))
+    assert all(t["value"] is None for t in training._targets({"config": "digits", "pct_gemm_bound": {}}))
+
+
+def _check_training_rows(rows, names):
+    assert [(r["config"], r["dtype"]) for r in rows] == [
+        ("smoke", "float32"), ("smoke", "float64"), ("smoke_sigmoid", "float32"), ("smoke_sigmoid", "float64")]
+    for r in rows:
+        assert r["ok"], r["first_loss"]
+        assert set(r["ms"]) == set(names) and all(v > 0 for v in r["step_us"].values())
+        assert r["steps"] == 7 and r["batch"] == 16 and r["n"] == 100
+        assert r["step_flops"] == bench.flop_count(r["sizes"], 16, input_grad=False)
+        assert r["step_us"]["adam"] == pytest.approx(1e3 * r["ms"]["adam"] / 7)
+        assert r["pct_gemm_bound"]["sklearn"] == pytest.approx(100 * r["gflops"]["sklearn"] / r["gemm_gflops"])
+        assert r["pct_peak"]["adam"] == pytest.approx(100 * r["gflops"]["adam"] / PEAK[r["dtype"]])
+        assert [t["measure"] for t in r["targets"]] == ["native adam step % of GEMM-bound",
+                                                       "native sgd step % of GEMM-bound"]
+
+
+def test_training_quick_validates_and_formats():
+    """Native adam and sgd epochs, scikit-learn's and (when asked for and importable) torch's on the tiny shapes, both
+    dtypes: every loss finite, every implementation timed, the rates and targets computed, the tables print."""
+    gemm = bench.measure_gemm("both", 1, "numpy", shapes=TINY_GEMM, repeat=1, settle=0)
+    result = training.run(quick=True, dtypes="both", threads=1, repeat=1, settle=0, log=pytest.fail, gemm=gemm,
+                          peak=PEAK)
+    _check_training_rows(result["rows"], ["adam", "sgd", "sklearn"])
+    text = (training.format_times(result["rows"]) + training.format_rates(result["rows"])
+            + training.format_targets(result["rows"]))
+    assert "| smoke_sigmoid" in text and "GEMM-bound us" in text and "sklearn adam" in text and "% of peak" in text
+    assert "torch adam" not in text and not result["notes"]
+
+
+def test_training_with_torch():
+    if not _installed("torch"):
+        pytest.skip("torch is not installed")
+    gemm = bench.measure_gemm("both", 1, "numpy", shapes=TINY_GEMM, repeat=1, settle=0)
+    result = training.run(quick=True, dtypes="both", threads=1, repeat=1, settle=0, log=pytest.fail, gemm=gemm,
+                          peak=PEAK, peers="auto")
+    if result["notes"]:
+        pytest.skip(f"torch is installed but not importable: {result['notes']}")
+    _check_training_rows(result["rows"], ["adam", "sgd", "sklearn", "torch"])
+    assert "torch adam" in training.format_rates(result["rows"])
+
+
+def test_training_missing_torch_is_left_out(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(bench, "_PEER_STATE", {})
+    result = training.run(["smoke"], quick=True, settle=0, repeat=1, peers=["torch"], log=pytest.fail)
+    row = result["rows"][0]
+    assert row["ok"] and "torch" not in row["ms"] and any("torch left out" in note for note in result["notes"])
+    assert row["pct_gemm_bound"] == {} and all(t["value"] is None for t in row["targets"])  # no GEMM measured
+
+
+def test_training_cli_quick_json(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert cli.main(["bench", "--training", "--quick", "--config", "smoke", "--peers", "none", "--gemm", "numpy",
+                     "--repeat", "2", "--settle", "0", "--threads", "1", "--dtype", "both", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert "rows" not in data and "per_sample" not in data  # the mode replaces the main table
+    assert set(data["header"]["fma_peak"]) == {"float32", "float64"} and data["header"]["cpu"]
+    section = data["training"]
+    assert [(r["config"], r["dtype"]) for r in section["rows"]] == [("smoke", "float32"), ("smoke", "float64")]
+    assert [g["label"] for g in section["gemm"]["results"]] == ["square", "square"]
+    for r in section["rows"]:
+        assert set(r["ms"]) == {"adam", "sgd", "sklearn"} and r["calls"]["adam"] == 2
+        assert r["gemm_gflops"] > 0 and r["fma_peak_gflops"] > 0
+    text = capsys.readouterr().out
+    assert "training steps (issue 14)" in text and "% of GEMM-bound" in text and "FMA peak" in text

@@ -62,7 +62,7 @@ neither BLAS is the faster one on every machine.  The header names the CPU.
 Other modes: ``--plot FILE.png`` (throughput against batch size N, log-log, for one config),
 ``--scaling`` (native with 1 and T threads on the large configs: issue 3 asks for >= 1.9x with 2
 threads), ``--linear`` (native's time per row from 1k to 1M rows on a small config; it should be
-flat), ``--per-sample`` and ``--curvature`` (their own modules, ``_bench_*.py``).
+flat), ``--per-sample``, ``--curvature`` and ``--training`` (their own modules, ``_bench_*.py``).
 
 Implementations are a dict of named factories (``IMPLEMENTATIONS``): a factory gets a
 :class:`Problem` and returns a zero-argument callable computing ``(loss, Gradients-like)``
@@ -147,6 +147,11 @@ EXTRA: Dict[str, Config] = {c.name: c for c in [
     Config("smoke", (4, 3, 2), 100, "softmax"),
     Config("smoke_sigmoid", (4, 3, 1), 100, "sigmoid"),
     Config("mid_sigmoid", (100, 50, 50, 1), 8192, "sigmoid"),  # one of --per-sample's and --curvature's shapes
+    # --training's shapes (at their batch sizes there): scikit-learn's defaults on digits (N as digits'), issue 14's
+    # 48,000 x 60 with 4 classes, and a binary problem with one sigmoid output.
+    Config("digits", (64, 100, 10), 1797, "softmax"),
+    Config("tabular", (60, 128, 64, 4), 48000, "softmax"),
+    Config("binary_100", (100, 100, 1), 20000, "sigmoid"),
 ]}
 
 
@@ -1250,7 +1255,8 @@ configs with >= 1 GFLOP per call or --config; issue 3 asks for >= 1.9x with 2), 
 (native's time per row from N=1k to 1M rows; should be flat), --per-sample (issue 12's per-sample functions
 against loss_and_grad, the same-run GEMM and np.copyto, and torch.func vmap, Opacus and BackPACK when importable),
 --curvature (issue 13's hvp, ggn_vp and ggn_diag against loss_and_grad and the same-run GEMM, and torch.func hvp,
-curvlinops and BackPACK DiagGGNExact when importable).
+curvlinops and BackPACK DiagGGNExact when importable), --training (issue 14's per-step time of a native adam and sgd
+epoch against scikit-learn's MLPClassifier and a torch eager loop when importable, as % of the GEMM-bound limit).
 """
 
 
@@ -1310,12 +1316,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and the same-run GEMM, and the peers torch.func hvp, curvlinops GGN, BackPACK DiagGGNExact "
                         "when importable, on --config (default mnist N=1024, seed1_small and mid_sigmoid N=8192; see "
                         "mlpgrad/_bench_curvature.py)")
+    p.add_argument("--training", action="store_true",
+                   help="per-step time of a native train_epoch (adam and sgd) against scikit-learn's MLPClassifier "
+                        "and a torch eager loop when importable, as %% of the GEMM-bound limit, on --config (default "
+                        "digits, tabular, mnist and binary_100 at their batch sizes; see mlpgrad/_bench_training.py)")
     p.add_argument("--json", metavar="FILE", help="also write the header and rows as JSON to FILE")
 
 
 def _modes(args) -> bool:
     """Whether a mode replaces the main table."""
-    return bool(args.plot or args.scaling or args.linear or args.objective or args.per_sample or args.curvature)
+    return bool(args.plot or args.scaling or args.linear or args.objective or args.per_sample or args.curvature
+                or args.training)
 
 
 def _selected_configs(args) -> List[Config]:
@@ -1350,8 +1361,8 @@ def _progress(msg):
 
 
 def _run_tables(args, configs, table_configs, peers, gemm_peak, fma_peak, out) -> None:
-    """The main table, --scaling, --linear, --objective, --per-sample and --curvature, each printed as it
-    completes. ``gemm_peak``, ``fma_peak``: {dtype: GFLOP/s} of the best GEMM and of the FMA loop."""
+    """The main table, --scaling, --linear, --objective, --per-sample, --curvature and --training, each printed as
+    it completes. ``gemm_peak``, ``fma_peak``: {dtype: GFLOP/s} of the best GEMM and of the FMA loop."""
     if table_configs:
         rows = run(table_configs, args.dtype, args.threads, args.repeat, quick=args.quick,
                    settle=args.settle, log=_log, progress=_progress, peers=peers,
@@ -1390,6 +1401,9 @@ def _run_tables(args, configs, table_configs, peers, gemm_peak, fma_peak, out) -
     if args.curvature:
         from . import _bench_curvature
         out["curvature"] = _bench_curvature.run_command_section(args, configs, progress=_progress, peak=fma_peak)
+    if args.training:
+        from . import _bench_training
+        out["training"] = _bench_training.run_command_section(args, configs, progress=_progress, peak=fma_peak)
 
 
 def _run_plot(args, peers, gemm, fma_peak, out) -> None:
@@ -1429,7 +1443,8 @@ def run_command(args: argparse.Namespace) -> int:
     """``python -m mlpgrad bench``: ``args`` from :func:`add_arguments`, and ``args.parser`` (for its errors)."""
     configs = _selected_configs(args)
     modes = _modes(args)
-    own_configs = args.scaling or args.objective or args.per_sample or args.curvature  # modes using --config
+    own_configs = (args.scaling or args.objective or args.per_sample or args.curvature
+                   or args.training)  # modes using --config
     table_configs = configs if (not modes or (not own_configs and configs)) else []
     need_peers = bool(table_configs or args.plot)
     requested = args.peers if need_peers else []
