@@ -783,7 +783,7 @@ def print_section(result: dict, gemm: Optional[dict]) -> None:
         print(peers)
     print("\ntargets:\n")
     print(format_targets(rows))
-    print("\nrates against the same run's GEMM and memory copy:\n")
+    print("\nrates against the FMA peak, the same run's GEMM and memory copy:\n")
     print(format_rates(rows))
     if gemm:
         print("\n" + "\n".join(bench.format_gemm(gemm)))

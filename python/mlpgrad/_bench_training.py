@@ -335,7 +335,7 @@ def print_section(result: dict, gemm: Optional[dict]) -> None:
     rows = result["rows"]
     print("\ntraining steps (issue 14): us per step of one epoch:\n")
     print(format_times(rows))
-    print("\nrates against the same run's GEMM and the FMA peak:\n")
+    print("\nrates against the FMA peak and the same run's GEMM:\n")
     print(format_rates(rows))
     print("\ntargets:\n")
     print(format_targets(rows))
