@@ -11,8 +11,11 @@ import sys
 
 import pytest
 
+import math
+
 from mlpgrad import _bench_curvature as curvature
 from mlpgrad import _bench_per_sample as per_sample
+from mlpgrad import _bench_training as training
 from mlpgrad import bench, cli
 
 QUIET = dict(settle=0, log=lambda *a, **k: None)
@@ -88,14 +91,63 @@ def test_bench_no_reference_and_none_peers(capsys):
     assert "| smoke" in out and "ref ms" not in out and "torch ms" not in out
 
 
+TINY_GEMM = [("square", 16, 16, 16, False), ("t", 8, 16, 4, True)]
+PEAK = {"float32": 100.0, "float64": 50.0}  # a stand-in for measure_peak where its value does not matter
+
+
 def test_bench_gemm_numpy_tiny():
-    gemm = bench.measure_gemm("both", 1, "numpy", shapes=[("square", 16, 16, 16, False), ("t", 8, 16, 4, True)],
-                              repeat=2, settle=0)
-    assert gemm["backend"] == "numpy.matmul" and len(gemm["results"]) == 4
+    gemm = bench.measure_gemm("both", 1, "numpy", shapes=TINY_GEMM, repeat=2, settle=0)
+    assert gemm["backend"] == "numpy.matmul" and gemm["backends"] == ["numpy.matmul"] and len(gemm["results"]) == 4
     assert set(gemm["peak"]) == {"float32", "float64"} and all(g > 0 for g in gemm["peak"].values())
+    assert gemm["best"] == {"float32": "numpy.matmul", "float64": "numpy.matmul"}
+    assert bench.gemm_rate(gemm, "float64") == gemm["peak"]["float64"] and bench.gemm_rate(gemm, "float64", "x") is None
     rows = bench.run(["smoke"], "float32", None, 1, gemm_peak=gemm["peak"], **QUIET)
-    assert rows[0]["native_pct_gemm"] > 0 and "% of GEMM" in bench.format_table(rows)
-    assert bench.format_gemm(gemm)
+    assert rows[0]["native_pct_gemm"] > 0 and "% of best GEMM" in bench.format_table(rows)
+    assert "best GEMM" in "\n".join(bench.format_gemm(gemm))
+
+
+def test_bench_gemm_auto_keeps_the_best_backend():
+    """auto: NumPy's matmul and torch.mm when importable; a shape's rate is the best of them."""
+    gemm = bench.measure_gemm("float32", 1, "auto", shapes=TINY_GEMM, repeat=2, settle=0)
+    torch_ok = bench._setup_torch(1) is not None
+    assert gemm["backends"] == ["numpy.matmul"] + (["torch.mm"] if torch_ok else [])
+    assert len(gemm["results"]) == 2 * len(gemm["backends"])
+    square = [r for r in gemm["results"] if r["label"] == "square"]
+    assert gemm["peak"]["float32"] == max(r["gflops"] for r in square)
+    assert gemm["best"]["float32"] == max(square, key=lambda r: r["gflops"])["backend"]
+    text = "\n".join(bench.format_gemm(gemm))
+    assert all(f"float32 {b}:" in text for b in gemm["backends"])
+
+
+def test_bench_gemm_auto_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(bench, "_PEER_STATE", {})
+    gemm = bench.measure_gemm("float32", 1, "auto", shapes=TINY_GEMM, repeat=1, settle=0)
+    assert gemm["backends"] == ["numpy.matmul"] and gemm["best"] == {"float32": "numpy.matmul"}
+    with pytest.raises(RuntimeError, match="torch is not importable"):
+        bench.measure_gemm("float32", 1, "torch", shapes=TINY_GEMM, repeat=1, settle=0)
+
+
+def test_bench_fma_peak_and_header():
+    """The FMA peak is a positive rate per dtype; the header names the CPU and prints the peak."""
+    peak = bench.measure_peak("both", 1)
+    assert set(peak) == {"float32", "float64"}
+    assert all(math.isfinite(g) and g > 0 for g in peak.values())
+    assert bench.cpu_model()
+    lines = "\n".join(bench.format_header(bench.header_info(1, {}, peak)))
+    assert f"CPU: {bench.cpu_model()}" in lines and "FMA peak" in lines and "float64" in lines
+
+
+def test_bench_table_shows_peak_and_best_gemm():
+    """Every row of the main table has "% of peak" and "% of best GEMM", '-' when a yardstick was not measured."""
+    rows = bench.run(["smoke", "smoke_sigmoid"], "both", 1, 1, gemm_peak=PEAK, fma_peak=PEAK, **QUIET)
+    for r in rows:
+        assert r["native_pct_peak"] == pytest.approx(100 * r["gflops"]["native"] / PEAK[r["dtype"]])
+        assert r["native_pct_gemm"] == pytest.approx(r["native_pct_peak"])
+    table = bench.format_table(rows)
+    assert "| % of peak | % of best GEMM |" in table
+    bare = bench.format_table(bench.run(["smoke"], "float32", 1, 1, **QUIET))
+    assert bare.splitlines()[-1].endswith("|         - |              - |")
 
 
 def test_bench_scaling_and_linear_tiny():
@@ -182,7 +234,7 @@ def test_per_sample_targets_met_and_gap():
 def test_per_sample_quick_validates_and_formats():
     """mlpgrad's per-sample functions on the tiny shapes, both dtypes, no peers (torch not needed): each agrees
     with mlpgrad.reference, every op is timed, every target has a value, the tables print."""
-    result = per_sample.run(quick=True, dtypes="both", threads=1, settle=0, log=pytest.fail)
+    result = per_sample.run(quick=True, dtypes="both", threads=1, settle=0, log=pytest.fail, peak=PEAK)
     rows = result["rows"]
     assert [(r["config"], r["dtype"]) for r in rows] == [
         ("smoke", "float32"), ("smoke", "float64"), ("smoke_sigmoid", "float32"), ("smoke_sigmoid", "float64")]
@@ -196,6 +248,7 @@ def test_per_sample_quick_validates_and_formats():
         assert len(ratio_targets) == 4 and all(t["met"] in (True, False) for t in ratio_targets)
     text = (per_sample.format_times(rows) + per_sample.format_targets(rows) + per_sample.format_rates(rows))
     assert "| smoke_sigmoid" in text and "norms / loss_and_grad" in text and "GB/s written" in text
+    assert all(r["fma_peak_gflops"] == PEAK[r["dtype"]] for r in rows) and "% of peak" in per_sample.format_rates(rows)
     assert per_sample.format_peers(rows) == ""
 
 
@@ -213,7 +266,8 @@ def test_per_sample_cli_quick_json(tmp_path, capsys):
         assert set(r["gemm_gflops"]) == {"square", "dot", "gram"}
         assert r["calls"]["grad"] == 2
     text = capsys.readouterr().out
-    assert "per-sample gradients (issue 12)" in text and "% of square GEMM" in text
+    assert "per-sample gradients (issue 12)" in text and "% of square GEMM" in text and "% of peak" in text
+    assert all(r["fma_peak_gflops"] > 0 for r in section["rows"])
 
 
 def test_per_sample_shapes():
@@ -271,7 +325,7 @@ def test_curvature_flop_formulas_by_hand():
 def test_curvature_quick_validates_and_formats():
     """mlpgrad's curvature functions on the tiny shapes, both dtypes, no peers (torch not needed): each agrees with
     mlpgrad.reference, every op is timed, every target without a peer or GEMM has a value, the tables print."""
-    result = curvature.run(quick=True, dtypes="both", threads=1, settle=0, log=pytest.fail)
+    result = curvature.run(quick=True, dtypes="both", threads=1, settle=0, log=pytest.fail, peak=PEAK)
     rows = result["rows"]
     assert [(r["config"], r["n"], r["dtype"]) for r in rows] == [
         ("smoke", 100, "float32"), ("smoke", 100, "float64"), ("smoke_sigmoid", 100, "float32"),
@@ -287,6 +341,7 @@ def test_curvature_quick_validates_and_formats():
         assert targets["BackPACK DiagGGNExact / ggn_diag"]["value"] is None  # no peers asked for
     text = curvature.format_times(rows) + curvature.format_targets(rows) + curvature.format_rates(rows)
     assert "| smoke_sigmoid" in text and "hvp(16) ms" in text and "- (peer absent)" in text
+    assert all(r["fma_peak_gflops"] == PEAK[r["dtype"]] for r in rows) and "% of peak" in curvature.format_rates(rows)
     assert curvature.format_peers(rows) == ""
 
 
@@ -303,7 +358,7 @@ def test_curvature_cli_quick_json(tmp_path, capsys):
         assert r["gemm_gflops"]["square"] > 0 and r["calls"]["grad"] == 2
         assert any(t["measure"] == "hvp(16) % of square GEMM" and t["value"] > 0 for t in r["targets"])
     text = capsys.readouterr().out
-    assert "curvature (issue 13)" in text and "% square GEMM" in text and "R{dh}" in text
+    assert "curvature (issue 13)" in text and "% square GEMM" in text and "R{dh}" in text and "% of peak" in text
 
 
 def test_curvature_shapes():
@@ -336,3 +391,104 @@ def test_curvature_peers_match_mlpgrad():
         assert set(peers) <= set(r["ms"])
     if "backpack_diag" in peers:
         assert all(t["value"] > 0 for r in result["rows"] for t in r["targets"] if "BackPACK" in t["measure"])
+
+
+# -- the training section (bench --training, issue 14) -------------------------------------------------------------
+
+
+def test_training_step_flops_by_hand():
+    """64-100-10, B = 200: products 6400 and 1000 (S = 7400, S2 = 1000). Forward 2*200*7400, dW the same, deltas of
+    layer 1 2*200*1000 (no dL/dX): 6.32 MFLOP per step."""
+    (digits,) = training.resolve_shapes(["digits"])
+    assert (digits.config.sizes, digits.config.n, digits.batch, digits.steps) == ((64, 100, 10), 1797, 200, 9)
+    assert bench.flop_count(digits.config.sizes, 200, input_grad=False) == 2 * 200 * (2 * 7400 + 1000) == 6_320_000
+
+
+def test_training_shapes():
+    """The issue's shapes at their batch sizes; --quick divides N (at least two batches); other configs take
+    scikit-learn's batch_size "auto"."""
+    shapes = {s.name: (s.config.layers, s.config.head, s.config.n, s.batch) for s in training.resolve_shapes(None)}
+    assert shapes == {"digits": ("64-100-10", "softmax", 1797, 200), "tabular": ("60-128-64-4", "softmax", 48000, 256),
+                      "mnist": ("784-256-256-10", "softmax", 4096, 128),
+                      "binary_100": ("100-100-1", "sigmoid", 20000, 200)}
+    quick = {s.name: (s.config.n, s.batch) for s in training.resolve_shapes(list(training.SHAPES), quick=True)}
+    assert quick == {"digits": (400, 200), "tabular": (3000, 256), "mnist": (256, 128), "binary_100": (1250, 200)}
+    (other,) = training.resolve_shapes(["seed1_small"])
+    assert other.batch == 200 and other.config.n == 65536
+    assert [s.name for s in training.resolve_shapes(None, quick=True)] == ["smoke", "smoke_sigmoid"]
+
+
+def test_training_targets_met_and_gap():
+    """The 75% target on the issue's shapes (gap = target / value), shown without a target elsewhere, absent
+    without a GEMM."""
+    adam, sgd = training._targets({"config": "tabular", "pct_gemm_bound": {"adam": 50.0, "sgd": 80.0}})
+    assert adam["met"] is False and adam["gap"] == pytest.approx(1.5) and sgd["met"] is True
+    assert all(t["target"] == "-" for t in training._targets({"config": "mnist", "pct_gemm_bound": {"adam": 90.0,
+                                                                                                 "sgd": 91.0}}))
+    assert all(t["value"] is None for t in training._targets({"config": "digits", "pct_gemm_bound": {}}))
+
+
+def _check_training_rows(rows, names):
+    assert [(r["config"], r["dtype"]) for r in rows] == [
+        ("smoke", "float32"), ("smoke", "float64"), ("smoke_sigmoid", "float32"), ("smoke_sigmoid", "float64")]
+    for r in rows:
+        assert r["ok"], r["first_loss"]
+        assert set(r["ms"]) == set(names) and all(v > 0 for v in r["step_us"].values())
+        assert r["steps"] == 7 and r["batch"] == 16 and r["n"] == 100
+        assert r["step_flops"] == bench.flop_count(r["sizes"], 16, input_grad=False)
+        assert r["step_us"]["adam"] == pytest.approx(1e3 * r["ms"]["adam"] / 7)
+        assert r["pct_gemm_bound"]["sklearn"] == pytest.approx(100 * r["gflops"]["sklearn"] / r["gemm_gflops"])
+        assert r["pct_peak"]["adam"] == pytest.approx(100 * r["gflops"]["adam"] / PEAK[r["dtype"]])
+        assert [t["measure"] for t in r["targets"]] == ["native adam step % of GEMM-bound",
+                                                       "native sgd step % of GEMM-bound"]
+
+
+def test_training_quick_validates_and_formats():
+    """Native adam and sgd epochs, scikit-learn's and (when asked for and importable) torch's on the tiny shapes, both
+    dtypes: every loss finite, every implementation timed, the rates and targets computed, the tables print."""
+    gemm = bench.measure_gemm("both", 1, "numpy", shapes=TINY_GEMM, repeat=1, settle=0)
+    result = training.run(quick=True, dtypes="both", threads=1, repeat=1, settle=0, log=pytest.fail, gemm=gemm,
+                          peak=PEAK)
+    _check_training_rows(result["rows"], ["adam", "sgd", "sklearn"])
+    text = (training.format_times(result["rows"]) + training.format_rates(result["rows"])
+            + training.format_targets(result["rows"]))
+    assert "| smoke_sigmoid" in text and "GEMM-bound us" in text and "sklearn adam" in text and "% of peak" in text
+    assert "torch adam" not in text and not result["notes"]
+
+
+def test_training_with_torch():
+    if not _installed("torch"):
+        pytest.skip("torch is not installed")
+    gemm = bench.measure_gemm("both", 1, "numpy", shapes=TINY_GEMM, repeat=1, settle=0)
+    result = training.run(quick=True, dtypes="both", threads=1, repeat=1, settle=0, log=pytest.fail, gemm=gemm,
+                          peak=PEAK, peers="auto")
+    if result["notes"]:
+        pytest.skip(f"torch is installed but not importable: {result['notes']}")
+    _check_training_rows(result["rows"], ["adam", "sgd", "sklearn", "torch"])
+    assert "torch adam" in training.format_rates(result["rows"])
+
+
+def test_training_missing_torch_is_left_out(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(bench, "_PEER_STATE", {})
+    result = training.run(["smoke"], quick=True, settle=0, repeat=1, peers=["torch"], log=pytest.fail)
+    row = result["rows"][0]
+    assert row["ok"] and "torch" not in row["ms"] and any("torch left out" in note for note in result["notes"])
+    assert row["pct_gemm_bound"] == {} and all(t["value"] is None for t in row["targets"])  # no GEMM measured
+
+
+def test_training_cli_quick_json(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert cli.main(["bench", "--training", "--quick", "--config", "smoke", "--peers", "none", "--gemm", "numpy",
+                     "--repeat", "2", "--settle", "0", "--threads", "1", "--dtype", "both", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert "rows" not in data and "per_sample" not in data  # the mode replaces the main table
+    assert set(data["header"]["fma_peak"]) == {"float32", "float64"} and data["header"]["cpu"]
+    section = data["training"]
+    assert [(r["config"], r["dtype"]) for r in section["rows"]] == [("smoke", "float32"), ("smoke", "float64")]
+    assert [g["label"] for g in section["gemm"]["results"]] == ["square", "square"]
+    for r in section["rows"]:
+        assert set(r["ms"]) == {"adam", "sgd", "sklearn"} and r["calls"]["adam"] == 2
+        assert r["gemm_gflops"] > 0 and r["fma_peak_gflops"] > 0
+    text = capsys.readouterr().out
+    assert "training steps (issue 14)" in text and "% of GEMM-bound" in text and "FMA peak" in text

@@ -13,6 +13,7 @@
 #include "mlpgrad/layout.hpp"
 #include "mlpgrad/mlp.hpp"
 #include "mlpgrad/curvature.hpp"
+#include "mlpgrad/peak.hpp"
 #include "mlpgrad/per_sample.hpp"
 #include "mlpgrad/train.hpp"
 
@@ -442,6 +443,12 @@ py::dict build_info() {
   return info;
 }
 
+// GFLOP/s of the active instruction set's register-only FMA loop on n_threads threads (mlpgrad/peak.hpp).
+double fma_peak(bool float32, int n_threads) {
+  py::gil_scoped_release release;
+  return float32 ? mlpgrad::fma_peak<float>(n_threads) : mlpgrad::fma_peak<double>(n_threads);
+}
+
 std::string set_simd(const std::string& name) {
   for (int i = 0; i <= static_cast<int>(mlpgrad::Isa::avx512); ++i) {
     const auto isa = static_cast<mlpgrad::Isa>(i);
@@ -555,6 +562,8 @@ PYBIND11_MODULE(_core, m) {
                                                      sumsq, n_threads);
   });
   m.def("build_info", &build_info);
+  m.def("fma_peak", &fma_peak, py::arg("float32"), py::arg("n_threads"),
+        "GFLOP/s of a register-only FMA loop on the active SIMD level and n_threads threads (0: the default).");
   m.def("set_simd", &set_simd, "Use this SIMD level (clamped to the best available); returns the level in use.");
   m.def("set_schedule", &mlpgrad::set_schedule, "Force a schedule (automatic: the engine's own choice).");
   m.def("schedule", &mlpgrad::schedule, "The forced schedule (MLPGRAD_SCHEDULE at load, or set_schedule's).");

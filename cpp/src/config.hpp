@@ -64,4 +64,10 @@ constexpr int64_t kDirectAMaxPanels = 2;
 // tile computing 1 useful column of 32 does as much work as a full one.
 constexpr int64_t kSmallN = 4;
 
+// The FMA peak (peak.cpp): the best of kPeakRuns runs of about kPeakRunSeconds each, ~0.1 s in all: long
+// enough that the barriers and the clock (microseconds) are noise, short enough for a bench header; the best,
+// because on a shared machine a run can only lose time to other processes, never gain it.
+constexpr double kPeakRunSeconds = 0.02;
+constexpr int kPeakRuns = 5;
+
 }  // namespace mlpgrad::config

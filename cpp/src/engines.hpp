@@ -1,5 +1,5 @@
-// The per-ISA engines (isa_*.cpp), declared for the dispatcher in mlp.cpp (and their matrix product for
-// the C++ tests).
+// The per-ISA engines (isa_*.cpp), declared for the dispatchers (mlp.cpp, per_sample.cpp, curvature.cpp, peak.cpp)
+// and their matrix product for the C++ tests.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +47,14 @@ template <typename T> struct GemmTestCase {
   T* bsum;
 };
 
+// One timed run of the FMA peak's loop (peak.hpp): the flops done by `threads` threads in `seconds`, and the
+// sum of their accumulators (which keeps the loops alive).
+struct PeakRun {
+  double flops, seconds;
+  int threads;
+  double sum;
+};
+
 #define MLPGRAD_DECLARE_ENGINE(isa)                                                                        \
   namespace isa {                                                                                          \
   using mlpgrad::Mode;                                                                                     \
@@ -65,6 +73,8 @@ template <typename T> struct GemmTestCase {
                 const Interrupt* interrupt);                                                               \
   template <typename T>                                                                                    \
   void gemm_for_tests(const GemmTestCase<T>& c);                                                           \
+  template <typename T>                                                                                    \
+  PeakRun fma_run(int64_t iters, int n_threads);                                                           \
   }
 
 MLPGRAD_DECLARE_ENGINE(generic)

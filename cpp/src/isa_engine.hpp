@@ -1,5 +1,5 @@
-// What each isa_*.cpp compiles for its instruction-set level (MLPGRAD_ISA): the engine's entry points and
-// the matrix product's test entry, for float and double.
+// What each isa_*.cpp compiles for its instruction-set level (MLPGRAD_ISA): the engine's entry points, the
+// matrix product's test entry and the FMA peak's loop, for float and double.
 #pragma once
 
 #include <vector>
@@ -8,6 +8,7 @@
 #include "engines.hpp"
 #include "gram.hpp"
 #include "network.hpp"
+#include "peak.hpp"
 #include "per_sample.hpp"
 
 namespace mlpgrad::MLPGRAD_ISA {
@@ -32,7 +33,8 @@ template <typename T> void gemm_for_tests(const GemmTestCase<T>& c) {
   template double run_curvature<T>(const Network<T>&, Head, const Batch<T>&, Reduction,                     \
                                    const CurvatureRequest<T>&, int, const Interrupt*);                       \
   template void run_gram<T>(const Network<T>&, Head, const Batch<T>&, const Batch<T>&, T*, int, const Interrupt*); \
-  template void gemm_for_tests<T>(const GemmTestCase<T>&);
+  template void gemm_for_tests<T>(const GemmTestCase<T>&);                                                   \
+  template PeakRun fma_run<T>(int64_t, int);
 MLPGRAD_INSTANTIATE(float)
 MLPGRAD_INSTANTIATE(double)
 #undef MLPGRAD_INSTANTIATE

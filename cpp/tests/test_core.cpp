@@ -32,6 +32,7 @@
 #include "mlpgrad/layout.hpp"
 #include "mlpgrad/mlp.hpp"
 #include "mlpgrad/optim.hpp"
+#include "mlpgrad/peak.hpp"
 #include "mlpgrad/per_sample.hpp"
 #include "mlpgrad/train.hpp"
 #include "../src/engines.hpp"  // the per-ISA gemm_for_tests entries
@@ -935,6 +936,23 @@ void gemm_case(Isa isa, int64_t m, int64_t n, int64_t k, int layout, Rng& rng, d
   ++g_calls;
 }
 
+// The FMA peak runs on every SIMD level and thread count and returns a rate (a positive finite number; its size
+// depends on the machine and its load, so it is printed, not checked).
+template <typename T> void fma_peaks() {
+  for (Isa isa : isas()) {
+    mlpgrad::set_active_isa(isa);
+    for (int threads : {1, 2}) {
+      const double rate = mlpgrad::fma_peak<T>(threads);
+      const std::string where = std::string("fma_peak ") + dtype_name<T>() + " " + mlpgrad::isa_name(isa) + " " +
+                                std::to_string(threads) + " threads";
+      EXPECT(std::isfinite(rate) && rate > 0, where + ": " + std::to_string(rate));
+      std::printf("%s: %.1f GFLOP/s\n", where.c_str(), rate);
+      ++g_calls;
+    }
+  }
+  mlpgrad::set_active_isa(mlpgrad::best_isa());
+}
+
 template <typename T> void gemm_products() {
   Rng rng(2024);
   double worst = 0;
@@ -1792,6 +1810,8 @@ int main() {
   training<double>();
   gemm_products<float>();
   gemm_products<double>();
+  fma_peaks<float>();
+  fma_peaks<double>();
   bad_per_sample<float>();
   bad_per_sample<double>();
   for (const auto& [w, max_norm, name] : {std::tuple{1e21, 1.0, "large"}, std::tuple{1e-21, 1e-23, "small"},

@@ -238,8 +238,7 @@ def _one(config: bench.Config, dtype: str, threads, repeat, quick, settle, log, 
     ms = stats["ms"]
     flops = op_flops(config.sizes, config.n)
     gflops = {op: f / (ms[op] * 1e-3) / 1e9 for op, f in flops.items()}
-    square = next((g["gflops"] for g in (gemm or {}).get("results", [])
-                   if g["dtype"] == dtype and g["label"] == "square"), None)
+    square = bench.gemm_rate(gemm, dtype)  # the best of the backends
     row = {
         "config": config.name, "layers": config.layers, "sizes": list(config.sizes), "head": config.head,
         "n": config.n, "n_params": ps.n_params(config.sizes), "dtype": dtype, "threads": threads, "source": source,
@@ -298,12 +297,13 @@ def resolve_shapes(shapes, quick: bool = False) -> List[bench.Config]:
 def run(shapes=None, dtypes=("float32",), threads: Optional[int] = None, repeat: Optional[int] = None, *,
         quick: bool = False, settle: float = bench.SETTLE, log: Callable = print,
         progress: Optional[Callable] = None, peers=(), gemm: Optional[dict] = None,
-        source: str = "mlpgrad") -> dict:
+        source: str = "mlpgrad", peak: Optional[Dict[str, float]] = None) -> dict:
     """The curvature section: {"rows": one dict per (shape, dtype), "notes": [...], "peers": versions}.
 
     ``shapes``: see :func:`resolve_shapes`. ``peers``: names of :data:`PEER_OPS`, "auto" (the installed ones) or ()
     (none). ``gemm``: a :func:`mlpgrad.bench.measure_gemm` result with a "square" shape (None: no GEMM columns).
     ``source="reference"`` times mlpgrad.reference instead of mlpgrad (tiny shapes only), to test the plumbing.
+    ``peak``: {dtype: GFLOP/s} of the FMA loop (:func:`mlpgrad.bench.measure_peak`) for the "% of peak" column.
     """
     shapes = resolve_shapes(shapes, quick)
     if peers == "auto":
@@ -322,6 +322,7 @@ def run(shapes=None, dtypes=("float32",), threads: Optional[int] = None, repeat:
         for config in shapes:
             for dtype in bench._dtype_list(dtypes):
                 row = _one(config, dtype, threads, repeat, quick, settle, log, list(peers), gemm, source, notes)
+                row["fma_peak_gflops"] = (peak or {}).get(dtype)
                 rows.append(row)
                 if progress is not None:
                     progress(f"curvature {row['config']} N={row['n']} {dtype}: {len(row['ms'])} implementations "
@@ -379,17 +380,19 @@ def format_targets(rows: List[dict]) -> str:
 
 
 def format_rates(rows: List[dict]) -> str:
-    """GFLOP/s of every op against the same run's square GEMM."""
-    head = ["config", "dtype", "op", "GFLOP per call", "flops / loss_and_grad's", "GFLOP/s", "% square GEMM"]
+    """GFLOP/s of every op against the FMA peak and the same run's square GEMM."""
+    head = ["config", "dtype", "op", "GFLOP per call", "flops / loss_and_grad's", "GFLOP/s", "% of peak",
+            "% square GEMM"]
     body = []
     for r in rows:
-        square = r["gemm_gflops"].get("square")
+        square, peak = r["gemm_gflops"].get("square"), r.get("fma_peak_gflops")
         for op in OPS:
             rate = r["gflops"][op]
             body.append([r["config"], r["dtype"], OP_LABELS[op], f"{r['flops'][op] / 1e9:.3g}",
                          f"{r['flops'][op] / r['flops']['grad']:.2f}", bench._fmt_gflops(rate),
+                         bench.fmt_pct(100 * rate / peak if peak else None),
                          f"{100 * rate / square:.0f}%" if square else "-"])
-    return bench._markdown(head, body, [False, False, False, True, True, True, True])
+    return bench._markdown(head, body, [False, False, False, True, True, True, True, True])
 
 
 LEGEND = f"""\
@@ -406,7 +409,9 @@ R{{h_0}}: X gets no direction): loss_and_grad 2n (2 S + S2); hvp with m vectors 
 once) + m 2n (2 S + 4 S2) (R-forward R{{h}} W + h V_W: S + S2; R{{dW}} = R{{h}}^T delta + h^T R{{delta}}: S + S2;
 R{{dh}} = R{{delta}} W^T + delta V_W^T: 2 S2); ggn_vp 2n S (forward) + m 2n (2 S + 2 S2) (R-forward to J v: S + S2;
 the ordinary backward of c Hhead J v: S2 + S); ggn_diag 2n S + k 2n S2 + 2n S (k = d_L backward passes of the head
-factor's columns, then one (h^2)^T M product of their squares summed). One vector: hvp 1.9-2.4x, ggn_vp 1.6x loss_and_grad's flops on the issue's shapes."""
+factor's columns, then one (h^2)^T M product of their squares summed). One vector: hvp 1.9-2.4x, ggn_vp 1.6x loss_and_grad's flops on the issue's shapes.
+Square GEMM: the best of NumPy's matmul and torch.mm (when importable). % of peak: GFLOP/s over the FMA peak of the
+dtype (the header's register-only FMA loop)."""
 
 
 def print_section(result: dict, gemm: Optional[dict]) -> None:
@@ -420,7 +425,7 @@ def print_section(result: dict, gemm: Optional[dict]) -> None:
         print(peers)
     print("\ntargets:\n")
     print(format_targets(rows))
-    print("\nrates against the same run's GEMM:\n")
+    print("\nrates against the FMA peak and the same run's GEMM:\n")
     print(format_rates(rows))
     if gemm:
         print("\n" + "\n".join(bench.format_gemm(gemm)))
@@ -440,7 +445,7 @@ def _cli_peers(requested) -> List[str]:
     return []
 
 
-def run_command_section(args, configs, progress=None) -> dict:
+def run_command_section(args, configs, progress=None, peak=None) -> dict:
     """``bench --curvature``: the shapes of --config (SHAPES' N for their names) or SHAPES (QUICK_SHAPES with
     --quick), --dtype, --threads, --repeat, --settle, --peers, --gemm; prints the tables, returns the JSON part."""
     shapes = [c.name if c.name in SHAPES or c.name in QUICK_SHAPES else c for c in configs] or None
@@ -450,6 +455,6 @@ def run_command_section(args, configs, progress=None) -> dict:
                                   shapes=ps._gemm_shapes((), args.quick),  # the square GEMM alone
                                   repeat=args.repeat, settle=args.settle, progress=progress)
     result = run(shapes, args.dtype, args.threads, args.repeat, quick=args.quick, settle=args.settle,
-                 log=print, progress=progress, peers=_cli_peers(args.peers), gemm=gemm)
+                 log=print, progress=progress, peers=_cli_peers(args.peers), gemm=gemm, peak=peak)
     print_section(result, gemm)
     return {**result, "gemm": gemm}

@@ -10,8 +10,9 @@ calls; medians per call), float32 by default:
 - ``copyto``: ``np.copyto`` of a large array into another (the bytes per_sample_grads writes, at most
   ``COPY_MAX_BYTES``), and ``fill``: ``np.copyto`` of a scalar into the same array (writes only, as
   per_sample_grads does: it reads little), the yardsticks of per_sample_grads' GB/s written;
-- the same-run GEMM rates (:func:`mlpgrad.bench.measure_gemm`, before the shapes): the square GEMM (the bench's
-  "% of GEMM" denominator) and, per shape, a GEMM of the size of grad_dot(16)'s and grad_gram's largest product;
+- the same-run GEMM rates (:func:`mlpgrad.bench.measure_gemm`, before the shapes, each the best of NumPy's matmul and
+  torch.mm): the square GEMM (the bench's "% of best GEMM" denominator) and, per shape, a GEMM of the size of
+  grad_dot(16)'s and grad_gram's largest product; and the FMA peak of the header (the "% of peak" column);
 - the peers, when importable (never required): torch's own gradient (the same model as an ``nn.Sequential`` of
   Linear + Sigmoid, W transposed, ``CrossEntropyLoss`` / ``BCEWithLogitsLoss`` with reduction "sum");
   ``torch.func.vmap(grad)`` per-sample gradients and the norms from them; Opacus (``GradSampleModule`` hooks:
@@ -561,9 +562,10 @@ def _one(shape: Shape, dtype: str, threads, repeat, quick, settle, log, peers, g
     gb_s = {"psg": psg_bytes / (ms["psg"] * 1e-3) / 1e9,
             **{k: dst.nbytes / (ms[k] * 1e-3) / 1e9 for k in ("copyto", "fill")}}
     gemm_rates = {}
-    for g in (gemm or {}).get("results", []):
-        if g["dtype"] == dtype and g["label"] in ("square", f"{shape.name} dot", f"{shape.name} gram"):
-            gemm_rates[g["label"].split()[-1]] = g["gflops"]
+    for label in ("square", f"{shape.name} dot", f"{shape.name} gram"):
+        rate = bench.gemm_rate(gemm, dtype, label)  # the best of the backends
+        if rate:
+            gemm_rates[label.split()[-1]] = rate
     row = {
         "config": config.name, "layers": config.layers, "sizes": list(sizes), "head": config.head, "n": n,
         "gram_n": shape.gram_n, "n_params": P, "dtype": dtype, "threads": threads, "source": source,
@@ -615,7 +617,7 @@ def _targets(row: dict, shape: Shape) -> List[dict]:
 def run(shapes=None, dtypes=("float32",), threads: Optional[int] = None, repeat: Optional[int] = None, *,
         quick: bool = False, settle: float = bench.SETTLE, log: Callable = print,
         progress: Optional[Callable] = None, peers=(), gemm: Optional[dict] = None,
-        source: str = "mlpgrad") -> dict:
+        source: str = "mlpgrad", peak: Optional[Dict[str, float]] = None) -> dict:
     """The per-sample section: {"rows": one dict per (shape, dtype), "notes": [...], "peers": versions}.
 
     ``shapes``: names of :data:`SHAPES` (or of :data:`QUICK_SHAPES`), bench Config objects, or :class:`Shape`
@@ -623,6 +625,7 @@ def run(shapes=None, dtypes=("float32",), threads: Optional[int] = None, repeat:
     (the installed ones) or () (none). ``gemm``: a :func:`mlpgrad.bench.measure_gemm` result with the shapes of
     :func:`_gemm_shapes` (None: no GEMM columns). ``source="reference"`` times mlpgrad.reference instead of
     mlpgrad (tiny shapes only: it is O(N P) everywhere), to test the plumbing.
+    ``peak``: {dtype: GFLOP/s} of the FMA loop (:func:`mlpgrad.bench.measure_peak`) for the "% of peak" column.
     """
     shapes = resolve_shapes(shapes, quick)
     if peers == "auto":
@@ -638,6 +641,7 @@ def run(shapes=None, dtypes=("float32",), threads: Optional[int] = None, repeat:
         for shape in shapes:
             for dtype in bench._dtype_list(dtypes):
                 row = _one(shape, dtype, threads, repeat, quick, settle, log, list(peers), gemm, source, notes)
+                row["fma_peak_gflops"] = (peak or {}).get(dtype)
                 rows.append(row)
                 if progress is not None:
                     progress(f"per-sample {row['config']} N={row['n']} {dtype}: {len(row['ms'])} implementations "
@@ -727,23 +731,24 @@ def format_targets(rows: List[dict]) -> str:
 
 
 def format_rates(rows: List[dict]) -> str:
-    """GFLOP/s of grad_dot(16), grad_gram (and loss_and_grad, grad_dot(1)) against the same-run GEMMs; GB/s of
-    per_sample_grads against np.copyto."""
-    head = ["config", "dtype", "op", "GFLOP per call", "GFLOP/s", "square GEMM", "% square",
+    """GFLOP/s of grad_dot(16), grad_gram (and loss_and_grad, grad_dot(1)) against the FMA peak and the same-run
+    GEMMs; GB/s of per_sample_grads against np.copyto."""
+    head = ["config", "dtype", "op", "GFLOP per call", "GFLOP/s", "% of peak", "square GEMM", "% square",
             "same-size GEMM", "% same-size"]
     body = []
     for r in rows:
-        g = r["gemm_gflops"]
+        g, peak = r["gemm_gflops"], r.get("fma_peak_gflops")
         for op, size in (("grad", None), ("dot1", None), ("dot16", "dot"), ("gram", "gram")):
             rate = r["gflops"][op]
-            cells = [r["config"], r["dtype"], OP_LABELS[op], f"{r['flops'][op] / 1e9:.3g}", bench._fmt_gflops(rate)]
+            cells = [r["config"], r["dtype"], OP_LABELS[op], f"{r['flops'][op] / 1e9:.3g}", bench._fmt_gflops(rate),
+                     bench.fmt_pct(100 * rate / peak if peak else None)]
             for yard in ("square", size):
                 y = g.get(yard) if yard else None
                 cells += ([bench._fmt_gflops(y), f"{100 * rate / y:.0f}%"] if y else ["-", "-"])
             body.append(cells)
         for yard in ("copyto", "fill"):
             body.append([r["config"], r["dtype"], "per_sample_grads GB/s written", f"{r['bytes']['psg'] / 1e9:.3g} GB",
-                         f"{r['gb_s']['psg']:.1f} GB/s", "-", "-", f"{yard} {r['gb_s'][yard]:.1f} GB/s",
+                         f"{r['gb_s']['psg']:.1f} GB/s", "-", "-", "-", f"{yard} {r['gb_s'][yard]:.1f} GB/s",
                          f"{100 * r['gb_s']['psg'] / r['gb_s'][yard]:.0f}%"])
     return bench._markdown(head, body, [False, False, False] + [True] * (len(head) - 3))
 
@@ -763,7 +768,8 @@ GEMM's timed in the same run (mnist); gap: how far from the bound (value / bound
 GFLOP count the matrix products: forward + deltas (2n sum d_(l-1) d_l + 2n sum_(l>=2) d_(l-1) d_l), plus dW (2n sum
 d_(l-1) d_l) for loss_and_grad, the products with V (2nm sum (d_(l-1)+1) d_l) for grad_dot, the n x N2 products 2 n
 N2 sum (d_(l-1) + d_l) for grad_gram; same-size GEMM: one matmul of the size of the op's largest product. GB/s
-written: N P itemsize / time."""
+written: N P itemsize / time. GEMM rates: the best of NumPy's matmul and torch.mm (when importable). % of peak:
+GFLOP/s over the FMA peak of the dtype (the header's register-only FMA loop)."""
 
 
 def print_section(result: dict, gemm: Optional[dict]) -> None:
@@ -777,7 +783,7 @@ def print_section(result: dict, gemm: Optional[dict]) -> None:
         print(peers)
     print("\ntargets:\n")
     print(format_targets(rows))
-    print("\nrates against the same run's GEMM and memory copy:\n")
+    print("\nrates against the FMA peak, the same run's GEMM and memory copy:\n")
     print(format_rates(rows))
     if gemm:
         print("\n" + "\n".join(bench.format_gemm(gemm)))
@@ -797,7 +803,7 @@ def _cli_peers(requested) -> List[str]:
     return []
 
 
-def run_command_section(args, configs, progress=None) -> dict:
+def run_command_section(args, configs, progress=None, peak=None) -> dict:
     """``bench --per-sample``: the shapes of --config (SHAPES' N for their names) or SHAPES (QUICK_SHAPES with
     --quick), --dtype, --threads, --repeat, --settle, --peers, --gemm; prints the tables, returns the JSON part."""
     chosen = [c.name if c.name in SHAPES or c.name in QUICK_SHAPES else c for c in configs]
@@ -808,6 +814,6 @@ def run_command_section(args, configs, progress=None) -> dict:
                                   shapes=_gemm_shapes(shapes, args.quick), repeat=args.repeat, settle=args.settle,
                                   progress=progress)
     result = run(shapes, args.dtype, args.threads, args.repeat, quick=args.quick, settle=args.settle,
-                 log=print, progress=progress, peers=_cli_peers(args.peers), gemm=gemm)
+                 log=print, progress=progress, peers=_cli_peers(args.peers), gemm=gemm, peak=peak)
     print_section(result, gemm)
     return {**result, "gemm": gemm}

@@ -82,6 +82,12 @@ def build_info() -> dict:
     return dict(_core.build_info())
 
 
+def fma_peak(float32: bool, n_threads: int) -> float:
+    """GFLOP/s of the active SIMD level's register-only FMA loop on n_threads threads (0: OpenMP's default):
+    the machine's peak for the bench (mlpgrad/peak.hpp)."""
+    return _core.fma_peak(float32, n_threads)
+
+
 def set_simd(level: str) -> str:
     """Use this SIMD level (clamped to the best the CPU has); returns the level in use."""
     return _core.set_simd(level)

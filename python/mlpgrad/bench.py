@@ -52,15 +52,17 @@ while rounds still spread the machine's noise over all of them.
 Speed-ups are ratios of medians: "vs ref" = ref / native, "vs torch" = torch / native, "vs jax" =
 jax / native (> 1: native is faster).  GFLOP/s count the matrix products only: forward
 2 N sum(d_{l-1} d_l), dW the same, dH the same (layer 1 included because dL/dX is requested), so
-6 N sum(d_{l-1} d_l) per call; elementwise work is not counted.  "% of GEMM" is native's GFLOP/s
-over the GFLOP/s of a square matmul (2048^3; 1024^3 with ``--quick``) of the same dtype measured in
-the same run, with the same thread count and the same timing method, by ``torch.mm`` if torch is
-importable, else NumPy's ``@`` (see :func:`measure_gemm`).
+6 N sum(d_{l-1} d_l) per call; elementwise work is not counted.  Two yardsticks, both of the same
+run, dtype and thread count: "% of peak" is native's GFLOP/s over the machine's FMA peak (the
+extension's register-only FMA loop on the active SIMD level, :func:`measure_peak`: what no kernel can
+beat), "% of best GEMM" over the best GFLOP/s of a square matmul (2048^3; 1024^3 with ``--quick``)
+among NumPy's ``@`` and ``torch.mm`` (when importable), timed the same way (:func:`measure_gemm`):
+neither BLAS is the faster one on every machine.  The header names the CPU.
 
 Other modes: ``--plot FILE.png`` (throughput against batch size N, log-log, for one config),
 ``--scaling`` (native with 1 and T threads on the large configs: issue 3 asks for >= 1.9x with 2
-threads) and ``--linear`` (native's time per row from 1k to 1M rows on a small config; it should be
-flat).
+threads), ``--linear`` (native's time per row from 1k to 1M rows on a small config; it should be
+flat), ``--per-sample``, ``--curvature`` and ``--training`` (their own modules, ``_bench_*.py``).
 
 Implementations are a dict of named factories (``IMPLEMENTATIONS``): a factory gets a
 :class:`Problem` and returns a zero-argument callable computing ``(loss, Gradients-like)``
@@ -88,8 +90,8 @@ import numpy as np
 from ._types import Gradients
 
 __all__ = ["Config", "SUITE", "IMPLEMENTATIONS", "PEERS", "Problem", "make_problem", "flop_count",
-           "run", "measure_gemm", "scaling", "linear", "sweep", "plot", "available_peers",
-           "setup_peers", "header_info", "format_header", "format_table", "format_gemm",
+           "run", "measure_gemm", "gemm_rate", "measure_peak", "cpu_model", "scaling", "linear", "sweep", "plot",
+           "available_peers", "setup_peers", "header_info", "format_header", "format_table", "format_gemm", "fmt_pct",
            "format_scaling", "format_linear", "add_arguments", "run_command"]
 
 SEED = 0
@@ -145,6 +147,11 @@ EXTRA: Dict[str, Config] = {c.name: c for c in [
     Config("smoke", (4, 3, 2), 100, "softmax"),
     Config("smoke_sigmoid", (4, 3, 1), 100, "sigmoid"),
     Config("mid_sigmoid", (100, 50, 50, 1), 8192, "sigmoid"),  # one of --per-sample's and --curvature's shapes
+    # --training's shapes (at their batch sizes there): scikit-learn's defaults on digits (N as digits'), issue 14's
+    # 48,000 x 60 with 4 classes, and a binary problem with one sigmoid output.
+    Config("digits", (64, 100, 10), 1797, "softmax"),
+    Config("tabular", (60, 128, 64, 4), 48000, "softmax"),
+    Config("binary_100", (100, 100, 1), 20000, "sigmoid"),
 ]}
 
 
@@ -498,7 +505,8 @@ def _stats(times: Dict[str, List[float]]) -> dict:
 
 
 def _bench_one(config: Config, dtype: str, threads, repeat, quick, settle, log,
-               impls: Sequence[str], gemm_peak: Optional[Dict[str, float]] = None) -> dict:
+               impls: Sequence[str], gemm_peak: Optional[Dict[str, float]] = None,
+               fma_peak: Optional[Dict[str, float]] = None) -> dict:
     problem = make_problem(config, dtype, threads)
     calls = {}
     for name in impls:
@@ -517,6 +525,7 @@ def _bench_one(config: Config, dtype: str, threads, repeat, quick, settle, log,
     native_ms = ms.get("native")
     gflops = {name: flops / (v * 1e-3) / 1e9 for name, v in ms.items()}
     peak = (gemm_peak or {}).get(dtype)
+    fma = (fma_peak or {}).get(dtype)
     return {
         "config": config.name,
         "layers": config.layers,
@@ -533,6 +542,8 @@ def _bench_one(config: Config, dtype: str, threads, repeat, quick, settle, log,
         "gflops": gflops,
         "gemm_gflops": peak,
         "native_pct_gemm": 100.0 * gflops["native"] / peak if peak and "native" in gflops else None,
+        "fma_peak_gflops": fma,
+        "native_pct_peak": 100.0 * gflops["native"] / fma if fma and "native" in gflops else None,
         "validated_against": baseline,
         "max_rel_err": max_err,
         "tolerance": tol,
@@ -570,7 +581,7 @@ def run(configs: Sequence = tuple(SUITE), dtypes=("float32",), threads: Optional
         repeat: Optional[int] = None, *, quick: bool = False, settle: float = SETTLE,
         log: Callable = print, progress: Optional[Callable] = None, peers=(),
         reference: bool = True, gemm_peak: Optional[Dict[str, float]] = None,
-        fast: Optional[bool] = None) -> List[dict]:
+        fma_peak: Optional[Dict[str, float]] = None, fast: Optional[bool] = None) -> List[dict]:
     """Benchmark ``configs`` (names or :class:`Config`) in each of ``dtypes`` ("float32", "float64",
     "both"); return one row dict per (config, dtype).
 
@@ -580,7 +591,8 @@ def run(configs: Sequence = tuple(SUITE), dtypes=("float32",), threads: Optional
     (0 for tests).  ``peers``: a list from :data:`PEERS`, "auto" (the installed ones) or ()
     (default); a peer that fails to import is left out.  ``reference=False`` skips the NumPy
     reference (the peers are then validated against native).  ``gemm_peak``: {dtype: GFLOP/s} from
-    :func:`measure_gemm` for the "% of GEMM" column.  ``fast``: time less without changing N
+    :func:`measure_gemm` (its "peak", the best GEMM) for the "% of best GEMM" column; ``fma_peak``: {dtype:
+    GFLOP/s} from :func:`measure_peak` for the "% of peak" column.  ``fast``: time less without changing N
     (default: ``quick``).  ``log`` prints validation warnings; ``progress`` (if given) gets a line
     per finished row.
     """
@@ -593,7 +605,7 @@ def run(configs: Sequence = tuple(SUITE), dtypes=("float32",), threads: Optional
             config = config.quick()
         for dtype in _dtype_list(dtypes):
             t0 = time.perf_counter()
-            row = _bench_one(config, dtype, threads, repeat, fast, settle, log, impls, gemm_peak)
+            row = _bench_one(config, dtype, threads, repeat, fast, settle, log, impls, gemm_peak, fma_peak)
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
             if progress is not None:
@@ -620,24 +632,45 @@ def _gemm_shapes(quick: bool) -> list:
             ("mnist h^T@delta", 784, 256, 256, True)]
 
 
+def _gemm_backends(backend: str, threads: Optional[int]) -> Dict[str, object]:
+    """{name: torch module or None} for ``backend``: "auto" = NumPy's ``@`` and, when importable, ``torch.mm``."""
+    if backend not in ("auto", "torch", "numpy"):
+        raise ValueError(f"backend must be auto, torch, numpy or none, got {backend!r}")
+    out = {}
+    if backend in ("auto", "numpy"):
+        out["numpy.matmul"] = None
+    if backend in ("auto", "torch"):
+        torch = _setup_torch(threads)
+        if torch is not None:
+            out["torch.mm"] = torch
+        elif backend == "torch":
+            raise RuntimeError(f"torch is not importable: {_PEER_STATE['torch'].get('error')}")
+    return out
+
+
+def _gemm_call(torch, a, b, trans: bool) -> Callable:
+    if torch is None:
+        return (lambda: a.T @ b) if trans else (lambda: a @ b)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    return (lambda: torch.mm(ta.t(), tb)) if trans else (lambda: torch.mm(ta, tb))
+
+
 def measure_gemm(dtypes=("float32",), threads: Optional[int] = None, backend: str = "auto", *,
                  quick: bool = False, shapes: Optional[list] = None, repeat: Optional[int] = None,
                  settle: float = SETTLE, progress: Optional[Callable] = None) -> Optional[dict]:
-    """Time matmuls (``GEMM_SHAPES``, or ``shapes``) per dtype with ``torch.mm`` ("torch"), NumPy's
-    ``@`` ("numpy"; threads limited with threadpoolctl if installed, else the environment's) or
-    "auto" (torch if importable); same interleaved settle-then-block rounds as :func:`run`.
+    """Time matmuls (``GEMM_SHAPES``, or ``shapes``) per dtype with NumPy's ``@`` ("numpy"; threads limited with
+    threadpoolctl if installed, else the environment's), ``torch.mm`` ("torch") or both ("auto": torch when
+    importable); same interleaved settle-then-block rounds as :func:`run`. The rate of a shape is the best of
+    the backends (:func:`gemm_rate`): neither BLAS is the faster one on every machine (MKL's torch.mm ran at
+    129-164 GFLOP/s on an AMD EPYC where NumPy's OpenBLAS made 197).
 
-    Returns {"backend", "threads", "results": [{label, m, k, n, transposed, dtype, ms, gflops}],
-    "peak": {dtype: GFLOP/s of the first shape}}, or None for backend "none".
+    Returns {"backend": the backends' names joined, "backends": [...], "threads": {backend: count},
+    "results": [{label, m, k, n, transposed, dtype, backend, ms, gflops}], "peak": {dtype: the best GFLOP/s of
+    the first shape}, "best": {dtype: the backend that made it}}, or None for backend "none".
     """
     if backend == "none":
         return None
-    if backend not in ("auto", "torch", "numpy"):
-        raise ValueError(f"backend must be auto, torch, numpy or none, got {backend!r}")
-    torch = _setup_torch(threads) if backend in ("auto", "torch") else None
-    if backend == "torch" and torch is None:
-        raise RuntimeError(f"torch is not importable: {_PEER_STATE['torch'].get('error')}")
-    used = "torch.mm" if torch is not None else "numpy.matmul"
+    backends = _gemm_backends(backend, threads)
     shapes = _gemm_shapes(quick) if shapes is None else shapes
     rng = np.random.default_rng(SEED)
     calls, meta = {}, {}
@@ -645,17 +678,15 @@ def measure_gemm(dtypes=("float32",), threads: Optional[int] = None, backend: st
         for label, m, k, n, trans in shapes:
             a = rng.standard_normal((k, m) if trans else (m, k)).astype(dtype)
             b = rng.standard_normal((k, n)).astype(dtype)
-            key = f"{label} {dtype}"
-            if torch is not None:
-                ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-                calls[key] = (lambda ta=ta, tb=tb: torch.mm(ta.t(), tb)) if trans else (lambda ta=ta, tb=tb: torch.mm(ta, tb))
-            else:
-                calls[key] = (lambda a=a, b=b: a.T @ b) if trans else (lambda a=a, b=b: a @ b)
-            meta[key] = dict(label=label, m=m, k=k, n=n, transposed=trans, dtype=dtype, flops=2 * m * k * n)
+            for used, torch in backends.items():
+                key = f"{label} {dtype} {used}"
+                calls[key] = _gemm_call(torch, a, b, trans)
+                meta[key] = dict(label=label, m=m, k=k, n=n, transposed=trans, dtype=dtype, backend=used,
+                                 flops=2 * m * k * n)
 
     blas_threads = None
     limiter = None
-    if torch is None and threads is not None:
+    if "numpy.matmul" in backends and threads is not None:
         try:
             from threadpoolctl import threadpool_limits
             limiter = threadpool_limits(limits=threads, user_api="blas")
@@ -670,20 +701,58 @@ def measure_gemm(dtypes=("float32",), threads: Optional[int] = None, backend: st
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
-    results, peak = [], {}
+    results = []
     for key, m in meta.items():
         ms = stats["ms"][key]
-        res = {**m, "ms": ms, "ms_quartiles": stats["ms_quartiles"][key], "calls": stats["calls"][key],
-               "gflops": m["flops"] / (ms * 1e-3) / 1e9}
-        results.append(res)
-        peak.setdefault(m["dtype"], res["gflops"])
+        results.append({**m, "ms": ms, "ms_quartiles": stats["ms_quartiles"][key], "calls": stats["calls"][key],
+                        "gflops": m["flops"] / (ms * 1e-3) / 1e9})
     if progress is not None:
-        progress(f"GEMM ({used}): {len(calls)} matmuls timed in {time.perf_counter() - t0:.1f} s")
-    if torch is not None:
-        thr = torch.get_num_threads()
-    else:
-        thr = blas_threads if blas_threads is not None else "set by the environment"
-    return {"backend": used, "threads": thr, "results": results, "peak": peak}
+        progress(f"GEMM ({', '.join(backends)}): {len(calls)} matmuls timed in {time.perf_counter() - t0:.1f} s")
+    thr = {}
+    for used, torch in backends.items():
+        if torch is not None:
+            thr[used] = torch.get_num_threads()
+        else:
+            thr[used] = blas_threads if blas_threads is not None else "set by the environment"
+    gemm = {"backend": ", ".join(backends), "backends": list(backends), "threads": thr, "results": results}
+    first = shapes[0][0]
+    best = {d: _best_gemm(results, d, first) for d in _dtype_list(dtypes)}
+    gemm["peak"] = {d: r["gflops"] for d, r in best.items() if r}
+    gemm["best"] = {d: r["backend"] for d, r in best.items() if r}
+    return gemm
+
+
+def _best_gemm(results: List[dict], dtype: str, label: str) -> Optional[dict]:
+    rs = [r for r in results if r["dtype"] == dtype and r["label"] == label]
+    return max(rs, key=lambda r: r["gflops"]) if rs else None
+
+
+def gemm_rate(gemm: Optional[dict], dtype: str, label: str = "square") -> Optional[float]:
+    """The best GFLOP/s among the backends of a :func:`measure_gemm` result for one shape and dtype (None:
+    not measured)."""
+    best = _best_gemm((gemm or {}).get("results", []), dtype, label)
+    return best["gflops"] if best else None
+
+
+# -- the machine's peak ------------------------------------------------------------------------------
+
+def measure_peak(dtypes=("float32",), threads: Optional[int] = None) -> Dict[str, float]:
+    """{dtype: GFLOP/s} of the extension's register-only FMA loop (mlpgrad/peak.hpp) on the active SIMD level
+    and ``threads`` threads (None: OpenMP's default), ~0.1 s per dtype: what no kernel can beat."""
+    from . import _native
+    return {d: _native.fma_peak(d == "float32", threads or 0) for d in _dtype_list(dtypes)}
+
+
+def cpu_model() -> str:
+    """The CPU's name: /proc/cpuinfo's "model name" (Linux x86), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 # -- modes: thread scaling, time against N, the plot sweep ------------------------------------------
@@ -830,23 +899,26 @@ def plot_sizes(config, max_n: Optional[int] = None) -> List[int]:
 def sweep(config="mnist", dtypes=("float32",), threads: Optional[int] = None,
           ns: Optional[Sequence[int]] = None, repeat: Optional[int] = None, *,
           settle: float = SETTLE, log: Callable = print, progress: Optional[Callable] = None,
-          peers=(), reference: bool = True, gemm_peak: Optional[Dict[str, float]] = None) -> List[dict]:
+          peers=(), reference: bool = True, gemm_peak: Optional[Dict[str, float]] = None,
+          fma_peak: Optional[Dict[str, float]] = None) -> List[dict]:
     """:func:`run` on ``config`` at each batch size in ``ns`` (default :func:`plot_sizes`), with the
     shorter timing of --quick: the data of the plot."""
     base = get_config(config)
     ns = plot_sizes(base) if ns is None else ns
     configs = [replace(base, n=int(n)) for n in ns]
     return run(configs, dtypes, threads, repeat, settle=settle, log=log, progress=progress,
-               peers=peers, reference=reference, gemm_peak=gemm_peak, fast=True)
+               peers=peers, reference=reference, gemm_peak=gemm_peak, fma_peak=fma_peak, fast=True)
 
 
 _STYLE = {"reference": ("ref (NumPy)", "o", "tab:gray"), "native": ("native", "s", "tab:red"),
           "torch": ("torch eager", "^", "tab:blue"), "jax": ("jax jit", "v", "tab:green")}
 
 
-def plot(rows: List[dict], path: str, gemm: Optional[dict] = None, title: str = "") -> str:
+def plot(rows: List[dict], path: str, gemm: Optional[dict] = None, title: str = "",
+         peak: Optional[Dict[str, float]] = None) -> str:
     """Write a log-log PNG of GFLOP/s (left axis; rows/s on the right) against N, one panel per dtype,
-    one line per implementation, the GEMM's GFLOP/s as a dashed line; needs matplotlib."""
+    one line per implementation, the best GEMM's GFLOP/s as a dashed line and the FMA peak (``peak``, from
+    :func:`measure_peak`) as a dotted one; needs matplotlib."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     dtypes = [d for d in ("float32", "float64") if any(r["dtype"] == d for r in rows)]
@@ -859,10 +931,13 @@ def plot(rows: List[dict], path: str, gemm: Optional[dict] = None, title: str = 
             if pts:
                 label, marker, color = _STYLE.get(name, (name, "x", None))
                 ax.plot(*zip(*pts), marker=marker, color=color, label=label)
-        for g in (gemm or {}).get("results", []):
-            if g["dtype"] == dtype and g["label"] == "square":
-                ax.axhline(g["gflops"], color="black", linestyle="--", linewidth=1,
-                           label=f"{gemm['backend']} {g['m']}x{g['k']}x{g['n']}: {g['gflops']:.0f} GFLOP/s")
+        g = _best_gemm((gemm or {}).get("results", []), dtype, "square")
+        if g is not None:
+            ax.axhline(g["gflops"], color="black", linestyle="--", linewidth=1,
+                       label=f"{g['backend']} {g['m']}x{g['k']}x{g['n']}: {g['gflops']:.0f} GFLOP/s")
+        if (peak or {}).get(dtype):
+            ax.axhline(peak[dtype], color="black", linestyle=":", linewidth=1,
+                       label=f"FMA peak: {peak[dtype]:.0f} GFLOP/s")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size N (rows)")
@@ -890,8 +965,10 @@ def _blas_info() -> str:
     return (", ".join(libs) or "none found") + ", set by the environment"
 
 
-def header_info(threads: Optional[int] = None, peers: Optional[Dict[str, dict]] = None) -> dict:
-    """Build, versions, threads and load; ``peers`` from :func:`setup_peers`."""
+def header_info(threads: Optional[int] = None, peers: Optional[Dict[str, dict]] = None,
+                peak: Optional[Dict[str, float]] = None) -> dict:
+    """Build, versions, CPU, threads and load; ``peers`` from :func:`setup_peers`, ``peak`` from
+    :func:`measure_peak` (with these threads)."""
     from ._build import build_info
     build = dict(build_info())
     try:
@@ -904,12 +981,14 @@ def header_info(threads: Optional[int] = None, peers: Optional[Dict[str, dict]] 
         "numpy_blas_threads": _blas_info(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "OPENBLAS_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                                     "OPENBLAS_NUM_THREADS") if k in os.environ},
         "threads": threads,
         "native_threads": threads if threads is not None else build.get("max_threads"),
+        "fma_peak": dict(peak or {}),
         "peers": peers or {},
         "loadavg": load,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -942,10 +1021,14 @@ def format_header(info: dict) -> List[str]:
         f"- build: {build}",
         f"- numpy {info['numpy']}; BLAS threads: {info['numpy_blas_threads']}"
         + ("; " + " ".join(f"{k}={v}" for k, v in blas_env.items()) if blas_env else ""),
-        f"- python {info['python']} on {info['platform']}, {info['cpu_count']} CPUs",
+        f"- CPU: {info.get('cpu', 'unknown')}; python {info['python']} on {info['platform']}, {info['cpu_count']} CPUs",
         f"- OMP_NUM_THREADS={info['OMP_NUM_THREADS'] if info['OMP_NUM_THREADS'] is not None else '(unset)'}",
         f"- native threads: {threads}",
     ]
+    if info.get("fma_peak"):
+        rates = ", ".join(f"{d} {g:.1f}" for d, g in info["fma_peak"].items())
+        lines.append(f"- FMA peak (register-only FMA loop, {info['build_info'].get('simd')}, "
+                     f"{_threads_text(info['native_threads'])}; the '% of peak' denominator): {rates} GFLOP/s")
     for name, st in (info.get("peers") or {}).items():
         lines.append(_peer_line(name, st))
     load = info["loadavg"]
@@ -961,16 +1044,26 @@ def format_header(info: dict) -> List[str]:
     return lines
 
 
+def _threads_text(t) -> str:
+    """'1 thread', '2 threads', or the text as it is ('set by the environment')."""
+    return (f"{t} thread" + ("s" if t != 1 else "")) if isinstance(t, int) else f"threads {t}"
+
+
 def format_gemm(gemm: Optional[dict]) -> List[str]:
-    """Header lines with the GEMM GFLOP/s (the '% of GEMM' denominator is the first shape)."""
+    """Header lines: the best square GEMM per dtype (the '% of best GEMM' denominator) and every backend's rates."""
     if not gemm:
         return []
-    lines = [f"- GEMM ({gemm['backend']}, {gemm['threads']} threads; the first shape is the "
-             "'% of GEMM' denominator):"]
+    first = gemm["results"][0]
+    size = f"{first['m']}x{first['k']}x{first['n']}"
+    best = ", ".join(f"{d} {g:.1f} GFLOP/s ({gemm['best'][d]})" for d, g in gemm["peak"].items())
+    threads = "; ".join(f"{b}: {_threads_text(t)}" for b, t in gemm["threads"].items())
+    lines = [f"- best GEMM ({first['label']} {size}, the best of {gemm['backend']}; the '% of best GEMM' "
+             f"denominator): {best}", f"- GEMM GFLOP/s ({threads}):"]
     for dtype in sorted({r["dtype"] for r in gemm["results"]}):
-        parts = [f"{r['m']}x{r['k']}{'(T)' if r['transposed'] else ''}x{r['n']} {r['gflops']:.1f}"
-                 for r in gemm["results"] if r["dtype"] == dtype]
-        lines.append(f"  - {dtype} GFLOP/s: " + ", ".join(parts))
+        for backend in gemm["backends"]:
+            parts = [f"{r['m']}x{r['k']}{'(T)' if r['transposed'] else ''}x{r['n']} {r['gflops']:.1f}"
+                     for r in gemm["results"] if r["dtype"] == dtype and r["backend"] == backend]
+            lines.append(f"  - {dtype} {backend}: " + ", ".join(parts))
     return lines
 
 
@@ -1005,26 +1098,28 @@ def _markdown(head: List[str], body: List[List[str]], right: List[bool]) -> str:
     return "\n".join([line(head), sep] + [line(b) for b in body])
 
 
+def fmt_pct(p: Optional[float]) -> str:
+    """A percentage for the tables: '-' when unknown, two digits below 10%."""
+    return "-" if p is None else f"{p:.0f}%" if p >= 10 else f"{p:.2g}%"
+
+
 def format_table(rows: List[dict]) -> str:
-    """config, layers, N, dtype, <impl> ms..., native's speed-up vs each other, native GFLOP/s, % of GEMM."""
+    """config, layers, N, dtype, <impl> ms..., native's speed-up vs each other, native GFLOP/s, % of peak, % of
+    best GEMM."""
     impls = [name for name in IMPLEMENTATIONS if any(name in r["ms"] for r in rows)]
     others = [name for name in impls if name != "native"]
     label = {name: LABELS.get(name, name) for name in impls}
-    pct = any(r.get("native_pct_gemm") is not None for r in rows)
     head = (["config", "layers", "N", "dtype"] + [f"{label[n]} ms" for n in impls]
-            + [f"vs {label[n]}" for n in others] + ["native GFLOP/s"] + (["% of GEMM"] if pct else []))
+            + [f"vs {label[n]}" for n in others] + ["native GFLOP/s", "% of peak", "% of best GEMM"])
     right = [False, False, True, False] + [True] * (len(head) - 4)
     body = []
     for r in rows:
         vs = r.get("speedup_vs", {})
-        cells = ([r["config"], r["layers"], str(r["n"]), r["dtype"]]
-                 + [_fmt_ms(r["ms"].get(n)) for n in impls]
-                 + [_fmt_ratio(vs.get(n)) for n in others]
-                 + [_fmt_gflops(r["gflops"].get("native"))])
-        if pct:
-            p = r.get("native_pct_gemm")
-            cells.append("-" if p is None else f"{p:.0f}%" if p >= 10 else f"{p:.2g}%")
-        body.append(cells)
+        body.append([r["config"], r["layers"], str(r["n"]), r["dtype"]]
+                    + [_fmt_ms(r["ms"].get(n)) for n in impls]
+                    + [_fmt_ratio(vs.get(n)) for n in others]
+                    + [_fmt_gflops(r["gflops"].get("native")), fmt_pct(r.get("native_pct_peak")),
+                       fmt_pct(r.get("native_pct_gemm"))])
     return _markdown(head, body, right)
 
 
@@ -1035,8 +1130,9 @@ def table_legend(rows: List[dict]) -> str:
     if others:
         text += (" vs X: native's speed-up, X ms / native ms (> 1: native faster)"
                  f" for X in {', '.join(others)}.")
-    if any(r.get("native_pct_gemm") is not None for r in rows):
-        text += " % of GEMM: native GFLOP/s / the square GEMM's GFLOP/s of that dtype (header)."
+    text += (" % of peak: native GFLOP/s / the FMA peak of that dtype (header; '-': not measured)."
+             " % of best GEMM: native GFLOP/s / the best square GEMM's GFLOP/s of that dtype (header; '-': --gemm"
+             " none).")
     return text
 
 
@@ -1138,9 +1234,10 @@ validated against the reference; then in interleaved rounds each implementation 
 OpenBLAS's, libgomp's, torch's and XLA's, which spin after each call, stop competing for the
 cores) and then makes a block of calls, each timed alone.  The table shows the median ms per call,
 native's speed-up against each other column (their ms / native ms), native's GFLOP/s counted from
-the matrix products only, 6*N*sum(d_(l-1)*d_l) per call, and that as a percentage of a square
-matmul's GFLOP/s (same dtype, same threads) measured at the start of the run with torch.mm, or
-NumPy's matmul without torch (--gemm).
+the matrix products only, 6*N*sum(d_(l-1)*d_l) per call, and that as a percentage of the machine's
+FMA peak (a register-only FMA loop, same dtype, same threads: the header's "FMA peak") and of the best
+square matmul's GFLOP/s among NumPy's matmul and torch.mm (when importable; --gemm), measured at the
+start of the run (the header's "best GEMM").
 
 Threads: --threads T sets native's n_threads, torch.set_num_threads(T), and for jax (before it
 is imported) XLA_FLAGS="--xla_cpu_multi_thread_eigen=... intra_op_parallelism_threads=T" and
@@ -1158,7 +1255,8 @@ configs with >= 1 GFLOP per call or --config; issue 3 asks for >= 1.9x with 2), 
 (native's time per row from N=1k to 1M rows; should be flat), --per-sample (issue 12's per-sample functions
 against loss_and_grad, the same-run GEMM and np.copyto, and torch.func vmap, Opacus and BackPACK when importable),
 --curvature (issue 13's hvp, ggn_vp and ggn_diag against loss_and_grad and the same-run GEMM, and torch.func hvp,
-curvlinops and BackPACK DiagGGNExact when importable).
+curvlinops and BackPACK DiagGGNExact when importable), --training (issue 14's per-step time of a native adam and sgd
+epoch against scikit-learn's MLPClassifier and a torch eager loop when importable, as % of the GEMM-bound limit).
 """
 
 
@@ -1175,7 +1273,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="do not run the NumPy reference (peers are then validated against native)")
     p.add_argument("--gemm", choices=["auto", "torch", "numpy", "none"], default="auto",
-                   help="matmul timed for '%% of GEMM' (default auto: torch.mm if importable, else numpy)")
+                   help="matmuls timed for '%% of best GEMM', the best of them counting (default auto: numpy and, "
+                        "when importable, torch.mm)")
     p.add_argument("--repeat", type=_positive_int, metavar="R",
                    help="timed calls per implementation and config (default: ~1.2 s of timed calls "
                         "per config in all)")
@@ -1217,12 +1316,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and the same-run GEMM, and the peers torch.func hvp, curvlinops GGN, BackPACK DiagGGNExact "
                         "when importable, on --config (default mnist N=1024, seed1_small and mid_sigmoid N=8192; see "
                         "mlpgrad/_bench_curvature.py)")
+    p.add_argument("--training", action="store_true",
+                   help="per-step time of a native train_epoch (adam and sgd) against scikit-learn's MLPClassifier "
+                        "and a torch eager loop when importable, as %% of the GEMM-bound limit, on --config (default "
+                        "digits, tabular, mnist and binary_100 at their batch sizes; see mlpgrad/_bench_training.py)")
     p.add_argument("--json", metavar="FILE", help="also write the header and rows as JSON to FILE")
 
 
 def _modes(args) -> bool:
     """Whether a mode replaces the main table."""
-    return bool(args.plot or args.scaling or args.linear or args.objective or args.per_sample or args.curvature)
+    return bool(args.plot or args.scaling or args.linear or args.objective or args.per_sample or args.curvature
+                or args.training)
 
 
 def _selected_configs(args) -> List[Config]:
@@ -1256,13 +1360,13 @@ def _progress(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def _run_tables(args, configs, table_configs, peers, peak, out) -> None:
-    """The main table, --scaling, --linear, --objective, --per-sample and --curvature, each printed as it
-    completes."""
+def _run_tables(args, configs, table_configs, peers, gemm_peak, fma_peak, out) -> None:
+    """The main table, --scaling, --linear, --objective, --per-sample, --curvature and --training, each printed as
+    it completes. ``gemm_peak``, ``fma_peak``: {dtype: GFLOP/s} of the best GEMM and of the FMA loop."""
     if table_configs:
         rows = run(table_configs, args.dtype, args.threads, args.repeat, quick=args.quick,
                    settle=args.settle, log=_log, progress=_progress, peers=peers,
-                   reference=args.reference, gemm_peak=peak)
+                   reference=args.reference, gemm_peak=gemm_peak, fma_peak=fma_peak)
         print(format_table(rows))
         print("\n" + table_legend(rows), flush=True)
         out["rows"] = rows
@@ -1293,22 +1397,25 @@ def _run_tables(args, configs, table_configs, peers, peak, out) -> None:
         out["objective"] = orows
     if args.per_sample:
         from . import _bench_per_sample
-        out["per_sample"] = _bench_per_sample.run_command_section(args, configs, progress=_progress)
+        out["per_sample"] = _bench_per_sample.run_command_section(args, configs, progress=_progress, peak=fma_peak)
     if args.curvature:
         from . import _bench_curvature
-        out["curvature"] = _bench_curvature.run_command_section(args, configs, progress=_progress)
+        out["curvature"] = _bench_curvature.run_command_section(args, configs, progress=_progress, peak=fma_peak)
+    if args.training:
+        from . import _bench_training
+        out["training"] = _bench_training.run_command_section(args, configs, progress=_progress, peak=fma_peak)
 
 
-def _run_plot(args, peers, gemm, out) -> None:
+def _run_plot(args, peers, gemm, fma_peak, out) -> None:
     ns = plot_sizes(args.plot_config, args.plot_max_n)
-    peak = gemm["peak"] if gemm else None
     prows = sweep(args.plot_config, args.dtype, args.threads, ns, args.repeat, settle=args.settle,
-                  log=_log, progress=_progress, peers=peers, reference=args.reference, gemm_peak=peak)
+                  log=_log, progress=_progress, peers=peers, reference=args.reference,
+                  gemm_peak=gemm["peak"] if gemm else None, fma_peak=fma_peak)
     cfg = get_config(args.plot_config)
     thr = args.threads if args.threads is not None else "default"
     print(f"\nthroughput against N ({cfg.name} {cfg.layers}, threads={thr}):\n")
     print(format_table(prows), flush=True)
-    plot(prows, args.plot, gemm, title=f"mlpgrad bench: {cfg.name} {cfg.layers}, threads={thr},")
+    plot(prows, args.plot, gemm, title=f"mlpgrad bench: {cfg.name} {cfg.layers}, threads={thr},", peak=fma_peak)
     print(f"\nwrote {args.plot}")
     out["plot"] = {"file": args.plot, "config": cfg.name, "rows": prows}
 
@@ -1336,13 +1443,15 @@ def run_command(args: argparse.Namespace) -> int:
     """``python -m mlpgrad bench``: ``args`` from :func:`add_arguments`, and ``args.parser`` (for its errors)."""
     configs = _selected_configs(args)
     modes = _modes(args)
-    own_configs = args.scaling or args.objective or args.per_sample or args.curvature  # modes using --config
+    own_configs = (args.scaling or args.objective or args.per_sample or args.curvature
+                   or args.training)  # modes using --config
     table_configs = configs if (not modes or (not own_configs and configs)) else []
     need_peers = bool(table_configs or args.plot)
     requested = args.peers if need_peers else []
     peers = available_peers() if requested == "auto" else list(requested)
 
-    info = header_info(args.threads, setup_peers(peers, args.threads, args.dtype))
+    fma_peak = measure_peak(args.dtype, args.threads)
+    info = header_info(args.threads, setup_peers(peers, args.threads, args.dtype), fma_peak)
     print("\n".join(format_header(info)), flush=True)
     for name in peers:
         if "error" in info["peers"].get(name, {}) and requested != "auto":
@@ -1357,8 +1466,8 @@ def run_command(args: argparse.Namespace) -> int:
         print("\n".join(format_gemm(gemm)), flush=True)
         out["gemm"] = gemm
     print(flush=True)
-    _run_tables(args, configs, table_configs, peers, gemm["peak"] if gemm else None, out)
+    _run_tables(args, configs, table_configs, peers, gemm["peak"] if gemm else None, fma_peak, out)
     if args.plot:
-        _run_plot(args, peers, gemm, out)
+        _run_plot(args, peers, gemm, fma_peak, out)
     _finish(args, info, configs, peers, out)
     return 0
