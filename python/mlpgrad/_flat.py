@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, _describe, check_layer_sizes, check_network
+from ._checks import _describe, check_layer_sizes, check_network, float_dtype
 
 __all__ = ["pack", "unpack", "n_params"]
 
@@ -41,7 +41,7 @@ def unpack(theta, layer_sizes):
     sizes = check_layer_sizes(layer_sizes)
     if not isinstance(theta, np.ndarray):
         raise TypeError(f"theta must be a NumPy array (unpack returns views of it), got {_describe(theta)}")
-    if theta.dtype not in FLOAT_DTYPES:
+    if float_dtype(theta.dtype) is None:  # either byte order: views are of theta as it is
         raise TypeError(f"theta must have dtype float32 or float64, got {theta.dtype}")
     P = n_params(sizes)
     if theta.ndim == 0 or theta.shape[-1] != P:

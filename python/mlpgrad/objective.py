@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _native
 from ._checks import (_describe, check_dtype, check_head, check_layer_sizes, check_n_threads, check_nonnegative,
-                      check_reduction, check_total_weight)
+                      check_reduction, check_total_weight, float_dtype)
 from ._flat import n_params, n_weights, unpack
 from . import curvature as _curv
 from . import per_sample as _ps
@@ -26,7 +26,9 @@ def data_dtype(dtype, X) -> np.dtype:
     """The computation's dtype: ``dtype``, or with None X's own when it is float32, else float64."""
     if dtype is not None:
         return check_dtype(dtype)
-    return np.dtype(np.float32) if getattr(X, "dtype", None) == np.float32 else np.dtype(np.float64)
+    X_dtype = getattr(X, "dtype", None)
+    native = float_dtype(X_dtype) if isinstance(X_dtype, np.dtype) else None
+    return native if native == np.float32 else np.dtype(np.float64)
 
 
 def as_theta(theta, P: int, dtype, name: str = "theta") -> np.ndarray:
