@@ -48,7 +48,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from . import _dask_estimator, _native
-from ._checks import check_n_threads
+from ._checks import check_n_threads, float_dtype, native_order
 from ._flat import n_params, n_weights, unpack
 from .objective import Objective
 
@@ -64,17 +64,21 @@ _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
 def _as_numpy(X):
-    """Arrays of other libraries (PyTorch, JAX, CuPy on the host...) as NumPy arrays, without a copy when
-    the layout allows: DLPack first (``np.from_dlpack``), then ``__array__`` (``np.asarray``)."""
-    if X is None or isinstance(X, np.ndarray) or not (hasattr(X, "__dlpack__") or hasattr(X, "__array__")):
+    """NumPy arrays in the machine's byte order (``_checks.native_order``: scikit-learn's validation would turn
+    '>f4' into float64), and arrays of other libraries (PyTorch, JAX, CuPy on the host...) as NumPy arrays,
+    without a copy when the layout allows (DLPack, ``np.from_dlpack``). Anything else (lists, pandas and other
+    data frames, whose column names the validation records as ``feature_names_in_``) is left to scikit-learn's
+    validation."""
+    if isinstance(X, np.ndarray):
+        return native_order(X)
+    if X is None or not hasattr(X, "__dlpack__"):
         return X
-    if hasattr(X, "__dlpack__"):
-        try:
-            return np.from_dlpack(X)
-        except Exception:  # other device, unsupported dtype (bool), or a tensor that requires grad
-            pass
     try:
-        return np.asarray(X)
+        return np.from_dlpack(X)
+    except Exception:  # other device, unsupported dtype (bool), or a tensor that requires grad
+        pass
+    try:
+        return native_order(np.asarray(X))
     except Exception:
         detach = getattr(X, "detach", None)  # torch tensors that require grad
         if detach is not None:
@@ -292,15 +296,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _ensure_flat(self):
         """Re-pack coefs_ / intercepts_ when they are no longer views of the flat buffer (assigned by the
-        user, or after unpickling)."""
+        user, as lists or tuples of arrays of any real dtype and byte order, or after unpickling). The buffer
+        is float32 when coefs_[0] is, else float64."""
         flat = getattr(self, "_flat", None)
-        if flat is not None and all(p.base is flat for p in self.coefs_ + self.intercepts_):
+        params = list(self.coefs_) + list(self.intercepts_)
+        if flat is not None and all(getattr(p, "base", None) is flat for p in params):
             return
-        layer_units = self._layer_units()
-        dtype = np.dtype(np.asarray(self.coefs_[0]).dtype.name)  # the canonical float32 / float64
-        coefs, intercepts = self.coefs_, self.intercepts_
-        self._bind(np.empty(n_params(layer_units), dtype=dtype), layer_units)
-        for dst, src in zip(self.coefs_ + self.intercepts_, list(coefs) + list(intercepts)):
+        params = [np.asarray(p) for p in params]
+        n_layers = len(self.coefs_)
+        layer_units = [params[0].shape[0]] + [c.shape[1] for c in params[:n_layers]]
+        dtype = float_dtype(params[0].dtype) if params[0].dtype.kind == "f" else None
+        self._bind(np.empty(n_params(layer_units), dtype=dtype or np.dtype(np.float64)), layer_units)
+        for dst, src in zip(self.coefs_ + self.intercepts_, params):
             dst[...] = src
 
     def __getstate__(self):
@@ -531,7 +538,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
                 self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val, val_objective)
-                self._report()
+                self._report(early_stopping)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     self._state["lr"] = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
 
@@ -557,13 +564,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if self._bar is not None:
                 self._bar.close()
             self._bar = None
-        if early_stopping:
-            self._flat[...] = self._best_flat
+        if early_stopping and getattr(self, "_best_flat", None) is not None:  # None: no epoch improved on a
+            self._flat[...] = self._best_flat                                    # best score set by hand
 
-    def _report(self):
+    def _report(self, early_stopping):
+        """The progress bar's or the verbose line's epoch: the loss, and with early stopping the validation score
+        and loss (read only then: a state set by hand, as scikit-learn's tests set it, need not have them)."""
         bar = self._bar
         info = {"loss": f"{self.loss_:.6f}"}
-        if self.validation_scores_:
+        if early_stopping and self.validation_scores_:
             info["val_score"] = f"{self.validation_scores_[-1]:.4f}"
             info["val_loss"] = f"{self.validation_loss_curve_[-1]:.6f}"
         if bar is not None:
@@ -578,6 +587,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             val_score = (np.nan if not np.isfinite(proba).all()
                          else accuracy_score(y_val, self._decode(proba), sample_weight=sw_val))
             self.validation_scores_.append(val_score)
+            if getattr(self, "validation_loss_curve_", None) is None:  # mlpgrad's own: not in a state set by hand
+                self.validation_loss_curve_ = [np.nan] * (len(self.validation_scores_) - 1)
             self.validation_loss_curve_.append(val_objective.loss(self._flat))
             if val_score < (self.best_validation_score_ + self.tol):
                 self._no_improvement_count += 1
