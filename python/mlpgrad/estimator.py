@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 import warnings
 from numbers import Integral, Real
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import scipy.optimize
@@ -49,6 +50,7 @@ from threadpoolctl import threadpool_limits
 
 from . import _dask_estimator, _native
 from ._checks import check_n_threads, float_dtype, native_order
+from ._types import ArrayLike
 from ._flat import n_params, n_weights, unpack
 from .objective import Objective
 
@@ -176,25 +178,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     solvers, and the same fitted attributes. The output layer is a sigmoid for binary and multi-label
     targets and a softmax for multiclass targets, as in scikit-learn.
 
-    Parameters beyond scikit-learn's
-    --------------------------------
-    solver : "newton-cg" as well as scikit-learn's "adam", "sgd" and "lbfgs"
-        A full-batch Hessian-free Newton method on the Gauss-Newton curvature (module docstring); the fitted
-        attributes are lbfgs's.
-    dtype : None, "float32" or "float64", default=None
-        The dtype of the parameters and of the computation. None follows X as scikit-learn does
-        (float32 data trains in float32, anything else in float64). float32 is about twice as fast.
-    n_threads : None or int >= 1, default=None
-        Threads of each native call (None: OpenMP's setting, ``OMP_NUM_THREADS``).
-
-    Attributes beyond scikit-learn's
-    --------------------------------
-    validation_loss_curve_ : list of float or None
-        With ``early_stopping=True``, the mean log-loss (without the penalty) of the held-out validation
-        set after each epoch; otherwise None.
-    fit_time_ : float
-        Seconds spent in the last ``fit`` / ``partial_fit``.
-
     ``verbose=True`` shows a progress bar (tqdm, if installed; otherwise one line per epoch) with the epoch,
     the loss and the validation score. ``mlpgrad.plot_loss_curve(est)`` draws the curves.
     ``input_gradient(X, y)`` returns dL/dX, the gradient of each sample's loss with respect to its input.
@@ -202,6 +185,50 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     Dask arrays chunked along rows (the "dask" extra): ``fit`` with solver "lbfgs" or "newton-cg" computes each
     iteration's loss, gradients (and Gauss-Newton products) on the cluster (``mlpgrad.dask``) and runs the optimizer
     on the client; ``partial_fit`` is one call per row block, in order. See ``mlpgrad._dask_estimator``.
+
+    Parameters
+    ----------
+    hidden_layer_sizes, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle, \
+random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, \
+beta_2, epsilon, n_iter_no_change, max_fun
+        scikit-learn's MLPClassifier's: the same names, defaults and meanings (see its documentation).
+    solver : {"adam", "sgd", "lbfgs", "newton-cg"}, default="adam"
+        scikit-learn's three, and "newton-cg": a full-batch Hessian-free Newton method on the Gauss-Newton
+        curvature (module docstring); its fitted attributes are lbfgs's.
+    dtype : None, "float32" or "float64", default=None
+        The dtype of the parameters and of the computation. None follows X as scikit-learn does
+        (float32 data, of either byte order, trains in float32, anything else in float64). float32 is about
+        twice as fast.
+    n_threads : None or int >= 1, default=None
+        Threads of each native call (None: OpenMP's setting, ``OMP_NUM_THREADS``).
+
+    Attributes
+    ----------
+    classes_, coefs_, intercepts_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, \
+t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+        scikit-learn's: ``coefs_[l]`` (d_l, d_{l+1}) and ``intercepts_[l]`` are views of one flat parameter
+        buffer in ``mlpgrad.pack`` order; ``feature_names_in_`` is set when X has column names (a pandas
+        DataFrame).
+    validation_loss_curve_ : list of float or None
+        With ``early_stopping=True``, the mean log-loss (without the penalty) of the held-out validation
+        set after each epoch; otherwise None.
+    fit_time_ : float
+        Seconds spent in the last ``fit`` / ``partial_fit``.
+
+    Raises
+    ------
+    sklearn.utils._param_validation.InvalidParameterError
+        At ``fit`` / ``partial_fit``, for a parameter outside its constraints (a ValueError, as in scikit-learn).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mlpgrad import MLPClassifier
+    >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]] * 5)
+    >>> y = np.array([0, 1, 1, 0] * 5)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=500, random_state=0).fit(X, y)
+    >>> clf.predict(X[:4])
+    array([0, 1, 1, 0])
     """
 
     activation = "logistic"  # fixed: the core's hidden layers are logistic sigmoids (not a parameter)
@@ -233,11 +260,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         "n_threads": [None, Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, hidden_layer_sizes=(100,), *, solver="adam", alpha=0.0001, batch_size="auto",
-                 learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, n_threads=None):
+    def __init__(self, hidden_layer_sizes: Union[int, Sequence[int]] = (100,), *, solver: str = "adam",
+                 alpha: float = 0.0001, batch_size: Union[int, str] = "auto", learning_rate: str = "constant",
+                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
+                 random_state: Union[None, int, np.random.RandomState] = None, tol: float = 1e-4,
+                 verbose: Union[bool, int] = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False, validation_fraction: float = 0.1,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: float = 10,
+                 max_fun: int = 15000, dtype: Union[None, str, type, np.dtype] = None,
+                 n_threads: Optional[int] = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.solver = solver
         self.alpha = alpha
@@ -606,12 +637,42 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self.best_loss_ = self.loss_curve_[-1]
 
     # ------------------------------------------------------------------ public API
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> "MLPClassifier":
         """Fit the model to X (n_samples, n_features) and y (labels, or a label indicator matrix).
 
         Dask arrays chunked along rows (solver "lbfgs" or "newton-cg"): each iteration's loss and gradients (and
         Gauss-Newton products) are computed on the cluster by ``mlpgrad.dask``, the optimizer runs on the client
-        (see ``mlpgrad._dask_estimator``)."""
+        (see ``mlpgrad._dask_estimator``).
+
+        Parameters
+        ----------
+        X : array_like, pandas DataFrame or dask array
+            (n_samples, n_features), real; arrays of other libraries through DLPack without a copy.
+        y : array_like
+            Class labels (n_samples,), or a label indicator matrix (n_samples, n_classes) for multi-label targets.
+        sample_weight : array_like or None, default=None
+            (n_samples,) weights >= 0, as in scikit-learn >= 1.7.
+
+        Returns
+        -------
+        MLPClassifier
+            self, fitted.
+
+        Raises
+        ------
+        ValueError
+            Invalid parameters or data (scikit-learn's validation: NaN, a single class, wrong shapes...), or
+            non-finite parameters after training ("Solver produced non-finite parameter weights").
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> clf.n_iter_ > 0
+        True
+        """
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     def _check_solver(self):
@@ -621,9 +682,40 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return True
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
+                    classes: Optional[ArrayLike] = None) -> "MLPClassifier":
         """One epoch over (X, y). ``classes`` is required on the first call. Dask arrays chunked along rows: the
-        same as one call per row block, in order (see ``mlpgrad._dask_estimator``)."""
+        same as one call per row block, in order (see ``mlpgrad._dask_estimator``).
+
+        Only for the stochastic solvers ("adam", "sgd"): with the others the method is absent (AttributeError), as in
+        scikit-learn.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As in :meth:`fit`.
+        classes : array_like or None, default=None
+            All the classes, on the first call (not needed for multi-label targets).
+
+        Returns
+        -------
+        MLPClassifier
+            self.
+
+        Raises
+        ------
+        ValueError
+            Invalid parameters or data, classes not in ``classes_``, or ``early_stopping=True``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), random_state=0)
+        >>> clf.partial_fit(X, y, classes=[0, 1]).partial_fit(X, y).n_iter_
+        1
+        """
         self._validate_params()
         if _dask_estimator.is_dask_array(X, y, sample_weight):
             return _dask_estimator.partial_fit(self, X, y, sample_weight, classes)
@@ -650,27 +742,137 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return _validate_data(self, _as_numpy(X), accept_sparse=False, dtype=(np.float64, np.float32), reset=False)
 
-    def predict(self, X):
-        """Predicted classes (or label indicator rows for multi-label targets)."""
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Predicted classes (or label indicator rows for multi-label targets).
+
+        Parameters
+        ----------
+        X : array_like or pandas DataFrame
+            (n_samples, n_features); a DataFrame's column names are checked against ``feature_names_in_``.
+
+        Returns
+        -------
+        ndarray
+            (n_samples,) labels from ``classes_``, or (n_samples, n_classes) indicator rows.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            X with another number of features or other column names than at fit.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> clf.predict(X)
+        array([0, 0, 1, 1])
+        """
         return self._decode(self._forward(self._check_X(X)))
 
-    def predict_proba(self, X):
-        """Class probabilities (n_samples, n_classes), columns ordered as ``classes_``."""
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Class probabilities (n_samples, n_classes), columns ordered as ``classes_``.
+
+        Parameters
+        ----------
+        X : array_like or pandas DataFrame
+            As in :meth:`predict`.
+
+        Returns
+        -------
+        ndarray
+            (n_samples, n_classes) in the parameters' dtype; binary targets give the two columns 1 - p, p.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> clf.predict_proba(X).shape
+        (4, 2)
+        """
         proba = self._forward(self._check_X(X))
         if self.n_outputs_ == 1:
             p = proba.ravel()
             return np.vstack([1 - p, p]).T
         return proba
 
-    def predict_log_proba(self, X):
-        """log(predict_proba(X))."""
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
+        """log(predict_proba(X)).
+
+        Parameters
+        ----------
+        X : array_like or pandas DataFrame
+            As in :meth:`predict`.
+
+        Returns
+        -------
+        ndarray
+            (n_samples, n_classes); -inf where a probability is 0.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> bool(np.all(clf.predict_log_proba(X) <= 0))
+        True
+        """
         proba = self.predict_proba(X)
         with np.errstate(divide="ignore"):
             return np.log(proba, out=proba)
 
-    def input_gradient(self, X, y):
+    def input_gradient(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """dL/dX (n_samples, n_features): row i is the gradient of sample i's log-loss (without the penalty)
-        with respect to its features x_i, at the fitted parameters. ``y``: labels as given to ``fit``."""
+        with respect to its features x_i, at the fitted parameters.
+
+        Parameters
+        ----------
+        X : array_like or pandas DataFrame
+            As in :meth:`predict`.
+        y : array_like
+            Labels as given to ``fit``.
+
+        Returns
+        -------
+        ndarray
+            (n_samples, n_features), the parameters' dtype.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            As :meth:`predict`, or labels not in ``classes_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> clf.input_gradient(X, y).shape
+        (4, 1)
+        """
         X = self._check_X(X)
         self._ensure_flat()
         Y = self._label_binarizer.transform(_as_numpy(y))
