@@ -1,6 +1,6 @@
 """Type information (issue 15, part 6): the package ships ``py.typed`` and the stub ``_core.pyi`` of its extension
 module, the stub matches the built module, and ``mypy --strict`` accepts a user's script on the public API
-(tests/typing/user_script.py; skipped without mypy)."""
+(tests/typecheck/user_script.py; skipped without mypy)."""
 
 from __future__ import annotations
 
@@ -136,3 +136,31 @@ def test_stub_matches_the_extension_module():
         module_attrs = {n for n in vars(obj) if not n.startswith("_")}
         stub_attrs = members | {n for n in methods if not n.startswith("_")}
         assert stub_attrs == module_attrs, f"{name}: attributes {sorted(module_attrs)} in the module"
+
+
+# -- mypy --strict on a user's script ----------------------------------------------------------------------------
+
+USER_SCRIPT = Path(__file__).parent / "typecheck" / "user_script.py"
+
+
+@pytest.mark.slow
+def test_mypy_strict_accepts_a_users_script(tmp_path):
+    """``mypy --strict`` on tests/typecheck/user_script.py (every public function, the Objective, MLP and
+    MLPClassifier, with annotated results) and on the stub: the public API is annotated, the stub is valid. mypy
+    finds mlpgrad as the interpreter imports it (installed, or on PYTHONPATH); about 10 s without a cache."""
+    pytest.importorskip("mypy")
+    env = dict(os.environ, MYPY_FORCE_COLOR="0")
+    result = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+                             "--no-error-summary", str(USER_SCRIPT), str(STUB)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_users_script_runs():
+    """The script mypy checks is a working program."""
+    pytest.importorskip("sklearn")
+    import runpy
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its lbfgs fit stops at max_iter=50: a ConvergenceWarning
+        runpy.run_path(str(USER_SCRIPT), run_name="__main__")
