@@ -403,6 +403,26 @@ def test_fit_on_a_state_set_by_hand():
     assert np.isnan(est.validation_loss_curve_[0]) and np.all(np.isfinite(est.validation_loss_curve_[1:]))
 
 
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_stochastic_fit_after_a_full_batch_fit(solver):
+    """The same pattern as the issue's: a stochastic fit or partial_fit continuing a lbfgs fit (warm_start, or
+    set_params(solver=...)) read the stopping rule's state, which only a stochastic first fit creates (scikit-learn
+    raises AttributeError there too); and early stopping turned on in a warm start after a fit without it."""
+    X, y = _data("binary", n=80)
+    kw = dict(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    est = MLPClassifier(solver="lbfgs", warm_start=True, **kw).fit(X, y)
+    lbfgs_iterations = len(est.loss_curve_)
+    est.set_params(solver=solver).fit(X, y)
+    assert len(est.loss_curve_) == lbfgs_iterations + 3 and est.t_ == 3 * len(X)
+    est = MLPClassifier(solver="lbfgs", **kw).fit(X, y)
+    est.set_params(solver=solver).partial_fit(X, y)
+    assert est.n_iter_ == 1 and np.isfinite(est.loss_)
+    est = MLPClassifier(solver=solver, warm_start=True, **kw).fit(X, y)
+    est.set_params(early_stopping=True).fit(X, y)
+    assert len(est.validation_scores_) == len(est.validation_loss_curve_) == 3
+    assert est.best_validation_score_ == max(est.validation_scores_)
+
+
 def test_dataframe_feature_names_as_scikit_learn():
     """pandas input records feature_names_in_; other names, or none, at predict: the same error or warning as
     scikit-learn's MLPClassifier."""

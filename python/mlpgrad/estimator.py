@@ -503,11 +503,28 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
         else:
             print(msg)
 
+    def _resume_bookkeeping(self):
+        """The stopping rule's state of adam / sgd, created where a later fit or partial_fit finds it missing or
+        None: after a full-batch fit (lbfgs sets none of it; scikit-learn then raises AttributeError), after a fit
+        without early stopping when early stopping is now on, or in a state set by hand. A first fit has it from
+        _initialize, and values present are kept."""
+        defaults = {"t_": 0, "loss_curve_": [], "_no_improvement_count": 0}
+        if self.early_stopping:
+            defaults.update(validation_scores_=[], best_validation_score_=-np.inf)
+        else:
+            defaults.update(best_loss_=np.inf)
+        for name, value in defaults.items():
+            if getattr(self, name, None) is None:
+                setattr(self, name, value)
+        if self.early_stopping and getattr(self, "validation_loss_curve_", None) is None:  # mlpgrad's own curve:
+            self.validation_loss_curve_ = [np.nan] * len(self.validation_scores_)      # NaN for epochs it missed
+
     def _fit_stochastic(self, X, y, sample_weight, incremental):
         if not incremental or getattr(self, "_state", None) is None:
             self._state = self._make_state()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        self._resume_bookkeeping()
         early_stopping = self.early_stopping
         dtype = self._flat.dtype
         if early_stopping:
@@ -618,8 +635,6 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
             val_score = (np.nan if not np.isfinite(proba).all()
                          else accuracy_score(y_val, self._decode(proba), sample_weight=sw_val))
             self.validation_scores_.append(val_score)
-            if getattr(self, "validation_loss_curve_", None) is None:  # mlpgrad's own: not in a state set by hand
-                self.validation_loss_curve_ = [np.nan] * (len(self.validation_scores_) - 1)
             self.validation_loss_curve_.append(val_objective.loss(self._flat))
             if val_score < (self.best_validation_score_ + self.tol):
                 self._no_improvement_count += 1
