@@ -349,6 +349,120 @@ def test_partial_fit_and_warm_start():
         MLPClassifier(solver="lbfgs").partial_fit
 
 
+def _set_state_by_hand(mlp):
+    """The fitted state of scikit-learn's test_fit (sklearn/neural_network/tests/test_mlp.py), set attribute by
+    attribute: the parameters of its worked example and the bookkeeping that scikit-learn's partial_fit reads.
+    It sets no validation_scores_ (read only with early_stopping=True) and nothing of mlpgrad's own."""
+    mlp.coefs_ = [np.array([[0.1, 0.2], [0.3, 0.1], [0.5, 0]]), np.array([[0.1], [0.2]])]
+    mlp.intercepts_ = [np.array([0.1, 0.1]), np.array([1.0])]
+    mlp.n_outputs_, mlp.n_features_in_, mlp.n_layers_ = 1, 3, 3
+    mlp.n_iter_, mlp.learning_rate_, mlp.t_ = 0, 0.1, 0
+    mlp._coef_grads, mlp._intercept_grads = [0] * 2, [0] * 2
+    mlp.out_activation_ = "logistic"
+    mlp.best_loss_, mlp.loss_curve_, mlp._no_improvement_count = np.inf, [], 0
+    mlp._intercept_velocity = [np.zeros_like(b) for b in mlp.intercepts_]
+    mlp._coef_velocity = [np.zeros_like(W) for W in mlp.coefs_]
+    return mlp
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_partial_fit_on_a_state_set_by_hand(verbose, capsys):
+    """Issue 15: partial_fit on a state set as scikit-learn's tests set it raised AttributeError (no
+    validation_scores_). It takes scikit-learn's step, which its test_fit works out by hand."""
+    X, y = np.array([[0.6, 0.8, 0.7]]), np.array([0])
+    kw = dict(solver="sgd", learning_rate_init=0.1, alpha=0.1, random_state=1, max_iter=1, hidden_layer_sizes=2,
+              momentum=0, verbose=verbose)
+    ours = _set_state_by_hand(MLPClassifier(**kw))
+    theirs = _set_state_by_hand(SkMLP(activation="logistic", **kw))
+    ours.partial_fit(X, y, classes=[0, 1])
+    theirs.partial_fit(X, y, classes=[0, 1])
+    assert _max_diff(ours, theirs) <= 1e-15
+    np.testing.assert_allclose(ours.coefs_[1].ravel(), [0.04706, 0.154089], atol=1e-3)  # test_fit's values
+    assert ours.intercepts_[1] == pytest.approx(0.9235, abs=1e-3)
+    assert ours.predict_proba(X)[0, 1] == pytest.approx(theirs.predict_proba(X)[0, 1], abs=1e-15)
+    assert ours.loss_curve_ == pytest.approx(theirs.loss_curve_, abs=1e-15) and ours.n_iter_ == theirs.n_iter_ == 1
+    if verbose:
+        assert "loss" in "".join(capsys.readouterr())
+
+
+def test_fit_on_a_state_set_by_hand():
+    """The other reads of the state set by hand: parameters given as nested lists or tuples (re-packed in
+    float64), a warm-start fit with early stopping on scikit-learn's bookkeeping alone (mlpgrad's
+    validation_loss_curve_ is started, NaN for the epochs before), and predict."""
+    X = np.random.default_rng(0).standard_normal((60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    est = _set_state_by_hand(MLPClassifier(hidden_layer_sizes=2, max_iter=3, warm_start=True, early_stopping=True,
+                                           random_state=0))
+    est.coefs_ = tuple(W.tolist() for W in est.coefs_)
+    est.classes_ = np.array([0, 1])
+    est._label_binarizer = sklearn.preprocessing.LabelBinarizer().fit(est.classes_)
+    est.validation_scores_, est.best_validation_score_, est.best_loss_ = [0.5], 0.5, None
+    assert est.predict_proba(X).shape == (60, 2) and est.coefs_[0].dtype == np.float64
+    est.fit(X, y)
+    assert len(est.validation_scores_) == len(est.validation_loss_curve_) == 4
+    assert np.isnan(est.validation_loss_curve_[0]) and np.all(np.isfinite(est.validation_loss_curve_[1:]))
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_stochastic_fit_after_a_full_batch_fit(solver):
+    """The same pattern as the issue's: a stochastic fit or partial_fit continuing a lbfgs fit (warm_start, or
+    set_params(solver=...)) read the stopping rule's state, which only a stochastic first fit creates (scikit-learn
+    raises AttributeError there too); and early stopping turned on in a warm start after a fit without it."""
+    X, y = _data("binary", n=80)
+    kw = dict(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    est = MLPClassifier(solver="lbfgs", warm_start=True, **kw).fit(X, y)
+    lbfgs_iterations = len(est.loss_curve_)
+    est.set_params(solver=solver).fit(X, y)
+    assert len(est.loss_curve_) == lbfgs_iterations + 3 and est.t_ == 3 * len(X)
+    est = MLPClassifier(solver="lbfgs", **kw).fit(X, y)
+    est.set_params(solver=solver).partial_fit(X, y)
+    assert est.n_iter_ == 1 and np.isfinite(est.loss_)
+    est = MLPClassifier(solver=solver, warm_start=True, **kw).fit(X, y)
+    est.set_params(early_stopping=True).fit(X, y)
+    assert len(est.validation_scores_) == len(est.validation_loss_curve_) == 3
+    assert est.best_validation_score_ == max(est.validation_scores_)
+
+
+def test_dataframe_feature_names_as_scikit_learn():
+    """pandas input records feature_names_in_; other names, or none, at predict: the same error or warning as
+    scikit-learn's MLPClassifier."""
+    pd = pytest.importorskip("pandas")
+    import warnings
+    X, y = _data("multiclass", n=60)
+    X = X[:, :3]
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    renamed = df.rename(columns={"c": "z"})
+    for solver in ("adam", "lbfgs"):
+        ests = [cls(hidden_layer_sizes=(4,), max_iter=3, solver=solver, random_state=0).fit(df, pd.Series(y))
+                for cls in (MLPClassifier, lambda **kw: SkMLP(activation="logistic", **kw))]
+        for est in ests:
+            np.testing.assert_array_equal(est.feature_names_in_, ["a", "b", "c"])
+            assert est.n_features_in_ == 3
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                est.predict(df)  # the same names: no warning
+        on_array = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, solver=solver, random_state=0).fit(X, y)
+        assert _max_diff(ests[0], on_array) == 0  # the same fit as on the NumPy array
+        for bad, kind in ((renamed, ValueError), (X, UserWarning)):
+            messages = []
+            for est in ests:
+                with pytest.raises(kind) if kind is ValueError else pytest.warns(kind) as info:
+                    for method in ("predict", "predict_proba", "score"):
+                        args = (bad, y) if method == "score" else (bad,)
+                        getattr(est, method)(*args)
+                messages.append(str(info.value if kind is ValueError else info[0].message))
+            assert messages[0].replace(type(ests[0]).__name__, "MLPClassifier") == messages[1]
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X, y)
+    assert not hasattr(est, "feature_names_in_")
+    with pytest.warns(UserWarning, match="fitted without feature names"):
+        est.predict(df)
+    est = MLPClassifier(hidden_layer_sizes=(4,), random_state=0)
+    est.partial_fit(df, y, classes=np.unique(y))
+    np.testing.assert_array_equal(est.feature_names_in_, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="feature names should match"):
+        est.partial_fit(renamed, y)
+
+
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
 def test_input_gradient(kind):
     X, y = _data(kind, n=50)

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._types import Gradients
 from ._flat import pack, unpack
 from .api import forward, loss, loss_and_grad
@@ -19,14 +21,18 @@ from .per_sample import (clipped_grad, grad_dot, grad_gram, per_sample_grad_norm
 from . import reference
 from ._build import build_info
 
-__version__ = build_info()["version"]
+__version__: str = build_info()["version"]
+
+if TYPE_CHECKING:  # loaded on first use at run time (__getattr__ below); visible to type checkers
+    from .estimator import MLPClassifier as MLPClassifier
+    from ._plot import plot_loss_curve as plot_loss_curve
 
 __all__ = ["Gradients", "forward", "loss", "loss_and_grad", "pack", "unpack", "Objective", "per_sample_grad_norms",
            "clipped_grad", "per_sample_grads", "grad_dot", "grad_gram", "sum_squared_grads", "hvp", "ggn_vp", "ggn_diag", "MLP", "reference",
            "build_info", "__version__"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     """``mlpgrad.MLPClassifier`` and ``mlpgrad.plot_loss_curve`` load on first use: they need the optional
     dependencies of the "sklearn" extra (scikit-learn, scipy; matplotlib for the plot)."""
     if name == "MLPClassifier":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from importlib import metadata
+from typing import Any, Dict
 
 from . import _native
 
@@ -20,8 +21,26 @@ def _apply_simd_env() -> None:
     _native.set_simd(value)
 
 
-def build_info() -> dict:
-    """Version, compiler, OpenMP (on/off, default threads) and the SIMD level in use."""
+def build_info() -> Dict[str, Any]:
+    """Version, compiler, OpenMP (on/off, default threads) and the SIMD level in use.
+
+    Returns
+    -------
+    dict
+        "version", "compiler", "openmp" (bool), "max_threads", "simd" (the level in use), "simd_best" and
+        "simd_available" (the levels this CPU runs; ``MLPGRAD_SIMD`` forces a lower one at import).
+
+    Raises
+    ------
+    ImportError
+        Only at import: ``MLPGRAD_SIMD`` set to an unknown level.
+
+    Examples
+    --------
+    >>> import mlpgrad
+    >>> mlpgrad.build_info()["simd"] in mlpgrad.build_info()["simd_available"]
+    True
+    """
     info = _native.build_info()
     try:
         version = metadata.version("mlpgrad")

@@ -14,6 +14,10 @@ Rules (documented in the README, "Input rules"):
   the same dtype as the weights.
 * ``X``: 2-D ``(N, d_0)``, real (integer or floating); converted once to the
   weights' dtype.  ``N = 0`` is allowed (see ``reduction``).
+* Byte order: every array argument may be in either byte order (``np.dtype('>f4')`` on a little-endian
+  machine): it is converted once, as NumPy would, to the machine's order (:func:`native_order`); a
+  ``dtype=`` argument of the other order names its native twin. ``out=`` buffers, written by the core,
+  must be native.
 * ``y``: sigmoid head: ``(N,)`` when ``k == 1`` or ``(N, k)``, values in
   ``[0, 1]``.  Softmax head: integer labels ``(N,)`` in ``[0, k)`` (integral
   floats are accepted as labels), or ``(N, k)`` non-negative float targets.
@@ -66,6 +70,22 @@ def _describe(obj) -> str:
     if isinstance(obj, np.ndarray):
         return f"array of shape {obj.shape} and dtype {obj.dtype}"
     return f"{type(obj).__name__}"
+
+
+def native_order(arr: np.ndarray) -> np.ndarray:
+    """arr in the machine's byte order: arr itself, or a converted copy of an array in the other order (the
+    core reads native numbers only; NumPy converts such arrays wherever it computes on them)."""
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+
+
+def float_dtype(dt) -> Optional[np.dtype]:
+    """float32 or float64 (the canonical objects) for a dtype of either byte order that is one of them, else
+    None."""
+    dt = np.dtype(dt)
+    for f in FLOAT_DTYPES:
+        if dt.kind == f.kind and dt.itemsize == f.itemsize:
+            return f
+    return None
 
 
 def _as_array(obj, name: str) -> np.ndarray:
@@ -148,7 +168,7 @@ def check_network(weights, biases):
     if len(biases) != len(weights):
         raise ValueError(f"biases must have one entry per layer: expected {len(weights)}, got {len(biases)}")
 
-    Ws = [_as_array(W, f"weights[{i}]") for i, W in enumerate(weights)]
+    Ws = [native_order(_as_array(W, f"weights[{i}]")) for i, W in enumerate(weights)]
     dtype = Ws[0].dtype
     for i, W in enumerate(Ws):
         if W.dtype not in FLOAT_DTYPES:
@@ -165,7 +185,7 @@ def check_network(weights, biases):
 
     bs = []
     for i, b in enumerate(biases):
-        b = _as_array(b, f"biases[{i}]")
+        b = native_order(_as_array(b, f"biases[{i}]"))
         if b.dtype != dtype:
             raise TypeError(f"biases[{i}] must have the weights' dtype {dtype}, got {b.dtype}")
         _check_ndim(b, 1, f"biases[{i}]", "(d_out,)")
@@ -307,14 +327,15 @@ def check_layer_sizes(layer_sizes) -> tuple:
 
 
 def check_dtype(dtype, name: str = "dtype") -> np.dtype:
-    """float32 or float64."""
+    """float32 or float64 (either byte order names the native one)."""
     try:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
-    if dt not in FLOAT_DTYPES:
+    native = float_dtype(dt)
+    if native is None:
         raise TypeError(f"{name} must be float32 or float64, got {dt}")
-    return FLOAT_DTYPES[0] if dt == FLOAT_DTYPES[0] else FLOAT_DTYPES[1]
+    return native
 
 
 def check_nonnegative(value, name: str) -> float:

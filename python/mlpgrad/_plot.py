@@ -3,13 +3,50 @@ scikit-learn's MLPClassifier, which has the same attributes) with matplotlib (an
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 __all__ = ["plot_loss_curve"]
 
 
-def plot_loss_curve(est, ax=None, *, label=None, **plot_kwargs):
+def plot_loss_curve(est: Any, ax: Any = None, *, label: Optional[str] = None, **plot_kwargs: Any) -> Any:
     """Draw ``est.loss_curve_`` (training loss per epoch) and, when recorded (``early_stopping=True``), the
     validation loss (``validation_loss_curve_``) and the validation accuracy (``validation_scores_``, on a
-    second y axis). ``plot_kwargs`` go to matplotlib's ``plot`` (linewidth, color...). Returns the Axes."""
+    second y axis).
+
+    Parameters
+    ----------
+    est : MLPClassifier
+        A fitted ``mlpgrad.MLPClassifier``, or scikit-learn's.
+    ax : matplotlib Axes or None, default=None
+        Where to draw (None: a new figure); calling again on the same Axes adds curves, to compare estimators.
+    label : str or None, default=None
+        The legend's prefix (None: the estimator's package, "mlpgrad" or "sklearn").
+    **plot_kwargs
+        Go to matplotlib's ``plot`` (linewidth, color...).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on.
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed.
+    ValueError
+        The estimator has no ``loss_curve_`` (not fitted, or fitted by lbfgs in a scikit-learn without it).
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np, mlpgrad
+    >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    >>> clf = mlpgrad.MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+    >>> ax = mlpgrad.plot_loss_curve(clf)
+    >>> ax.get_xlabel()
+    'iteration'
+    """
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the environment

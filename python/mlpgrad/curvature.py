@@ -11,10 +11,13 @@ in ``mlpgrad.pack`` order. ``mlpgrad.reference`` holds the same functions in pla
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from . import _native
 from ._checks import check_n_threads, check_vectors
+from ._types import ArrayLike, FloatArray, Params
 from .per_sample import _Bound
 
 __all__ = ["hvp", "ggn_vp", "ggn_diag"]
@@ -48,27 +51,109 @@ def diag_of(theta, sizes, data, reduction: str, threads: int):
     return _native.curvature(theta, sizes, data, reduction, "ggn_diag", threads)
 
 
-def hvp(weights, biases, X, y, V, *, head, reduction="sum", sample_weight=None, n_threads=None):
-    """``H V``: (P,) for V (P,), (P, m) for V (P, m) (V's values converted to the parameters' dtype), pack order.
+def hvp(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, V: ArrayLike, *, head: str,
+        reduction: str = "sum", sample_weight: Optional[ArrayLike] = None,
+        n_threads: Optional[int] = None) -> FloatArray:
+    """``H V``, H the exact Hessian of :func:`mlpgrad.loss_and_grad`'s L (the sigmoid layers' second derivatives
+    included), pack order.
 
     Pearlmutter's R-operator: the directional derivatives of the forward pass and of the backward pass, beside
     them, in one pass per 16 columns of V. About 2.3x the flops of one gradient per vector (the forward and the
-    ordinary backward are shared by the columns)."""
+    ordinary backward are shared by the columns).
+
+    Parameters
+    ----------
+    weights, biases, X, y, head, reduction, sample_weight, n_threads
+        As in :func:`mlpgrad.loss_and_grad`.
+    V : array_like
+        (P,) or (P, m), pack order; its values are converted to the parameters' dtype and must be finite.
+
+    Returns
+    -------
+    ndarray
+        (P,) for V (P,), (P, m) for V (P, m), the parameters' dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`mlpgrad.loss_and_grad`; for a V of the wrong dtype or shape, or not finite.
+
+    Examples
+    --------
+    >>> import numpy as np, mlpgrad
+    >>> W, b = [np.zeros((1, 2))], [np.zeros(2)]
+    >>> mlpgrad.hvp(W, b, np.ones((1, 1)), np.array([0]), np.array([0., 0., 1., 0.]), head="softmax")
+    array([ 0.25, -0.25,  0.25, -0.25])
+    """
     b = _Bound(weights, biases, X, y, head, reduction, sample_weight)
     return products_of("hvp", b.theta, b.sizes, b.data, b.reduction, V, check_n_threads(n_threads))
 
 
-def ggn_vp(weights, biases, X, y, V, *, head, reduction="sum", sample_weight=None, n_threads=None):
-    """``G V``: (P,) for V (P,), (P, m) for V (P, m), pack order: ``J V`` by the R-forward, the head's Hessian,
-    then the ordinary backward of the result (no second derivative of a hidden layer). About 1.6x the flops of
-    one gradient per vector."""
+def ggn_vp(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, V: ArrayLike, *, head: str,
+           reduction: str = "sum", sample_weight: Optional[ArrayLike] = None,
+           n_threads: Optional[int] = None) -> FloatArray:
+    """``G V``, G the generalized Gauss-Newton matrix of L (module docstring), pack order.
+
+    ``J V`` by the R-forward, the head's Hessian, then the ordinary backward of the result (no second derivative
+    of a hidden layer). About 1.6x the flops of one gradient per vector.
+
+    Parameters
+    ----------
+    weights, biases, X, y, head, reduction, sample_weight, n_threads
+        As in :func:`mlpgrad.loss_and_grad`.
+    V : array_like
+        (P,) or (P, m), pack order; its values are converted to the parameters' dtype and must be finite.
+
+    Returns
+    -------
+    ndarray
+        (P,) for V (P,), (P, m) for V (P, m), the parameters' dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`mlpgrad.loss_and_grad`; for a V of the wrong dtype or shape, or not finite.
+
+    Examples
+    --------
+    >>> import numpy as np, mlpgrad
+    >>> W, b = [np.zeros((1, 2))], [np.zeros(2)]
+    >>> mlpgrad.ggn_vp(W, b, np.ones((1, 1)), np.array([0]), np.array([0., 0., 1., 0.]), head="softmax")
+    array([ 0.25, -0.25,  0.25, -0.25])
+    """
     b = _Bound(weights, biases, X, y, head, reduction, sample_weight)
     return products_of("ggn_vp", b.theta, b.sizes, b.data, b.reduction, V, check_n_threads(n_threads))
 
 
-def ggn_diag(weights, biases, X, y, *, head, reduction="sum", sample_weight=None, n_threads=None):
-    """``diag(G)`` (P,), pack order. With ``S_i S_i^T = c_i d^2 l_i / d z_L^2`` (k columns), it is
-    ``sum_i sum_j (J_i^T S_i e_j)^2``: k backward passes of the columns of S, each followed by the per-sample
-    squares' products of ``mlpgrad.sum_squared_grads``: about k times the cost of a gradient, no (N, P) memory."""
+def ggn_diag(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str, reduction: str = "sum",
+             sample_weight: Optional[ArrayLike] = None, n_threads: Optional[int] = None) -> FloatArray:
+    """``diag(G)`` (P,), pack order.
+
+    With ``S_i S_i^T = c_i d^2 l_i / d z_L^2`` (k columns), it is ``sum_i sum_j (J_i^T S_i e_j)^2``: k backward
+    passes of the columns of S, each followed by the per-sample squares' products of
+    ``mlpgrad.sum_squared_grads``: about k times the cost of a gradient, no (N, P) memory.
+
+    Parameters
+    ----------
+    weights, biases, X, y, head, reduction, sample_weight, n_threads
+        As in :func:`mlpgrad.loss_and_grad`.
+
+    Returns
+    -------
+    ndarray
+        (P,), the parameters' dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`mlpgrad.loss_and_grad`.
+
+    Examples
+    --------
+    >>> import numpy as np, mlpgrad
+    >>> W, b = [np.zeros((1, 2))], [np.zeros(2)]
+    >>> mlpgrad.ggn_diag(W, b, np.ones((1, 1)), np.array([0]), head="softmax")
+    array([0.25, 0.25, 0.25, 0.25])
+    """
     b = _Bound(weights, biases, X, y, head, reduction, sample_weight)
     return diag_of(b.theta, b.sizes, b.data, b.reduction, check_n_threads(n_threads))

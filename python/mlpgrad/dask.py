@@ -44,8 +44,10 @@ import math
 import multiprocessing
 import threading
 import uuid
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 try:
     import dask
@@ -59,8 +61,11 @@ from . import curvature as _curv
 from ._checks import (LabelRangeError, check_flag, check_head, check_n_threads, check_network, check_reduction,
                       check_total_weight, check_vectors, label_range_message)
 from ._flat import unpack
-from ._types import Gradients
+from ._types import ArrayLike, FloatArray, Gradients, Params
 from .objective import _FlatObjective, _operator, as_theta, check_out as _check_out
+
+if TYPE_CHECKING:
+    from scipy.sparse.linalg import LinearOperator
 
 __all__ = ["loss", "loss_and_grad", "Objective"]
 
@@ -294,29 +299,56 @@ def _checked_threads(n_threads):
     return None if n_threads is None else int(n_threads)
 
 
-def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight=None, input_grad=False,
-                  n_threads=None):
+def loss_and_grad(weights: Params, biases: Params, X: "da.Array", y: "da.Array", *, head: str,
+                  reduction: str = "sum", sample_weight: "Optional[da.Array]" = None, input_grad: bool = False,
+                  n_threads: Optional[int] = None) -> Tuple[float, Gradients]:
     """Loss and gradients of the whole data set, X and y (and sample_weight) being dask arrays chunked along rows.
 
     The same arguments, rules and errors as :func:`mlpgrad.loss_and_grad`, and the same result up to the order
-    of the sums (see the module docstring), except:
+    of the sums (see the module docstring). The computation runs on dask's current scheduler (the active
+    ``dask.distributed.Client``, if any) when this function is called; persist X and y first (``dask.persist``)
+    when calling it repeatedly on the same data.
 
-    * ``X`` (N, d_0), ``y`` (N,) or (N, k) and ``sample_weight`` (N,) are ``dask.array.Array`` objects chunked
-      along rows only (one chunk across the columns), all with the same row chunks (``X.chunks[0]``), else
-      ``ValueError`` naming the argument. Element-wise errors (a label out of range, a negative weight) are
-      raised by the block's task and re-raised here, with the in-memory message; a label out of range quotes
-      the whole array's range of labels, as in memory (found by one more pass over y).
-    * ``n_threads``: threads of each block's native call; None gives each call its share of the worker's
-      thread budget: 1 thread per task on a dask.distributed worker, whose nthreads task slots then use at most
-      its nthreads cores (module docstring).
+    Parameters
+    ----------
+    weights, biases, head, reduction, input_grad
+        As in :func:`mlpgrad.loss_and_grad`.
+    X, y, sample_weight : dask.array.Array
+        ``X`` (N, d_0), ``y`` (N,) or (N, k) and ``sample_weight`` (N,) (or None), chunked along rows only (one
+        chunk across the columns), all with the same row chunks (``X.chunks[0]``).
+    n_threads : int or None, default=None
+        Threads of each block's native call; None gives each call its share of the worker's thread budget: 1
+        thread per task on a dask.distributed worker, whose nthreads task slots then use at most its nthreads
+        cores (module docstring).
 
-    Returns ``(loss, Gradients(weights, biases, input))`` on the client, as in memory: ``loss`` a Python float,
-    ``weights[l]`` / ``biases[l]`` NumPy arrays shaped and typed like the parameters. ``input`` is None unless
-    ``input_grad=True``; then it is dL/dX as a lazy dask array (N, d_0) with X's row chunks and the parameters'
-    dtype, never gathered on the client: computing it evaluates every block once more on the workers.
+    Returns
+    -------
+    loss : float
+        On the client, as in memory.
+    grads : Gradients
+        ``weights[l]`` / ``biases[l]`` NumPy arrays shaped and typed like the parameters. ``input`` is None unless
+        ``input_grad=True``; then it is dL/dX as a lazy dask array (N, d_0) with X's row chunks and the
+        parameters' dtype, never gathered on the client: computing it evaluates every block once more on the
+        workers.
 
-    The computation runs on dask's current scheduler (the active ``dask.distributed.Client``, if any) when this
-    function is called; persist X and y first (``dask.persist``) when calling it repeatedly on the same data.
+    Raises
+    ------
+    TypeError
+        As in memory, and for X, y or sample_weight that are not dask arrays.
+    ValueError
+        As in memory, and for arrays not chunked along rows only or with other row chunks than X's, naming the
+        argument. Element-wise errors (a label out of range, a negative weight) are raised by the block's task
+        and re-raised here, with the in-memory message; a label out of range quotes the whole array's range of
+        labels, as in memory (found by one more pass over y).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, mlpgrad.dask
+    >>> X = da.from_array(np.ones((4, 3)), chunks=(2, 3))
+    >>> y = da.from_array(np.array([0, 1, 1, 1]), chunks=2)
+    >>> loss, grads = mlpgrad.dask.loss_and_grad([np.zeros((3, 2))], [np.zeros(2)], X, y, head="softmax")
+    >>> grads.biases[0]
+    array([ 1., -1.])
     """
     head, reduction, Ws, bs, dtype, X, y, w = check_dask_problem(weights, biases, X, y, head, reduction,
                                                                  sample_weight)
@@ -337,8 +369,33 @@ def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight
     return float(value), Gradients(dWs, dbs, dX)
 
 
-def loss(weights, biases, X, y, *, head, reduction="sum", sample_weight=None, n_threads=None):
-    """The loss as a Python float (see :func:`loss_and_grad`; forward passes only)."""
+def loss(weights: Params, biases: Params, X: "da.Array", y: "da.Array", *, head: str, reduction: str = "sum",
+         sample_weight: "Optional[da.Array]" = None, n_threads: Optional[int] = None) -> float:
+    """The loss as a Python float (see :func:`loss_and_grad`; forward passes only).
+
+    Parameters
+    ----------
+    weights, biases, X, y, head, reduction, sample_weight, n_threads
+        As in :func:`loss_and_grad`.
+
+    Returns
+    -------
+    float
+        L, on the client.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`loss_and_grad`.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, mlpgrad.dask
+    >>> X = da.from_array(np.ones((4, 3)), chunks=(2, 3))
+    >>> y = da.from_array(np.array([0, 1, 1, 1]), chunks=2)
+    >>> round(mlpgrad.dask.loss([np.zeros((3, 2))], [np.zeros(2)], X, y, head="softmax", reduction="mean"), 6)
+    0.693147
+    """
     head, reduction, Ws, bs, dtype, X, y, w = check_dask_problem(weights, biases, X, y, head, reduction,
                                                                  sample_weight, func="loss")
     (value, _, total), _ = _sums(Ws, bs, X, y, w, head, False, _checked_threads(n_threads))
@@ -355,10 +412,33 @@ class Objective(_FlatObjective):
     Objective); a rule broken anywhere raises here, a label out of range with the whole array's range of
     labels. Each evaluation then sends theta to the blocks, runs one native call per block and adds the blocks'
     sums by the fixed pairwise tree (float64): bit-identical from run to run for the same row chunks.
+
+    Parameters
+    ----------
+    layer_sizes, head, reduction, alpha, dtype, n_threads
+        As in :class:`mlpgrad.Objective` (n_threads: as in :func:`loss_and_grad`).
+    X, y, sample_weight : dask.array.Array
+        As in :func:`loss_and_grad`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :class:`mlpgrad.Objective` and :func:`loss_and_grad`; a label out of range with the whole array's
+        range of labels.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, mlpgrad.dask
+    >>> X = da.from_array(np.ones((4, 1)), chunks=(2, 1))
+    >>> y = da.from_array(np.array([0, 1, 1, 1]), chunks=2)
+    >>> obj = mlpgrad.dask.Objective([1, 2], X, y, head="softmax")
+    >>> obj.loss_and_grad(np.zeros(obj.n_params))[1]
+    array([ 1., -1.,  1., -1.])
     """
 
-    def __init__(self, layer_sizes, X, y, *, head, reduction="sum", sample_weight=None, alpha=0.0, dtype=None,
-                 n_threads=None):
+    def __init__(self, layer_sizes: Sequence[int], X: "da.Array", y: "da.Array", *, head: str,
+                 reduction: str = "sum", sample_weight: "Optional[da.Array]" = None, alpha: float = 0.0,
+                 dtype: npt.DTypeLike = None, n_threads: Optional[int] = None) -> None:
         self._set_common(layer_sizes, X, head, reduction, alpha, dtype)
         self.n_threads = _checked_threads(n_threads)
         sizes = self.layer_sizes
@@ -389,7 +469,7 @@ class Objective(_FlatObjective):
         if faults:
             raise _native.fault_error(faults[0][2], self.head, self._sizes[-1], faults[0][3])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"mlpgrad.dask.Objective({list(self.layer_sizes)}, N={self.n_samples}, blocks={len(self._blocks)}, "
                 f"head={self.head!r}, reduction={self.reduction!r}, alpha={self.alpha}, dtype={self.dtype.name})")
 
@@ -426,14 +506,66 @@ class Objective(_FlatObjective):
         _curv.add_penalty(out, V2, self.alpha, self._n_weights)
         return out
 
-    def loss(self, theta) -> float:
-        """L(theta) as a Python float."""
+    def loss(self, theta: ArrayLike) -> float:
+        """L(theta) as a Python float.
+
+        Parameters
+        ----------
+        theta : array_like
+            (P,) in pack order, converted to the Objective's dtype.
+
+        Returns
+        -------
+        float
+            L(theta), the penalty included.
+
+        Raises
+        ------
+        TypeError, ValueError
+            theta not a real array of shape (P,).
+
+        Examples
+        --------
+        >>> import numpy as np, dask.array as da, mlpgrad.dask
+        >>> X, y = da.from_array(np.ones((2, 1)), chunks=1), da.from_array(np.array([0, 1]), chunks=1)
+        >>> obj = mlpgrad.dask.Objective([1, 2], X, y, head="softmax")
+        >>> round(obj.loss(np.zeros(obj.n_params)), 6)
+        1.386294
+        """
         theta = as_theta(theta, self.n_params, self.dtype)
         return float(self._evaluate(theta, False)[0]) + (self._penalty(theta) if self.alpha else 0.0)
 
-    def loss_and_grad(self, theta, out=None):
+    def loss_and_grad(self, theta: ArrayLike, out: Optional[FloatArray] = None) -> Tuple[float, FloatArray]:
         """``(L(theta), dL/dtheta)`` as in memory: the gradient (P,) in the Objective's dtype, written into ``out``
-        when given."""
+        when given.
+
+        Parameters
+        ----------
+        theta : array_like
+            (P,) in pack order, converted to the Objective's dtype.
+        out : ndarray or None, default=None
+            A writeable C-contiguous (P,) array of the Objective's dtype.
+
+        Returns
+        -------
+        loss : float
+            L(theta).
+        grad : ndarray
+            (P,), ``out`` when given.
+
+        Raises
+        ------
+        TypeError, ValueError
+            theta not a real array of shape (P,). An out of the wrong dtype, shape or layout.
+
+        Examples
+        --------
+        >>> import numpy as np, dask.array as da, mlpgrad.dask
+        >>> X, y = da.from_array(np.ones((2, 1)), chunks=1), da.from_array(np.array([0, 1]), chunks=1)
+        >>> obj = mlpgrad.dask.Objective([1, 2], X, y, head="softmax")
+        >>> obj.loss_and_grad(np.zeros(obj.n_params))[1]
+        array([0., 0., 0., 0.])
+        """
         theta = as_theta(theta, self.n_params, self.dtype)
         value, grad = self._evaluate(theta, True)
         value = self._add_penalty(value, grad, theta)
@@ -445,13 +577,65 @@ class Objective(_FlatObjective):
 
     # -- curvature (mlpgrad.Objective's: the penalty's curvature added) -------------------------------------------
 
-    def hvp(self, theta, V):
+    def hvp(self, theta: ArrayLike, V: ArrayLike) -> FloatArray:
         """``H V`` (P,) or (P, m) of L(theta), the penalty included: the blocks' products added as their gradients
-        are (see :meth:`mlpgrad.Objective.hvp`)."""
+        are (see :meth:`mlpgrad.Objective.hvp`).
+
+        Parameters
+        ----------
+        theta : array_like
+            (P,) in pack order, converted to the Objective's dtype.
+        V : array_like
+            (P,) or (P, m), pack order, finite.
+
+        Returns
+        -------
+        ndarray
+            (P,) or (P, m).
+
+        Raises
+        ------
+        TypeError, ValueError
+            theta not a real array of shape (P,). A V of the wrong shape or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np, dask.array as da, mlpgrad.dask
+        >>> X, y = da.from_array(np.ones((2, 1)), chunks=1), da.from_array(np.array([0, 1]), chunks=1)
+        >>> obj = mlpgrad.dask.Objective([1, 2], X, y, head="softmax")
+        >>> obj.hvp(np.zeros(obj.n_params), np.eye(obj.n_params)[2])
+        array([ 0.5, -0.5,  0.5, -0.5])
+        """
         return self._product("hvp", theta, V)
 
-    def ggn_vp(self, theta, V):
-        """``(G + alpha I_W) V`` (P,) or (P, m): see :meth:`mlpgrad.Objective.ggn_vp`."""
+    def ggn_vp(self, theta: ArrayLike, V: ArrayLike) -> FloatArray:
+        """``(G + alpha I_W) V`` (P,) or (P, m): see :meth:`mlpgrad.Objective.ggn_vp`.
+
+        Parameters
+        ----------
+        theta : array_like
+            (P,) in pack order, converted to the Objective's dtype.
+        V : array_like
+            (P,) or (P, m), pack order, finite.
+
+        Returns
+        -------
+        ndarray
+            (P,) or (P, m).
+
+        Raises
+        ------
+        TypeError, ValueError
+            theta not a real array of shape (P,). A V of the wrong shape or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np, dask.array as da, mlpgrad.dask
+        >>> X, y = da.from_array(np.ones((2, 1)), chunks=1), da.from_array(np.array([0, 1]), chunks=1)
+        >>> obj = mlpgrad.dask.Objective([1, 2], X, y, head="softmax")
+        >>> obj.ggn_vp(np.zeros(obj.n_params), np.eye(obj.n_params)[2])
+        array([ 0.5, -0.5,  0.5, -0.5])
+        """
         return self._product("ggn_vp", theta, V)
 
     def _product(self, op, theta, V):
@@ -460,15 +644,87 @@ class Objective(_FlatObjective):
         out = self._curvature(op, theta, V2)
         return out[:, 0] if one_d else out
 
-    def ggn_diag(self, theta):
-        """``diag(G) + alpha`` on the weights (P,): see :meth:`mlpgrad.Objective.ggn_diag`."""
+    def ggn_diag(self, theta: ArrayLike) -> FloatArray:
+        """``diag(G) + alpha`` on the weights (P,): see :meth:`mlpgrad.Objective.ggn_diag`.
+
+        Parameters
+        ----------
+        theta : array_like
+            (P,) in pack order, converted to the Objective's dtype.
+
+        Returns
+        -------
+        ndarray
+            (P,), pack order.
+
+        Raises
+        ------
+        TypeError, ValueError
+            theta not a real array of shape (P,).
+
+        Examples
+        --------
+        >>> import numpy as np, dask.array as da, mlpgrad.dask
+        >>> X, y = da.from_array(np.ones((2, 1)), chunks=1), da.from_array(np.array([0, 1]), chunks=1)
+        >>> obj = mlpgrad.dask.Objective([1, 2], X, y, head="softmax")
+        >>> obj.ggn_diag(np.zeros(obj.n_params))
+        array([0.5, 0.5, 0.5, 0.5])
+        """
         return self._curvature("ggn_diag", as_theta(theta, self.n_params, self.dtype), None)
 
-    def hessian_operator(self, theta):
-        """H at theta as a ``scipy.sparse.linalg.LinearOperator`` (see :meth:`mlpgrad.Objective.hessian_operator`)."""
+    def hessian_operator(self, theta: ArrayLike) -> "LinearOperator":
+        """H at theta as a ``scipy.sparse.linalg.LinearOperator`` (see :meth:`mlpgrad.Objective.hessian_operator`).
+
+        Parameters
+        ----------
+        theta : array_like
+            (P,) in pack order, converted to the Objective's dtype.
+
+        Returns
+        -------
+        scipy.sparse.linalg.LinearOperator
+            (P, P).
+
+        Raises
+        ------
+        TypeError, ValueError
+            theta not a real array of shape (P,).
+
+        Examples
+        --------
+        >>> import numpy as np, dask.array as da, mlpgrad.dask
+        >>> X, y = da.from_array(np.ones((2, 1)), chunks=1), da.from_array(np.array([0, 1]), chunks=1)
+        >>> obj = mlpgrad.dask.Objective([1, 2], X, y, head="softmax")
+        >>> obj.hessian_operator(np.zeros(obj.n_params)).shape
+        (4, 4)
+        """
         return _operator(self, self.hvp, theta)
 
-    def ggn_operator(self, theta):
+    def ggn_operator(self, theta: ArrayLike) -> "LinearOperator":
         """``G + alpha I_W`` at theta as a ``scipy.sparse.linalg.LinearOperator`` (see
-        :meth:`mlpgrad.Objective.ggn_operator`)."""
+        :meth:`mlpgrad.Objective.ggn_operator`).
+
+        Parameters
+        ----------
+        theta : array_like
+            (P,) in pack order, converted to the Objective's dtype.
+
+        Returns
+        -------
+        scipy.sparse.linalg.LinearOperator
+            (P, P).
+
+        Raises
+        ------
+        TypeError, ValueError
+            theta not a real array of shape (P,).
+
+        Examples
+        --------
+        >>> import numpy as np, dask.array as da, mlpgrad.dask
+        >>> X, y = da.from_array(np.ones((2, 1)), chunks=1), da.from_array(np.array([0, 1]), chunks=1)
+        >>> obj = mlpgrad.dask.Objective([1, 2], X, y, head="softmax")
+        >>> obj.ggn_operator(np.zeros(obj.n_params)).shape
+        (4, 4)
+        """
         return _operator(self, self.ggn_vp, theta)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 import warnings
 from numbers import Integral, Real
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import scipy.optimize
@@ -48,7 +49,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from . import _dask_estimator, _native
-from ._checks import check_n_threads
+from ._checks import check_n_threads, float_dtype, native_order
+from ._types import ArrayLike
 from ._flat import n_params, n_weights, unpack
 from .objective import Objective
 
@@ -64,17 +66,21 @@ _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
 def _as_numpy(X):
-    """Arrays of other libraries (PyTorch, JAX, CuPy on the host...) as NumPy arrays, without a copy when
-    the layout allows: DLPack first (``np.from_dlpack``), then ``__array__`` (``np.asarray``)."""
-    if X is None or isinstance(X, np.ndarray) or not (hasattr(X, "__dlpack__") or hasattr(X, "__array__")):
+    """NumPy arrays in the machine's byte order (``_checks.native_order``: scikit-learn's validation would turn
+    '>f4' into float64), and arrays of other libraries (PyTorch, JAX, CuPy on the host...) as NumPy arrays,
+    without a copy when the layout allows (DLPack, ``np.from_dlpack``). Anything else (lists, pandas and other
+    data frames, whose column names the validation records as ``feature_names_in_``) is left to scikit-learn's
+    validation."""
+    if isinstance(X, np.ndarray):
+        return native_order(X)
+    if X is None or not hasattr(X, "__dlpack__"):
         return X
-    if hasattr(X, "__dlpack__"):
-        try:
-            return np.from_dlpack(X)
-        except Exception:  # other device, unsupported dtype (bool), or a tensor that requires grad
-            pass
     try:
-        return np.asarray(X)
+        return np.from_dlpack(X)
+    except Exception:  # other device, unsupported dtype (bool), or a tensor that requires grad
+        pass
+    try:
+        return native_order(np.asarray(X))
     except Exception:
         detach = getattr(X, "detach", None)  # torch tensors that require grad
         if detach is not None:
@@ -172,25 +178,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     solvers, and the same fitted attributes. The output layer is a sigmoid for binary and multi-label
     targets and a softmax for multiclass targets, as in scikit-learn.
 
-    Parameters beyond scikit-learn's
-    --------------------------------
-    solver : "newton-cg" as well as scikit-learn's "adam", "sgd" and "lbfgs"
-        A full-batch Hessian-free Newton method on the Gauss-Newton curvature (module docstring); the fitted
-        attributes are lbfgs's.
-    dtype : None, "float32" or "float64", default=None
-        The dtype of the parameters and of the computation. None follows X as scikit-learn does
-        (float32 data trains in float32, anything else in float64). float32 is about twice as fast.
-    n_threads : None or int >= 1, default=None
-        Threads of each native call (None: OpenMP's setting, ``OMP_NUM_THREADS``).
-
-    Attributes beyond scikit-learn's
-    --------------------------------
-    validation_loss_curve_ : list of float or None
-        With ``early_stopping=True``, the mean log-loss (without the penalty) of the held-out validation
-        set after each epoch; otherwise None.
-    fit_time_ : float
-        Seconds spent in the last ``fit`` / ``partial_fit``.
-
     ``verbose=True`` shows a progress bar (tqdm, if installed; otherwise one line per epoch) with the epoch,
     the loss and the validation score. ``mlpgrad.plot_loss_curve(est)`` draws the curves.
     ``input_gradient(X, y)`` returns dL/dX, the gradient of each sample's loss with respect to its input.
@@ -201,6 +188,50 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     within blocks, block order shuffled per epoch from ``random_state``); ``partial_fit`` is one call per row
     block, in order; ``predict``, ``predict_proba`` and ``predict_log_proba`` return lazy dask arrays computed on
     the workers, ``score`` a float computed there. See ``mlpgrad._dask_estimator``.
+
+    Parameters
+    ----------
+    hidden_layer_sizes, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle, \
+random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, \
+beta_2, epsilon, n_iter_no_change, max_fun
+        scikit-learn's MLPClassifier's: the same names, defaults and meanings (see its documentation).
+    solver : {"adam", "sgd", "lbfgs", "newton-cg"}, default="adam"
+        scikit-learn's three, and "newton-cg": a full-batch Hessian-free Newton method on the Gauss-Newton
+        curvature (module docstring); its fitted attributes are lbfgs's.
+    dtype : None, "float32" or "float64", default=None
+        The dtype of the parameters and of the computation. None follows X as scikit-learn does
+        (float32 data, of either byte order, trains in float32, anything else in float64). float32 is about
+        twice as fast.
+    n_threads : None or int >= 1, default=None
+        Threads of each native call (None: OpenMP's setting, ``OMP_NUM_THREADS``).
+
+    Attributes
+    ----------
+    classes_, coefs_, intercepts_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, \
+t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+        scikit-learn's: ``coefs_[l]`` (d_l, d_{l+1}) and ``intercepts_[l]`` are views of one flat parameter
+        buffer in ``mlpgrad.pack`` order; ``feature_names_in_`` is set when X has column names (a pandas
+        DataFrame).
+    validation_loss_curve_ : list of float or None
+        With ``early_stopping=True``, the mean log-loss (without the penalty) of the held-out validation
+        set after each epoch; otherwise None.
+    fit_time_ : float
+        Seconds spent in the last ``fit`` / ``partial_fit``.
+
+    Raises
+    ------
+    sklearn.utils._param_validation.InvalidParameterError
+        At ``fit`` / ``partial_fit``, for a parameter outside its constraints (a ValueError, as in scikit-learn).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mlpgrad import MLPClassifier
+    >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]] * 5)
+    >>> y = np.array([0, 1, 1, 0] * 5)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=500, random_state=0).fit(X, y)
+    >>> clf.predict(X[:4])
+    array([0, 1, 1, 0])
     """
 
     activation = "logistic"  # fixed: the core's hidden layers are logistic sigmoids (not a parameter)
@@ -232,11 +263,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         "n_threads": [None, Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, hidden_layer_sizes=(100,), *, solver="adam", alpha=0.0001, batch_size="auto",
-                 learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, n_threads=None):
+    def __init__(self, hidden_layer_sizes: Union[int, Sequence[int]] = (100,), *, solver: str = "adam",
+                 alpha: float = 0.0001, batch_size: Union[int, str] = "auto", learning_rate: str = "constant",
+                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
+                 random_state: Union[None, int, np.random.RandomState] = None, tol: float = 1e-4,
+                 verbose: Union[bool, int] = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False, validation_fraction: float = 0.1,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: float = 10,
+                 max_fun: int = 15000, dtype: Union[None, str, type, np.dtype] = None,
+                 n_threads: Optional[int] = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.solver = solver
         self.alpha = alpha
@@ -295,15 +330,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _ensure_flat(self):
         """Re-pack coefs_ / intercepts_ when they are no longer views of the flat buffer (assigned by the
-        user, or after unpickling)."""
+        user, as lists or tuples of arrays of any real dtype and byte order, or after unpickling). The buffer
+        is float32 when coefs_[0] is, else float64."""
         flat = getattr(self, "_flat", None)
-        if flat is not None and all(p.base is flat for p in self.coefs_ + self.intercepts_):
+        params = list(self.coefs_) + list(self.intercepts_)
+        if flat is not None and all(getattr(p, "base", None) is flat for p in params):
             return
-        layer_units = self._layer_units()
-        dtype = np.dtype(np.asarray(self.coefs_[0]).dtype.name)  # the canonical float32 / float64
-        coefs, intercepts = self.coefs_, self.intercepts_
-        self._bind(np.empty(n_params(layer_units), dtype=dtype), layer_units)
-        for dst, src in zip(self.coefs_ + self.intercepts_, list(coefs) + list(intercepts)):
+        params = [np.asarray(p) for p in params]
+        n_layers = len(self.coefs_)
+        layer_units = [params[0].shape[0]] + [c.shape[1] for c in params[:n_layers]]
+        dtype = float_dtype(params[0].dtype) if params[0].dtype.kind == "f" else None
+        self._bind(np.empty(n_params(layer_units), dtype=dtype or np.dtype(np.float64)), layer_units)
+        for dst, src in zip(self.coefs_ + self.intercepts_, params):
             dst[...] = src
 
     def __getstate__(self):
@@ -482,6 +520,22 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     beta1=float(self.beta_1), beta2=float(self.beta_2), eps=float(self.epsilon),
                     momentum=float(self.momentum), nesterov=bool(self.nesterovs_momentum))
 
+    def _resume_bookkeeping(self):
+        """The stopping rule's state of adam / sgd, created where a later fit or partial_fit finds it missing or
+        None: after a full-batch fit (lbfgs sets none of it; scikit-learn then raises AttributeError), after a fit
+        without early stopping when early stopping is now on, or in a state set by hand. A first fit has it from
+        _initialize, and values present are kept."""
+        defaults = {"t_": 0, "loss_curve_": [], "_no_improvement_count": 0}
+        if self.early_stopping:
+            defaults.update(validation_scores_=[], best_validation_score_=-np.inf)
+        else:
+            defaults.update(best_loss_=np.inf)
+        for name, value in defaults.items():
+            if getattr(self, name, None) is None:
+                setattr(self, name, value)
+        if self.early_stopping and getattr(self, "validation_loss_curve_", None) is None:  # mlpgrad's own curve:
+            self.validation_loss_curve_ = [np.nan] * len(self.validation_scores_)      # NaN for epochs it missed
+
     def _fit_stochastic(self, data, incremental):
         """adam / sgd: the epochs come from the data's side (``data.epochs()``: _Epochs in memory, the row blocks'
         _dask_estimator.Epochs on dask arrays); the bookkeeping between epochs (loss curve, stopping rules,
@@ -490,6 +544,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self._state = self._make_state()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        self._resume_bookkeeping()
         epochs, validation = data.epochs()
         early_stopping = validation is not None
         X_val, y_val, sw_val, val_objective = validation if early_stopping else (None,) * 4
@@ -507,7 +562,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self.t_ += epochs.n_samples
                 self.loss_curve_.append(self.loss_)
                 self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val, val_objective)
-                self._report()
+                self._report(early_stopping)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     self._state["lr"] = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
 
@@ -533,13 +588,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if self._bar is not None:
                 self._bar.close()
             self._bar = None
-        if early_stopping:
-            self._flat[...] = self._best_flat
+        if early_stopping and getattr(self, "_best_flat", None) is not None:  # None: no epoch improved on a
+            self._flat[...] = self._best_flat                                    # best score set by hand
 
-    def _report(self):
+    def _report(self, early_stopping):
+        """The progress bar's or the verbose line's epoch: the loss, and with early stopping the validation score
+        and loss (read only then: a state set by hand, as scikit-learn's tests set it, need not have them)."""
         bar = self._bar
         info = {"loss": f"{self.loss_:.6f}"}
-        if self.validation_scores_:
+        if early_stopping and self.validation_scores_:
             info["val_score"] = f"{self.validation_scores_[-1]:.4f}"
             info["val_loss"] = f"{self.validation_loss_curve_[-1]:.6f}"
         if bar is not None:
@@ -571,7 +628,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self.best_loss_ = self.loss_curve_[-1]
 
     # ------------------------------------------------------------------ public API
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> "MLPClassifier":
         """Fit the model to X (n_samples, n_features) and y (labels, or a label indicator matrix).
 
         Dask arrays X, y (and sample_weight) chunked along rows, with the same row chunks: every row block is
@@ -583,7 +640,37 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         reshuffled from the same random state) on the block's worker; the parameters and the optimizer's state go
         from block to block, the data stay put. With one block the steps are the in-memory fit's; with several,
         a fixed ``random_state`` gives the same fit every time. ``early_stopping=True`` is not supported there.
-        See ``mlpgrad._dask_estimator``."""
+        See ``mlpgrad._dask_estimator``.
+
+        Parameters
+        ----------
+        X : array_like, pandas DataFrame or dask array
+            (n_samples, n_features), real; arrays of other libraries through DLPack without a copy.
+        y : array_like
+            Class labels (n_samples,), or a label indicator matrix (n_samples, n_classes) for multi-label targets.
+        sample_weight : array_like or None, default=None
+            (n_samples,) weights >= 0, as in scikit-learn >= 1.7.
+
+        Returns
+        -------
+        MLPClassifier
+            self, fitted.
+
+        Raises
+        ------
+        ValueError
+            Invalid parameters or data (scikit-learn's validation: NaN, a single class, wrong shapes...), or
+            non-finite parameters after training ("Solver produced non-finite parameter weights").
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> clf.n_iter_ > 0
+        True
+        """
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     def _check_solver(self):
@@ -593,9 +680,40 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return True
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
+                    classes: Optional[ArrayLike] = None) -> "MLPClassifier":
         """One epoch over (X, y). ``classes`` is required on the first call. Dask arrays chunked along rows: the
-        same as one call per row block, in order (see ``mlpgrad._dask_estimator``)."""
+        same as one call per row block, in order (see ``mlpgrad._dask_estimator``).
+
+        Only for the stochastic solvers ("adam", "sgd"): with the others the method is absent (AttributeError), as in
+        scikit-learn.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As in :meth:`fit`.
+        classes : array_like or None, default=None
+            All the classes, on the first call (not needed for multi-label targets).
+
+        Returns
+        -------
+        MLPClassifier
+            self.
+
+        Raises
+        ------
+        ValueError
+            Invalid parameters or data, classes not in ``classes_``, or ``early_stopping=True``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), random_state=0)
+        >>> clf.partial_fit(X, y, classes=[0, 1]).partial_fit(X, y).n_iter_
+        1
+        """
         self._validate_params()
         if _dask_estimator.is_dask_array(X, y, sample_weight):
             return _dask_estimator.partial_fit(self, X, y, sample_weight, classes)
@@ -622,16 +740,70 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return _validate_data(self, _as_numpy(X), accept_sparse=False, dtype=(np.float64, np.float32), reset=False)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted classes (or label indicator rows for multi-label targets). For a dask array X chunked along
-        rows: a lazy dask array with X's row chunks, computed on the workers (``_dask_estimator.predict``)."""
+        rows: a lazy dask array with X's row chunks, computed on the workers (``_dask_estimator.predict``).
+
+        Parameters
+        ----------
+        X : array_like or pandas DataFrame
+            (n_samples, n_features); a DataFrame's column names are checked against ``feature_names_in_``.
+
+        Returns
+        -------
+        ndarray
+            (n_samples,) labels from ``classes_``, or (n_samples, n_classes) indicator rows.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            X with another number of features or other column names than at fit.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> clf.predict(X)
+        array([0, 0, 1, 1])
+        """
         if _dask_estimator.is_dask_array(X):
             return _dask_estimator.predict(self, "predict", X)
         return self._decode(self._forward(self._check_X(X)))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), columns ordered as ``classes_``. For a dask array X: a lazy
-        dask array, as ``predict``."""
+        dask array, as ``predict``.
+
+        Parameters
+        ----------
+        X : array_like or pandas DataFrame
+            As in :meth:`predict`.
+
+        Returns
+        -------
+        ndarray
+            (n_samples, n_classes) in the parameters' dtype; binary targets give the two columns 1 - p, p.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> clf.predict_proba(X).shape
+        (4, 2)
+        """
         if _dask_estimator.is_dask_array(X):
             return _dask_estimator.predict(self, "predict_proba", X)
         proba = self._forward(self._check_X(X))
@@ -640,28 +812,115 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             return np.vstack([1 - p, p]).T
         return proba
 
-    def predict_log_proba(self, X):
-        """log(predict_proba(X)). For a dask array X: a lazy dask array, as ``predict``."""
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
+        """log(predict_proba(X)). For a dask array X: a lazy dask array, as ``predict``.
+
+        Parameters
+        ----------
+        X : array_like or pandas DataFrame
+            As in :meth:`predict`.
+
+        Returns
+        -------
+        ndarray
+            (n_samples, n_classes); -inf where a probability is 0.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> bool(np.all(clf.predict_log_proba(X) <= 0))
+        True
+        """
         if _dask_estimator.is_dask_array(X):
             return _dask_estimator.predict(self, "predict_log_proba", X)
         proba = self.predict_proba(X)
         with np.errstate(divide="ignore"):
             return np.log(proba, out=proba)
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> float:
         """Mean accuracy of ``predict(X)`` against y, weighted by sample_weight (scikit-learn's
         ``ClassifierMixin.score``: subset accuracy for multi-label targets), as a float.
 
         Dask arrays X, y (and sample_weight) with the same row chunks: also a Python float, computed on the
         workers (one task per row block: its predictions and its weighted count of correct rows; the counts are
-        added on the cluster and only the total reaches the client; ``_dask_estimator.score``)."""
+        added on the cluster and only the total reaches the client; ``_dask_estimator.score``).
+
+        Parameters
+        ----------
+        X : array_like, pandas DataFrame or dask array
+            As in :meth:`predict`.
+        y : array_like or dask array
+            The true labels (or indicator rows).
+        sample_weight : array_like, dask array or None, default=None
+            (n_samples,) weights.
+
+        Returns
+        -------
+        float
+            The (weighted) fraction of rows predicted right.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> clf.score(X, y)
+        1.0
+        """
         if _dask_estimator.is_dask_array(X, y, sample_weight):
             return _dask_estimator.score(self, X, y, sample_weight)
-        return super().score(X, y, sample_weight=sample_weight)
+        return float(super().score(X, y, sample_weight=sample_weight))
 
-    def input_gradient(self, X, y):
+    def input_gradient(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """dL/dX (n_samples, n_features): row i is the gradient of sample i's log-loss (without the penalty)
-        with respect to its features x_i, at the fitted parameters. ``y``: labels as given to ``fit``."""
+        with respect to its features x_i, at the fitted parameters.
+
+        Parameters
+        ----------
+        X : array_like or pandas DataFrame
+            As in :meth:`predict`.
+        y : array_like
+            Labels as given to ``fit``.
+
+        Returns
+        -------
+        ndarray
+            (n_samples, n_features), the parameters' dtype.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            As :meth:`predict`, or labels not in ``classes_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPClassifier
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+        >>> clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> clf.input_gradient(X, y).shape
+        (4, 1)
+        """
         X = self._check_X(X)
         self._ensure_flat()
         Y = self._label_binarizer.transform(_as_numpy(y))

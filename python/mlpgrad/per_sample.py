@@ -10,13 +10,15 @@ pass and the deltas, not N P. ``mlpgrad.reference`` holds the same functions in 
 
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import numpy as np
 
 from . import _native
 from ._checks import (check_flag, check_head, check_max_norm, check_n_threads, check_network, check_reduction,
                       check_rows_out, check_second_set, check_total_weight, check_vectors, renamed_arguments)
 from ._flat import pack, views
-from ._types import Gradients
+from ._types import ArrayLike, FloatArray, Gradients, MaxNorm, Params
 
 __all__ = ["per_sample_grad_norms", "clipped_grad", "per_sample_grads", "grad_dot", "grad_gram",
            "sum_squared_grads"]
@@ -88,23 +90,80 @@ def sumsq_of(theta, sizes, data, threads: int):
     return _native.per_sample(theta, sizes, data, "sum", "sumsq", threads)[1]
 
 
-def per_sample_grad_norms(weights, biases, X, y, *, head, per_layer=False, n_threads=None):
+def per_sample_grad_norms(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str,
+                          per_layer: bool = False, n_threads: Optional[int] = None) -> FloatArray:
     """``||g_i||`` (N,), or with ``per_layer=True`` ``||g_{i,l}||`` (N, L), layer l's W_l and b_l together.
 
+    ``g_i`` is the gradient of sample i's own loss ``l_i`` (no sample weight, no reduction), in pack order.
     Cost: the forward pass and the deltas of every layer (no weight-gradient products), O(N sum_l d_l) memory.
+
+    Parameters
+    ----------
+    weights, biases, X, y, head, n_threads
+        As in :func:`mlpgrad.loss_and_grad`.
+    per_layer : bool, default=False
+        One norm per sample and layer instead of one per sample.
+
+    Returns
+    -------
+    ndarray
+        (N,) or (N, L), the parameters' dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`mlpgrad.loss_and_grad`; TypeError for a per_layer that is not a bool.
+
+    Examples
+    --------
+    >>> import numpy as np, mlpgrad
+    >>> W, b = [np.zeros((3, 2))], [np.zeros(2)]
+    >>> mlpgrad.per_sample_grad_norms(W, b, np.zeros((2, 3)), np.array([0, 1]), head="softmax")
+    array([0.70710678, 0.70710678])
     """
     b = _Bound(weights, biases, X, y, head)
     return norms_of(b.theta, b.sizes, b.data, check_flag(per_layer, "per_layer"), check_n_threads(n_threads))
 
 
-def clipped_grad(weights, biases, X, y, *, head, max_norm, reduction="sum", sample_weight=None, n_threads=None):
+def clipped_grad(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str, max_norm: MaxNorm,
+                 reduction: str = "sum", sample_weight: Optional[ArrayLike] = None,
+                 n_threads: Optional[int] = None) -> Tuple[float, Gradients, FloatArray]:
     """``(loss, Gradients(weights, biases, None), norms)``: the gradient of ``sum_i c_i f_i l_i`` with the clip
     factors f held fixed, c_i as in ``reduction`` (w_i, or w_i / sum_j w_j for "mean").
 
-    ``max_norm`` a number (> 0, inf allowed): whole-gradient clipping, ``f_i = min(1, max_norm / ||g_i||)`` (1 when
-    ``||g_i|| = 0``), norms (N,) = ``||g_i||``. A sequence of L numbers: per-layer clipping, layer l's part of every
-    g_i clipped to ``max_norm[l]``, norms (N, L). ``loss`` is the unclipped loss ``sum_i c_i l_i``.
     Cost: about one gradient (the weight products run on delta rows scaled by c_i f_i).
+
+    Parameters
+    ----------
+    weights, biases, X, y, head, reduction, sample_weight, n_threads
+        As in :func:`mlpgrad.loss_and_grad`.
+    max_norm : float or sequence of float
+        A number (> 0, inf allowed): whole-gradient clipping, ``f_i = min(1, max_norm / ||g_i||)`` (1 when
+        ``||g_i|| = 0``). A sequence of L numbers: per-layer clipping, layer l's part of every g_i clipped to
+        ``max_norm[l]``.
+
+    Returns
+    -------
+    loss : float
+        The unclipped loss ``sum_i c_i l_i``.
+    grads : Gradients
+        The clipped gradient, shaped like the parameters (``input`` is None).
+    norms : ndarray
+        (N,) ``||g_i||`` for whole-gradient clipping, (N, L) the layers' norms for per-layer clipping.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`mlpgrad.loss_and_grad`; for a max_norm that is not a number > 0 or a sequence of L of them.
+
+    Examples
+    --------
+    >>> import numpy as np, mlpgrad
+    >>> W, b = [np.zeros((3, 2))], [np.zeros(2)]
+    >>> loss, grads, norms = mlpgrad.clipped_grad(W, b, np.zeros((2, 3)), np.array([0, 1]), head="softmax",
+    ...                                           max_norm=0.5)
+    >>> grads.biases[0], norms
+    (array([0., 0.]), array([0.70710678, 0.70710678]))
     """
     b = _Bound(weights, biases, X, y, head, reduction, sample_weight)
     clip = check_max_norm(max_norm, len(b.sizes) - 1)
@@ -112,33 +171,141 @@ def clipped_grad(weights, biases, X, y, *, head, max_norm, reduction="sum", samp
     return loss, b.gradients(grad), norms
 
 
-def per_sample_grads(weights, biases, X, y, *, head, out=None, n_threads=None):
-    """(N, P): row i is g_i in ``mlpgrad.pack`` order. Needs N * P * itemsize bytes for the result (written into
-    ``out``, a writeable C-contiguous (N, P) array of the parameters' dtype, when given) and nothing more of that
-    size. Memory-bound: prefer the functions below when a norm, a dot product or a sum is what is wanted."""
+def per_sample_grads(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str,
+                     out: Optional[FloatArray] = None, n_threads: Optional[int] = None) -> FloatArray:
+    """(N, P): row i is g_i in ``mlpgrad.pack`` order.
+
+    Needs N * P * itemsize bytes for the result and nothing more of that size. Memory-bound: prefer the other
+    per-sample functions when a norm, a dot product or a sum is what is wanted.
+
+    Parameters
+    ----------
+    weights, biases, X, y, head, n_threads
+        As in :func:`mlpgrad.loss_and_grad`.
+    out : ndarray or None, default=None
+        A writeable C-contiguous (N, P) array of the parameters' dtype (native byte order) to write into.
+
+    Returns
+    -------
+    ndarray
+        (N, P) in the parameters' dtype: ``out`` when given.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`mlpgrad.loss_and_grad`; for an out of the wrong type, dtype, shape or layout.
+
+    Examples
+    --------
+    >>> import numpy as np, mlpgrad
+    >>> W, b = [np.zeros((1, 2))], [np.zeros(2)]
+    >>> mlpgrad.per_sample_grads(W, b, np.ones((1, 1)), np.array([0]), head="softmax")
+    array([[-0.5,  0.5, -0.5,  0.5]])
+    """
     b = _Bound(weights, biases, X, y, head)
     return rows_of(b.theta, b.sizes, b.data, out, check_n_threads(n_threads))
 
 
-def grad_dot(weights, biases, X, y, V, *, head, n_threads=None):
-    """``g_i . V`` (N,) for V (P,), or (N, m) for V (P, m) (V's values converted to the parameters' dtype): one
-    product of every layer's input with V's block per layer, about the cost of one gradient per vector (in passes
-    of at most 64 vectors)."""
+def grad_dot(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, V: ArrayLike, *, head: str,
+             n_threads: Optional[int] = None) -> FloatArray:
+    """``g_i . V`` (N,) for V (P,), or (N, m) for V (P, m).
+
+    One product of every layer's input with V's block per layer, about the cost of one gradient per vector (in
+    passes of at most 64 vectors).
+
+    Parameters
+    ----------
+    weights, biases, X, y, head, n_threads
+        As in :func:`mlpgrad.loss_and_grad`.
+    V : array_like
+        (P,) or (P, m), pack order, real; its values are converted to the parameters' dtype and must be finite.
+
+    Returns
+    -------
+    ndarray
+        (N,) or (N, m), the parameters' dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`mlpgrad.loss_and_grad`; for a V of the wrong dtype or shape, or not finite.
+
+    Examples
+    --------
+    >>> import numpy as np, mlpgrad
+    >>> W, b = [np.zeros((1, 2))], [np.zeros(2)]
+    >>> mlpgrad.grad_dot(W, b, np.ones((1, 1)), np.array([0]), np.ones(4), head="softmax")
+    array([0.])
+    """
     b = _Bound(weights, biases, X, y, head)
     return dot_of(b.theta, b.sizes, b.data, V, check_n_threads(n_threads))
 
 
-def grad_gram(weights, biases, X, y, X2=None, y2=None, *, head, n_threads=None):
-    """(N, N2): entry (i, j) = ``g_i . g'_j``, g' the per-sample gradients of (X2, y2) (default: X, y; both or
-    neither). Computed as ``sum_l (h_{l-1,i} . h'_{l-1,j} + 1) (delta_{l,i} . delta'_{l,j})``: 2 N N2 sum_l
-    (d_{l-1} + d_l) flops and O((N + N2) sum_l d_l) memory besides the result, never the gradients."""
+def grad_gram(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, X2: Optional[ArrayLike] = None,
+              y2: Optional[ArrayLike] = None, *, head: str, n_threads: Optional[int] = None) -> FloatArray:
+    """(N, N2): entry (i, j) = ``g_i . g'_j``, g' the per-sample gradients of (X2, y2) (default: X, y).
+
+    Computed as ``sum_l (h_{l-1,i} . h'_{l-1,j} + 1) (delta_{l,i} . delta'_{l,j})``: 2 N N2 sum_l
+    (d_{l-1} + d_l) flops and O((N + N2) sum_l d_l) memory besides the result, never the gradients.
+
+    Parameters
+    ----------
+    weights, biases, X, y, head, n_threads
+        As in :func:`mlpgrad.loss_and_grad`.
+    X2, y2 : array_like or None, default=None
+        A second set, both or neither, with the rules of X and y.
+
+    Returns
+    -------
+    ndarray
+        (N, N2), the parameters' dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`mlpgrad.loss_and_grad` (the messages of the second set name X2 and y2); ValueError for X2
+        without y2 or y2 without X2.
+
+    Examples
+    --------
+    >>> import numpy as np, mlpgrad
+    >>> W, b = [np.zeros((1, 2))], [np.zeros(2)]
+    >>> mlpgrad.grad_gram(W, b, np.ones((2, 1)), np.array([0, 1]), head="softmax")
+    array([[ 1., -1.],
+           [-1.,  1.]])
+    """
     b = _Bound(weights, biases, X, y, head)
     return gram_of(b.theta, b.sizes, b.data, b.head, X2, y2, check_n_threads(n_threads))
 
 
-def sum_squared_grads(weights, biases, X, y, *, head, sample_weight=None, n_threads=None):
+def sum_squared_grads(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str,
+                      sample_weight: Optional[ArrayLike] = None, n_threads: Optional[int] = None) -> Gradients:
     """``Gradients(weights, biases, None)`` holding ``sum_i w_i g_i * g_i`` element-wise (w_i = 1 without
-    sample_weight): the diagonal of the empirical Fisher, up to its normalization. About one gradient's cost: the
-    weight products on squared inputs and deltas."""
+    sample_weight): the diagonal of the empirical Fisher, up to its normalization.
+
+    About one gradient's cost: the weight products on squared inputs and deltas.
+
+    Parameters
+    ----------
+    weights, biases, X, y, head, sample_weight, n_threads
+        As in :func:`mlpgrad.loss_and_grad`.
+
+    Returns
+    -------
+    Gradients
+        Shaped like the parameters (``input`` is None).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`mlpgrad.loss_and_grad`.
+
+    Examples
+    --------
+    >>> import numpy as np, mlpgrad
+    >>> W, b = [np.zeros((1, 2))], [np.zeros(2)]
+    >>> mlpgrad.sum_squared_grads(W, b, np.ones((2, 1)), np.array([0, 1]), head="softmax").biases[0]
+    array([0.5, 0.5])
+    """
     b = _Bound(weights, biases, X, y, head, "sum", sample_weight)
     return b.gradients(sumsq_of(b.theta, b.sizes, b.data, check_n_threads(n_threads)))
