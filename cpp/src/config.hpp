@@ -33,9 +33,9 @@ constexpr int64_t kMinChunksForChunked = 2;
 constexpr int64_t kLayeredMinParamBytes = int64_t(4) << 20;
 // ... unless the whole forward pass is below this many flops: then the layered schedule's barriers
 // cost more than its tiles save, and a small call never waits for a second thread that another process
-// holds. Such a call runs chunked, cut into two chunks when each gets kMinChunkRows rows or more, so
-// two threads share it. (Measured 2026-11-25: 64-100-10 N = 200 chunked 125 us on 1 thread, layered
-// 132-148 us on 1-2; two chunks then took it from 192 to 126 us in float64 on 2 threads.)
+// holds. (Measured 2026-11-25: 64-100-10 N = 200 chunked 125 us on 1 thread, layered 132-148 us on 1-2.)
+// Since every batch of 2 kMinChunkRows rows or more makes two chunks (plan.hpp), the first case is left
+// to batches shorter than that.
 constexpr int64_t kMinFlopsForLayered = 8'000'000;
 
 // The narrow engine (lanes across rows, no matrix-product tiles) runs when every width is at most

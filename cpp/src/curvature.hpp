@@ -329,7 +329,7 @@ double run_curvature(const Network<T>& net, Head head, const Batch<T>& batch, Re
     return 0.0;
   }
   const Plan<T> plan(d, batch.n, Mode::grad, false, Schedule::chunked,
-                     PlanExtras{hvp || diag, RBuffers<T>::row_scratch(d, hvp), true});
+                     PlanExtras{hvp || diag, RBuffers<T>::row_scratch(d, hvp)});
   const int nt = thread_count(n_threads, plan.n_groups);
   const Directions<T> dirs(d, diag ? 0 : m, hvp);
   const int64_t vstride = align16(P), gstride = vstride * m, base = plan.workspace_size(nt);

@@ -330,7 +330,7 @@ template <typename T, typename Product>
 double run_product(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
                    const Gradients<T>* grads, const Product& product, int64_t row_scratch, int n_threads,
                    const Interrupt* interrupt) {
-  const Plan<T> plan(net.sizes, batch.n, Mode::grad, false, Schedule::chunked, PlanExtras{true, row_scratch, true});
+  const Plan<T> plan(net.sizes, batch.n, Mode::grad, false, Schedule::chunked, PlanExtras{true, row_scratch});
   const int nt = thread_count(n_threads, Product::grouped ? plan.n_groups : plan.n_chunks);
   WorkspaceLease<T> lease;
   T* ws = lease.get(plan.workspace_size(nt));

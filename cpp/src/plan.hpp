@@ -20,7 +20,6 @@ inline int64_t align16(int64_t x) { return round_up(x, 16); }
 struct PlanExtras {
   bool keep_deltas = false;  // every layer's delta kept for the whole chunk, not two alternating buffers
   int64_t row_scratch = 0;   // values of per-thread scratch per row of a chunk (the product's own)
-  bool split = false;        // two chunks at least when each gets kMinChunkRows rows (no layered schedule)
 };
 
 template <typename T> struct Plan {
@@ -45,7 +44,7 @@ template <typename T> struct Plan {
       : L(int64_t(sizes.size()) - 1), n(n_rows), k(sizes.back()), d(sizes), extras(x) {
     lay_out_gradients();
     const int64_t flops = forward_flops();
-    cut_into_chunks(flops);
+    cut_into_chunks();
     choose_schedule(flops, forced);
     lay_out_workspace(mode, input_grad);
   }
@@ -99,25 +98,25 @@ template <typename T> struct Plan {
   // When the parameters are larger than that, at least 256 rows: each chunk streams the packed weights
   // (and, for gradients, adds its dW into its group buffer), memory traffic ~ parameters, paid for by the
   // chunk's 2 * rows flops per parameter. (A 2048-wide layer's forward ran at 206 GFLOP/s with 16-row
-  // chunks, 284 with whole-batch tiles.) A call too small for the layered schedule, or one that cannot use
-  // it (extras.split), still makes two chunks when each gets kMinChunkRows rows: two threads can share it.
-  int64_t target_rows(int64_t flops) const {
+  // chunks, 284 with whole-batch tiles.) Any batch makes two chunks at least when each gets kMinChunkRows
+  // rows, so two threads share it on the chunked schedule: a training batch of 256 rows that fitted one
+  // chunk ran layered, whose barriers cost what its second thread saved (tuning log, 2026-12-04).
+  int64_t target_rows() const {
     int64_t sum_d = 0;
     for (int64_t l = 1; l <= L; ++l) sum_d += d[l];
     const int64_t deltas = extras.keep_deltas ? sum_d - k : 2 * max_hidden();
     const int64_t row_bytes = int64_t(sizeof(T)) * (d[0] + sum_d + deltas + 2 * k + 3 + extras.row_scratch);
     int64_t r = std::clamp(config::kChunkBytes / row_bytes, config::kMinChunkRows, config::kMaxChunkRows);
     if (n_params * int64_t(sizeof(T)) > config::kChunkBytes) r = std::max<int64_t>(r, 256);
-    if ((flops < config::kMinFlopsForLayered || extras.split) && n >= 2 * config::kMinChunkRows)
-      r = std::min(r, round_up((n + 1) / 2, config::kChunkRowMultiple));
+    if (n >= 2 * config::kMinChunkRows) r = std::min(r, round_up((n + 1) / 2, config::kChunkRowMultiple));
     return r;
   }
 
   // The chunk count for target_rows, then whole groups: a chunk count that is a multiple of kMaxGroups
   // gives every group as many chunks (18 chunks in 8 groups ran 7% slower on 2 threads than 16), unless
   // the chunks would then be shorter than kMinChunkRows. `rows` ends as the longest chunk.
-  void cut_into_chunks(int64_t flops) {
-    rows = target_rows(flops);
+  void cut_into_chunks() {
+    rows = target_rows();
     n_chunks = std::max<int64_t>(1, (n + rows - 1) / rows);
     if (n_chunks > config::kMaxGroups) {
       const int64_t up = round_up(n_chunks, config::kMaxGroups);
