@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,8 +151,13 @@ def test_mypy_strict_accepts_a_users_script(tmp_path):
     finds mlpgrad as the interpreter imports it (installed, or on PYTHONPATH); about 10 s without a cache."""
     pytest.importorskip("mypy")
     env = dict(os.environ, MYPY_FORCE_COLOR="0")
+    # the stub checked from a copy: named on the command line where it is installed, it would make site-packages
+    # a source root of mypy's, whose other modules then "shadow library modules" (seen in CI's venv)
+    stub = tmp_path / "stub" / "_core.pyi"
+    stub.parent.mkdir()
+    shutil.copyfile(STUB, stub)
     result = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
-                             "--no-error-summary", str(USER_SCRIPT), str(STUB)],
+                             "--no-error-summary", str(USER_SCRIPT), str(stub)],
                             capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
