@@ -16,8 +16,11 @@ def make_network(sizes, dtype=np.float64, rng=None, scale=1.0):
 
 
 def make_targets(head, kind, n, k, dtype=np.float64, rng=None):
-    """kind: "labels" (softmax: int labels; sigmoid: hard 0/1) or "soft" (distributions / values in [0, 1])."""
+    """kind: "labels" (softmax: int labels; sigmoid: hard 0/1) or "soft" (distributions / values in [0, 1]);
+    identity head: real values (kind ignored), spread 2 about 0.5."""
     rng = np.random.default_rng(1) if rng is None else rng
+    if head == "identity":
+        return (0.5 + 2.0 * rng.standard_normal((n,) if k == 1 else (n, k))).astype(dtype)
     if head == "softmax":
         if kind == "labels":
             return rng.integers(0, k, size=n)

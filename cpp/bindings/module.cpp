@@ -466,7 +466,10 @@ PYBIND11_MODULE(_core, m) {
   g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
   m.doc() = "mlpgrad's native core; mlpgrad._native is its only user (the public functions check arguments)";
 
-  py::enum_<Head>(m, "Head").value("sigmoid", Head::sigmoid).value("softmax", Head::softmax);
+  py::enum_<Head>(m, "Head")
+      .value("sigmoid", Head::sigmoid)
+      .value("softmax", Head::softmax)
+      .value("identity", Head::identity);
   py::enum_<Reduction>(m, "Reduction").value("sum", Reduction::sum).value("mean", Reduction::mean);
   py::enum_<mlpgrad::Solver>(m, "Solver").value("adam", mlpgrad::Solver::adam).value("sgd", mlpgrad::Solver::sgd);
   py::enum_<mlpgrad::Schedule>(m, "Schedule")

@@ -69,7 +69,7 @@ template <typename T> struct HeadScratch {
 };
 
 // The head on rows [r0, r0 + m): logits z (m, k) -> loss of these rows (returned), and for gradients
-// delta_L written over z. probs mode writes the probabilities to `probs` instead.
+// delta_L written over z. probs mode writes the outputs (probabilities, or z for identity) to `probs` instead.
 template <typename T>
 double head_rows(const Call<T>& call, T* z, const HeadScratch<T>& s, int64_t r0, int64_t m) {
   const int64_t k = call.plan.k;
@@ -79,6 +79,8 @@ double head_rows(const Call<T>& call, T* z, const HeadScratch<T>& s, int64_t r0,
     if (call.head == Head::sigmoid) {
       std::memcpy(out, z, sizeof(T) * m * k);
       sigmoid_forward<T>(out, m * k);
+    } else if (call.head == Head::identity) {
+      std::memcpy(out, z, sizeof(T) * m * k);
     } else {
       softmax_probs<T>(out, s.m, s.lse, z, m, k);
     }
@@ -93,6 +95,9 @@ double head_rows(const Call<T>& call, T* z, const HeadScratch<T>& s, int64_t r0,
   if (call.head == Head::sigmoid) {
     loss = sigmoid_xent_forward<T>(s.p, s.e, z, t, s.c, m, k);
     if (grad) sigmoid_xent_backward<T>(z, s.p, t, s.c, m, k);
+  } else if (call.head == Head::identity) {
+    loss = identity_forward<T>(s.e, z, t, s.c, m, k);
+    if (grad) identity_backward<T>(z, z, t, s.c, m, k);
   } else {
     loss = softmax_xent_forward<T>(s.p, s.m, s.lse, z, y, t, s.c, m, k);
     if (grad) softmax_xent_backward<T>(z, s.p, y, t, s.c, m, k);

@@ -193,7 +193,7 @@ template <typename T> void r_forward(const CurvatureChunk<T>& k, int64_t v) {
 // c_i Hhead_i R{z_L,i}, in place over rb.rz.
 template <typename T> void head_curvature(const CurvatureChunk<T>& k) {
   const HeadScratch<T> s = k.head();
-  xent_hessian_vp<T>(k.c.head == Head::softmax, k.rb.rz, s.p, k.targets(), s.c, k.r.m, k.r.plan.k);
+  head_hessian_vp<T>(k.c.head, k.rb.rz, s.p, k.targets(), s.c, k.r.m, k.r.plan.k);
 }
 
 // For H: forward, head (factors c_i, deltas scaled by them as in the gradient) and every layer's delta kept;
@@ -268,7 +268,7 @@ template <typename T> void ggn_diag_chunk(const CurvatureChunk<T>& k, T* g, bool
   const HeadScratch<T> s = k.head();
   T* spare[2] = {k.rb.a, k.rb.b};
   for (int64_t j = 0; j < plan.k; ++j) {
-    xent_hessian_factor_column<T>(k.c.head == Head::softmax, k.rb.rz, s.p, k.targets(), s.c, m, plan.k, j);
+    head_hessian_factor_column<T>(k.c.head, k.rb.rz, s.p, k.targets(), s.c, m, plan.k, j);
     MatView<T> cur{k.rb.rz, d[plan.L]};
     for (int64_t l = plan.L - 1; l >= 0; --l) {
       const MatView<T> next{spare[l % 2], d[l]};

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "mlpgrad/mlp.hpp"
 #include "simd.hpp"
 
 namespace mlpgrad::MLPGRAD_ISA {
@@ -64,6 +65,33 @@ template <typename T>
 void sigmoid_xent_backward(T* delta, const T* p, const T* t, const T* c, int64_t n, int64_t k) {
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = i * k; j < (i + 1) * k; ++j) delta[j] = c[i] * (p[j] - t[j]);
+}
+
+// The identity head (squared error): the output is z itself, l = 1/2 sum_j (z_j - t_j)^2, delta = c (z - t).
+// One lane's unit: its loss 1/2 (z - t)^2, from the residual r = z - t.
+template <typename T> inline Vec<T> identity_unit(Vec<T> r) { return T(0.5) * (r * r); }
+
+// l_i = sum_j 1/2 (z_ij - t_ij)^2; e (n, k) receives the units' losses (as sigmoid_xent_forward).
+template <typename T>
+double identity_forward(T* e, const T* z, const T* t, const T* c, int64_t n, int64_t k) {
+  for (int64_t j = 0; j < n * k; ++j) {
+    const T r = z[j] - t[j];
+    e[j] = T(0.5) * (r * r);
+  }
+  double total = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    T li = 0;
+    for (int64_t j = r * k; j < (r + 1) * k; ++j) li += e[j];
+    total += double(c[r]) * double(li);
+  }
+  return total;
+}
+
+// delta = c (z - t); delta may overwrite z.
+template <typename T>
+void identity_backward(T* delta, const T* z, const T* t, const T* c, int64_t n, int64_t k) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = i * k; j < (i + 1) * k; ++j) delta[j] = c[i] * (z[j] - t[j]);
 }
 
 // Softmax cross-entropy with one row per lane: column j of V rows is one vector, and every row's sums
@@ -201,7 +229,8 @@ void softmax_xent_backward(T* delta, const T* p, const int64_t* labels, const T*
 }
 
 // The head's curvature, row by row (derivation.md §2.8), for the curvature products: H_i = d^2 l_i / d z^2 is
-// diag(p (1 - p)) for the sigmoid head and s_i (diag(p) - p p^T) for softmax, s_i = sum_j t_ij (1 for labels).
+// diag(p (1 - p)) for the sigmoid head, s_i (diag(p) - p p^T) for softmax, s_i = sum_j t_ij (1 for labels), and
+// I for the identity head.
 template <typename T> T target_sum(const T* t, int64_t i, int64_t k) {
   if (!t) return T(1);
   T s = 0;
@@ -211,11 +240,15 @@ template <typename T> T target_sum(const T* t, int64_t i, int64_t k) {
 
 // r (n, k) <- c_i H_i r_i, in place.
 template <typename T>
-void xent_hessian_vp(bool softmax, T* r, const T* p, const T* t, const T* c, int64_t n, int64_t k) {
+void head_hessian_vp(Head head, T* r, const T* p, const T* t, const T* c, int64_t n, int64_t k) {
   for (int64_t i = 0; i < n; ++i) {
     T* ri = r + i * k;
     const T* pi = p + i * k;
-    if (!softmax) {
+    if (head == Head::identity) {
+      for (int64_t j = 0; j < k; ++j) ri[j] = c[i] * ri[j];
+      continue;
+    }
+    if (head == Head::sigmoid) {
       for (int64_t j = 0; j < k; ++j) ri[j] = c[i] * (pi[j] * (T(1) - pi[j])) * ri[j];
       continue;
     }
@@ -227,14 +260,20 @@ void xent_hessian_vp(bool softmax, T* r, const T* p, const T* t, const T* c, int
 }
 
 // S (n, k) <- column j of a factor S_i with S_i S_i^T = c_i H_i: sqrt(c p_j (1 - p_j)) e_j (sigmoid),
-// sqrt(c s p_j) (e_j - p) (softmax: (diag(p) - p p^T) = sum_j p_j (e_j - p)(e_j - p)^T, as sum_j p_j = 1).
+// sqrt(c s p_j) (e_j - p) (softmax: (diag(p) - p p^T) = sum_j p_j (e_j - p)(e_j - p)^T, as sum_j p_j = 1),
+// sqrt(c) e_j (identity).
 template <typename T>
-void xent_hessian_factor_column(bool softmax, T* S, const T* p, const T* t, const T* c, int64_t n, int64_t k,
+void head_hessian_factor_column(Head head, T* S, const T* p, const T* t, const T* c, int64_t n, int64_t k,
                                 int64_t j) {
   for (int64_t i = 0; i < n; ++i) {
     T* si = S + i * k;
     const T* pi = p + i * k;
-    if (!softmax) {
+    if (head == Head::identity) {
+      std::fill(si, si + k, T(0));
+      si[j] = std::sqrt(c[i]);
+      continue;
+    }
+    if (head == Head::sigmoid) {
       std::fill(si, si + k, T(0));
       si[j] = std::sqrt(c[i] * (pi[j] * (T(1) - pi[j])));
       continue;

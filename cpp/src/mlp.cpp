@@ -54,6 +54,8 @@ Scan scan(const Batch<T>& batch, Head head, int64_t k) {
     bool ok = true;  // no early exit: the loops vectorize
     if (head == Head::sigmoid)
       for (int64_t i = 0; i < n * k; ++i) ok &= batch.targets[i] >= T(0) && batch.targets[i] <= T(1);
+    else if (head == Head::identity)
+      for (int64_t i = 0; i < n * k; ++i) ok &= std::isfinite(batch.targets[i]);
     else
       for (int64_t i = 0; i < n * k; ++i) ok &= std::isfinite(batch.targets[i]) && batch.targets[i] >= T(0);
     if (!ok) { s.fault = Fault::target_range; return s; }
@@ -87,7 +89,7 @@ double check_problem(const Network<T>& net, Head head, const Batch<T>* batch, Re
     if (net.sizes[l] < 1) fail("layer " + std::to_string(l) + " has width " + std::to_string(net.sizes[l]));
   for (int64_t l = 0; l < L; ++l)
     if (!net.W[l] || !net.b[l]) fail("W or b of layer " + std::to_string(l) + " is null");
-  if (head != Head::sigmoid && head != Head::softmax) fail("unknown head");
+  if (head != Head::sigmoid && head != Head::softmax && head != Head::identity) fail("unknown head");
   if (reduction != Reduction::sum && reduction != Reduction::mean) fail("unknown reduction");
   if (!batch) return 0.0;
   if (batch->n < 0) fail("negative number of rows");

@@ -119,13 +119,13 @@ void narrow_probs(const NarrowPlan<T>& np, Head head, T* s, T* probs, int64_t r0
         k, [&](int64_t j) { return load<T>(Z + j * V); }, [&](int64_t j, Vec<T> e) { store<T>(Z + j * V, e); });
   for (int64_t j = 0; j < k; ++j) {
     const Vec<T> z = load<T>(Z + j * V);
-    const Vec<T> p = head == Head::softmax ? softmax_prob<T>(sm, z) : vsigmoid<T>(z);
+    const Vec<T> p = head == Head::softmax ? softmax_prob<T>(sm, z) : head == Head::identity ? z : vsigmoid<T>(z);
     for (int64_t r = 0; r < m; ++r) probs[(r0 + r) * k + j] = p[r];
   }
 }
 
 // The head on the logits in h[L]: each lane's weighted loss added to lane_loss (in double), and for
-// gradients delta_L = c (p - y) written over the logits.
+// gradients delta_L = c (p - y) (c (z - y) for identity) written over the logits.
 template <typename T>
 void narrow_head(const NarrowPlan<T>& np, Head head, const Batch<T>& batch, T scale, bool grad, T* s, int64_t r0,
                  int64_t m, LaneMask<T> valid, double* lane_loss) {
@@ -148,6 +148,12 @@ void narrow_head(const NarrowPlan<T>& np, Head head, const Batch<T>& batch, T sc
       Vec<T> p;
       loss += sigmoid_xent_unit<T>(load<T>(Z + j * V), t, &p);
       if (grad) store<T>(Z + j * V, masked<T>(valid, c * (p - t)));
+    }
+  } else if (head == Head::identity) {
+    for (int64_t j = 0; j < k; ++j) {
+      const Vec<T> r = load<T>(Z + j * V) - load<T>(tv + j * V);
+      loss += identity_unit<T>(r);
+      if (grad) store<T>(Z + j * V, masked<T>(valid, c * r));
     }
   } else {
     T* E = s + np.delta0;  // e_j = exp(z_j - max)

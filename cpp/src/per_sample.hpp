@@ -47,6 +47,10 @@ template <typename T> double head_unit_deltas(const Call<T>& c, T* z, const Head
     loss = sigmoid_xent_forward<T>(s.p, s.e, z, t, s.c, m, k);
     std::fill(s.c, s.c + m, T(1));
     sigmoid_xent_backward<T>(z, s.p, t, s.c, m, k);
+  } else if (c.head == Head::identity) {
+    loss = identity_forward<T>(s.e, z, t, s.c, m, k);
+    std::fill(s.c, s.c + m, T(1));
+    identity_backward<T>(z, z, t, s.c, m, k);
   } else {
     loss = softmax_xent_forward<T>(s.p, s.m, s.lse, z, y, t, s.c, m, k);
     std::fill(s.c, s.c + m, T(1));

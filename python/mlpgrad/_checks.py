@@ -20,7 +20,8 @@ Rules (documented in the README, "Input rules"):
   must be native.
 * ``y``: sigmoid head: ``(N,)`` when ``k == 1`` or ``(N, k)``, values in
   ``[0, 1]``.  Softmax head: integer labels ``(N,)`` in ``[0, k)`` (integral
-  floats are accepted as labels), or ``(N, k)`` non-negative float targets.
+  floats are accepted as labels), or ``(N, k)`` non-negative float targets.  Identity head: ``(N,)`` when
+  ``k == 1`` or ``(N, k)``, any finite real values.
 * ``sample_weight``: ``None`` or ``(N,)`` finite and ``>= 0``.
 * ``reduction``: ``"sum"`` or ``"mean"``; ``"mean"`` needs a positive total
   weight (``N > 0`` and, with sample weights, a positive sum).
@@ -45,7 +46,7 @@ from typing import Optional
 
 import numpy as np
 
-HEADS = ("sigmoid", "softmax")
+HEADS = ("sigmoid", "softmax", "identity")
 REDUCTIONS = ("sum", "mean")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_THREADS = 4096  # n_threads above this is surely a mistake (the core also never starts more threads than work units)
@@ -53,7 +54,8 @@ MAX_THREADS = 4096  # n_threads above this is surely a mistake (the core also ne
 # The messages of the value rules, shared by the NumPy checks below and by mlpgrad._native, which turns the
 # native scan's findings into them.
 TARGET_MESSAGE = {"sigmoid": "y must hold values in [0, 1] for the sigmoid head",
-                  "softmax": "y as 2-D softmax targets must be finite and >= 0"}
+                  "softmax": "y as 2-D softmax targets must be finite and >= 0",
+                  "identity": "y must be finite for the identity head"}
 SAMPLE_WEIGHT_MESSAGE = "sample_weight must be finite and >= 0"
 
 
@@ -242,12 +244,13 @@ def _check_y(y, head: str, n: int, k: int, dtype, values: bool):
     if y.ndim == 2 and y.shape[1] != k:
         raise ValueError(f"y must have shape ({n}, {k}) to match the {k} outputs, got {y.shape}")
 
-    if head == "sigmoid":
+    if head in ("sigmoid", "identity"):
         if y.ndim == 1 and k != 1:
             raise ValueError(f"y of shape ({n},) needs one output unit; the network has {k}: pass y of shape ({n}, {k})")
         t = _cast(y, dtype).reshape(n, k)
-        if values and not np.all((t >= 0) & (t <= 1)):  # also rejects NaN
-            raise ValueError(TARGET_MESSAGE["sigmoid"])
+        ok = (lambda t: (t >= 0) & (t <= 1)) if head == "sigmoid" else np.isfinite  # both reject NaN
+        if values and not np.all(ok(t)):
+            raise ValueError(TARGET_MESSAGE[head])
         return None, t
 
     # softmax

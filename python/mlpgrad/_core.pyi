@@ -24,6 +24,7 @@ class _Enum:
 class Head(_Enum):
     sigmoid: ClassVar[Head]
     softmax: ClassVar[Head]
+    identity: ClassVar[Head]
 
 class Reduction(_Enum):
     sum: ClassVar[Reduction]

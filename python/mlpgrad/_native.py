@@ -9,7 +9,7 @@ import numpy as np
 from . import _core
 from ._checks import SAMPLE_WEIGHT_MESSAGE, TARGET_MESSAGE, LabelRangeError, check_data, label_range_message
 
-HEADS = {"sigmoid": _core.Head.sigmoid, "softmax": _core.Head.softmax}
+HEADS = {"sigmoid": _core.Head.sigmoid, "softmax": _core.Head.softmax, "identity": _core.Head.identity}
 REDUCTIONS = {"sum": _core.Reduction.sum, "mean": _core.Reduction.mean}
 SOLVERS = {"adam": _core.Solver.adam, "sgd": _core.Solver.sgd}
 FAULT_NONE, FAULT_LABEL_RANGE = _core.Fault.none, _core.Fault.label_range

@@ -127,7 +127,7 @@ def check_dask_data(X, y, sample_weight, head, d0, k, func="loss_and_grad"):
         raise ValueError(f"y must have {n} rows to match X, got shape {y.shape}")
     if y.ndim == 2 and y.shape[1] != k:
         raise ValueError(f"y must have shape ({n}, {k}) to match the {k} outputs, got {y.shape}")
-    if head == "sigmoid" and y.ndim == 1 and k != 1:
+    if head in ("sigmoid", "identity") and y.ndim == 1 and k != 1:
         raise ValueError(f"y of shape ({n},) needs one output unit; the network has {k}: pass y of shape ({n}, {k})")
     _check_chunks(y, "y", X.chunks[0])
 

@@ -13,6 +13,7 @@ Per-sample losses from the logits (finite for every finite input):
     sigmoid head:  l_i = sum_j softplus(z_ij) - y_ij z_ij          (binary cross-entropy)
                        = sum_j y_ij softplus(-z_ij) + (1 - y_ij) softplus(z_ij)
     softmax head:  l_i = sum_j y_ij (logsumexp(z_i) - z_ij)          (cross-entropy)
+    identity head: l_i = 1/2 sum_j (z_ij - y_ij)^2                     (squared error; the output is z itself)
 
     L = sum_i w_i l_i  ("sum")   or   sum_i w_i l_i / sum_i w_i  ("mean")
 
@@ -20,6 +21,7 @@ Backward, with c_i = w_i (or w_i / sum w for "mean") and delta_l = dL/dz_l (N, d
 
     delta_L = c * (p - y)           sigmoid head (p = sigmoid(z_L))
     delta_L = c * (p * sum_j y - y) softmax head (p = softmax(z_L)); = c * (p - y) when rows of y sum to 1
+    delta_L = c * (z_L - y)         identity head
     dW_l = h_{l-1}^T @ delta_l      (d_{l-1}, d_l) = (d_{l-1}, N) @ (N, d_l)
     db_l = sum over rows of delta_l (d_l,)
     dh_{l-1} = delta_l @ W_l^T      (N, d_{l-1}) = (N, d_l) @ (d_l, d_{l-1})
@@ -49,8 +51,8 @@ and the gradient of L is sum_i c_i g_i.  From the (N, P) matrix G of the rows g_
 These build G explicitly (O(N P) memory): the native functions do not, except per_sample_grads.
 
 Curvature (issue 13), for V (P,) or (P, m) in pack order, one column v at a time; c_i as in loss_and_grad, and
-Hhead_i = d^2 l_i / d z_L^2 = diag(p_i (1 - p_i)) (sigmoid) or s_i (diag(p_i) - p_i p_i^T) (softmax, s_i the row sum
-of the target, 1 for labels); G here is the Gauss-Newton matrix (P, P), not the per-sample rows above:
+Hhead_i = d^2 l_i / d z_L^2 = diag(p_i (1 - p_i)) (sigmoid), s_i (diag(p_i) - p_i p_i^T) (softmax, s_i the row sum
+of the target, 1 for labels) or I (identity); G here is the Gauss-Newton matrix (P, P), not the per-sample rows above:
 
     hvp         H V, H = d^2 L / d theta^2 exactly: Pearlmutter's R-operator, R{q} = d/de q(theta + e v).
                 R-forward (R{h_0} = 0):  R{z_l} = R{h_{l-1}} W_l + h_{l-1} V_{W_l} + V_{b_l}
@@ -158,6 +160,37 @@ def softmax_xent_backward(z, t, c):
     return c[:, None] * (p * t.sum(axis=1, keepdims=True) - t)
 
 
+def identity_forward(z, t):
+    """Per-sample squared error summed over units: (N,) = 1/2 sum_j (z_ij - t_ij)^2. t: (N, k) finite."""
+    return 0.5 * np.square(z - t).sum(axis=1)
+
+
+def identity_backward(z, t, c):
+    """dL/dz = c (z - t)."""
+    return c[:, None] * (z - t)
+
+
+def head_output(head, z):
+    """The network's output from z_L: sigmoid(z), softmax(z), or z itself (identity)."""
+    if head == "sigmoid":
+        return sigmoid_forward(z)
+    return softmax_forward(z) if head == "softmax" else z
+
+
+def head_forward(head, z, t):
+    """Per-sample losses l_i (N,) of the head."""
+    if head == "sigmoid":
+        return sigmoid_xent_forward(z, t)
+    return softmax_xent_forward(z, t) if head == "softmax" else identity_forward(z, t)
+
+
+def head_backward(head, z, t, c):
+    """delta_L = dL/dz_L (N, k) of the head, rows scaled by c (N,)."""
+    if head == "sigmoid":
+        return sigmoid_xent_backward(z, t, c)
+    return softmax_xent_backward(z, t, c) if head == "softmax" else identity_backward(z, t, c)
+
+
 # -- the network ------------------------------------------------------------------------------------
 
 def _forward_pass(weights, biases, X):
@@ -185,12 +218,12 @@ def _sample_scale(p):
 
 
 def forward(weights, biases, X, *, head):
-    """Output probabilities (N, k): sigmoid(z_L) or softmax(z_L)."""
+    """Outputs (N, k): probabilities sigmoid(z_L) or softmax(z_L), or z_L itself for the identity head."""
     head = check_head(head)
     weights, biases, dtype = check_network(weights, biases)
     X = check_X(X, weights[0].shape[0], dtype)
     _, z = _forward_pass(weights, biases, X)
-    return sigmoid_forward(z) if head == "sigmoid" else softmax_forward(z)
+    return head_output(head, z)
 
 
 def loss(weights, biases, X, y, *, head, reduction="sum", sample_weight=None):
@@ -205,10 +238,7 @@ def loss_and_grad(weights, biases, X, y, *, head, reduction="sum", sample_weight
     c = _sample_scale(p)
     hs, z = _forward_pass(p.weights, p.biases, p.X)
 
-    if p.head == "sigmoid":
-        per_sample, delta = sigmoid_xent_forward(z, t), sigmoid_xent_backward(z, t, c)
-    else:
-        per_sample, delta = softmax_xent_forward(z, t), softmax_xent_backward(z, t, c)
+    per_sample, delta = head_forward(p.head, z, t), head_backward(p.head, z, t, c)
     L = float(np.dot(c.astype(np.float64), per_sample.astype(np.float64)))
 
     L_layers = len(p.weights)
@@ -231,7 +261,7 @@ def _per_sample_backward(p):
     (N, d_out) = dl_i/dz_l by rows, each sample's own loss unweighted (unit sample scale)."""
     hs, z = _forward_pass(p.weights, p.biases, p.X)
     t, unit = _dense_targets(p), np.ones(p.X.shape[0], dtype=p.dtype)
-    delta = sigmoid_xent_backward(z, t, unit) if p.head == "sigmoid" else softmax_xent_backward(z, t, unit)
+    delta = head_backward(p.head, z, t, unit)
     deltas = [None] * len(p.weights)
     for l in reversed(range(len(p.weights))):  # the forward, reversed
         deltas[l] = delta
@@ -362,7 +392,7 @@ def _target_sums(p):
 
 
 def _head_probabilities(p, z):
-    return sigmoid_forward(z) if p.head == "sigmoid" else softmax_forward(z)
+    return head_output(p.head, z)
 
 
 def head_hessian_vp(head, probs, target_sums, R_z):
@@ -370,7 +400,10 @@ def head_hessian_vp(head, probs, target_sums, R_z):
 
     sigmoid: diag(p_i (1 - p_i)) r = p (1 - p) * r
     softmax: s_i (diag(p_i) - p_i p_i^T) r = s_i (p * r - p (p . r))
+    identity: I r = r (probs are z and unused)
     """
+    if head == "identity":
+        return R_z.copy()
     if head == "sigmoid":
         return probs * (1 - probs) * R_z
     p_dot_r = (probs * R_z).sum(axis=1, keepdims=True)
@@ -383,8 +416,11 @@ def head_hessian_factor(head, probs, target_sums):
     sigmoid: S_i = diag(sqrt(p_i (1 - p_i)))
     softmax: column j = sqrt(s_i p_ij) (e_j - p_i), since sum_j p_j (e_j - p)(e_j - p)^T = diag(p) - p p^T
              when sum_j p_j = 1 (in matrix form S_i = sqrt(s_i) (diag(sqrt p_i) - p_i sqrt(p_i)^T)).
+    identity: S_i = I
     """
     n, k = probs.shape
+    if head == "identity":
+        return np.broadcast_to(np.eye(k, dtype=probs.dtype), (n, k, k)).copy()
     if head == "sigmoid":
         S = np.zeros((n, k, k), dtype=probs.dtype)
         S[:, np.arange(k), np.arange(k)] = np.sqrt(probs * (1 - probs))
@@ -451,7 +487,7 @@ class _Curvature:
         self.target_sums = _target_sums(p)
         self.c = _sample_scale(p)
         t = _dense_targets(p)
-        delta_L = sigmoid_xent_backward(z, t, self.c) if p.head == "sigmoid" else softmax_xent_backward(z, t, self.c)
+        delta_L = head_backward(p.head, z, t, self.c)
         self.deltas = _output_backward(p.weights, self.hs, delta_L)
 
     def scaled_head_hessian_vp(self, R_z):

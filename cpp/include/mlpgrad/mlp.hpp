@@ -9,7 +9,7 @@
 
 namespace mlpgrad {
 
-enum class Head { sigmoid = 0, softmax = 1 };
+enum class Head { sigmoid = 0, softmax = 1, identity = 2 };
 enum class Reduction { sum = 0, mean = 1 };
 enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
 
