@@ -129,6 +129,9 @@ Problem make_problem(const std::vector<int64_t>& sizes, int64_t n, uint64_t seed
 }
 
 enum class Targets { labels, dense };
+const char* head_name(Head head) {
+  return head == Head::sigmoid ? "sigmoid" : head == Head::softmax ? "softmax" : "identity";
+}
 struct Variant {
   Head head;
   Targets targets;
@@ -136,18 +139,18 @@ struct Variant {
   Reduction reduction;
   bool input_grad;
   std::string str() const {
-    return std::string(head == Head::sigmoid ? "sigmoid" : "softmax") +
+    return std::string(head_name(head)) +
            (targets == Targets::labels ? " labels" : " dense") + (weighted ? " weighted" : "") +
            (reduction == Reduction::mean ? " mean" : " sum") + (input_grad ? " dX" : "");
   }
 };
 
-// All 24 variants: the sigmoid head takes dense targets only.
+// All 32 variants: the sigmoid and identity heads take dense targets only.
 std::vector<Variant> all_variants() {
   std::vector<Variant> v;
-  for (Head head : {Head::sigmoid, Head::softmax})
+  for (Head head : {Head::sigmoid, Head::softmax, Head::identity})
     for (Targets t : {Targets::labels, Targets::dense}) {
-      if (head == Head::sigmoid && t == Targets::labels) continue;
+      if (head != Head::softmax && t == Targets::labels) continue;
       for (bool w : {false, true})
         for (Reduction r : {Reduction::sum, Reduction::mean})
           for (bool dx : {false, true}) v.push_back({head, t, w, r, dx});
@@ -195,6 +198,8 @@ std::vector<double> probs_ref(const std::vector<double>& z, int64_t n, int64_t k
     const double* zi = &z[i * k];
     if (head == Head::sigmoid) {
       for (int64_t j = 0; j < k; ++j) p[i * k + j] = sigmoid_ref(zi[j]);
+    } else if (head == Head::identity) {
+      for (int64_t j = 0; j < k; ++j) p[i * k + j] = zi[j];
     } else {
       const double m = *std::max_element(zi, zi + k);
       double s = 0;
@@ -231,6 +236,11 @@ HeadRef head_ref(const Problem& P, const std::vector<double>& z, Head head, Targ
       for (int64_t j = 0; j < k; ++j) {
         li += ti[j] * softplus_ref(-zi[j]) + (1.0 - ti[j]) * softplus_ref(zi[j]);
         di[j] = p[i * k + j] - ti[j];
+      }
+    } else if (head == Head::identity) {
+      for (int64_t j = 0; j < k; ++j) {
+        li += 0.5 * (zi[j] - ti[j]) * (zi[j] - ti[j]);
+        di[j] = zi[j] - ti[j];
       }
     } else {
       const double m = *std::max_element(zi, zi + k);
@@ -461,9 +471,9 @@ void run_case(const Problem& P, const std::vector<Variant>& variants, const std:
     mlpgrad::set_active_isa(isa);
     EXPECT(mlpgrad::active_isa() == isa, "set_active_isa");
     const std::string at = name + " " + dtype_name<T>() + " " + mlpgrad::isa_name(isa);
-    for (Head head : {Head::sigmoid, Head::softmax}) {
+    for (Head head : {Head::sigmoid, Head::softmax, Head::identity}) {
       if (prob_refs[int(head)].empty() && P.n > 0) continue;  // head not among this case's variants
-      const std::string where = at + (head == Head::sigmoid ? " forward sigmoid" : " forward softmax");
+      const std::string where = at + " forward " + head_name(head);
       const std::vector<T> p1 = run_forward(D, P, head, 1);
       record<T>(rel_err(p1.data(), prob_refs[int(head)]), where);
       for (int threads : {2, 3}) {
@@ -692,6 +702,10 @@ void scan_and_layout() {
   EXPECT(target_fault(Head::softmax, T(-1)) && target_fault(Head::softmax, inf) && target_fault(Head::softmax, nan),
          "scan: softmax targets negative or not finite (" + dt + ")");
   EXPECT(!target_fault(Head::softmax, T(7)), "scan: a softmax target above 1 is valid");
+  EXPECT(target_fault(Head::identity, inf) && target_fault(Head::identity, -inf) && target_fault(Head::identity, nan),
+         "scan: identity targets not finite (" + dt + ")");
+  EXPECT(!target_fault(Head::identity, T(-7)) && !target_fault(Head::identity, std::numeric_limits<T>::max()),
+         "scan: any finite identity target is valid (" + dt + ")");
   for (T w : {T(-1), nan, inf}) {
     std::vector<T> sw = D.sample_weight;
     sw[4] = w;
@@ -1294,11 +1308,15 @@ double clip_level(std::vector<double> values, double below) {
   return values[at] > 0 ? 0.9 * values[at] : 1.0;
 }
 
-// The heads and targets (the sigmoid head takes dense targets only).
-const Variant kPsKinds[3] = {{Head::sigmoid, Targets::dense, false, Reduction::sum, false},
-                             {Head::softmax, Targets::labels, false, Reduction::sum, false},
-                             {Head::softmax, Targets::dense, false, Reduction::sum, false}};
-int ps_kind(const Variant& v) { return v.head == Head::sigmoid ? 0 : v.targets == Targets::labels ? 1 : 2; }
+// The heads and targets (the sigmoid and identity heads take dense targets only).
+constexpr int kNumPsKinds = 4;
+const Variant kPsKinds[kNumPsKinds] = {{Head::sigmoid, Targets::dense, false, Reduction::sum, false},
+                                       {Head::softmax, Targets::labels, false, Reduction::sum, false},
+                                       {Head::softmax, Targets::dense, false, Reduction::sum, false},
+                                       {Head::identity, Targets::dense, false, Reduction::sum, false}};
+int ps_kind(const Variant& v) {
+  return v.head == Head::sigmoid ? 0 : v.head == Head::identity ? 3 : v.targets == Targets::labels ? 1 : 2;
+}
 
 // grad_gram's calls on a problem and their references: with a second batch (same network, other rows), and
 // with the same batch object when its reference is cheap enough (else `same` empty).
@@ -1398,12 +1416,12 @@ void per_sample_problem(const std::vector<int64_t>& sizes, int64_t n, uint64_t s
   const Problem P = make_problem(sizes, n, seed);
   const int64_t L = P.L(), np = mlpgrad::Layout(sizes).n_params;
   const Activations A = forward_ref(P);
-  PerSampleRef refs[3];
-  for (int kind = 0; kind < 3; ++kind) refs[kind] = per_sample_ref(P, A, kPsKinds[kind].head, kPsKinds[kind].targets);
+  PerSampleRef refs[kNumPsKinds];
+  for (int kind = 0; kind < kNumPsKinds; ++kind) refs[kind] = per_sample_ref(P, A, kPsKinds[kind].head, kPsKinds[kind].targets);
   double total_weight = 0;
   for (double w : P.sample_weight) total_weight += w;
   auto variant = [&](int64_t j, bool weighted, Reduction r) {
-    Variant v = kPsKinds[(seed + j) % 3];
+    Variant v = kPsKinds[(seed + j) % kNumPsKinds];
     v.weighted = weighted;
     // "mean" over nothing, or over weights summing to 0, is invalid (bad_per_sample)
     v.reduction = n == 0 || (weighted && total_weight == 0) ? Reduction::sum : r;
@@ -1753,6 +1771,11 @@ void curvature_all() {
       curvature_problem(sizes, n, seed++, v);
       ++count;
     }
+  // the identity head (Hhead = I) for certain, with and without a hidden layer (then H = G)
+  for (const auto& sizes : {std::vector<int64_t>{3, 2}, std::vector<int64_t>{5, 7, 3}}) {
+    curvature_problem(sizes, 50, seed++, Variant{Head::identity, Targets::dense, true, Reduction::mean, false});
+    ++count;
+  }
   bad_curvature<float>();
   bad_curvature<double>();
   std::printf("curvature: %lld problems, %.1f s\n", (long long)count,
@@ -1837,14 +1860,14 @@ int main() {
       const int64_t count = std::clamp<int64_t>(int64_t(budget / cost(c.sizes, n)), 3, int64_t(every.size()));
       std::vector<Variant> variants;
       for (int64_t j = 0; j < count; ++j) {
-        Variant v = every[(seed * 5 + j * 7) % every.size()];  // 7 is coprime to 24: no repeats
+        Variant v = every[(seed * 5 + j * 7) % every.size()];  // 7 is coprime to 32: no repeats
         if (n == 0) v.reduction = Reduction::sum;  // "mean" over nothing is invalid (tested above)
         variants.push_back(v);
       }
       ++seed;
       const Activations A = forward_ref(P);
       std::vector<Result> refs;
-      std::vector<std::vector<double>> prob_refs(2);
+      std::vector<std::vector<double>> prob_refs(3);
       for (const Variant& v : variants) {
         refs.push_back(grad_ref(P, A, v));
         if (prob_refs[int(v.head)].empty()) prob_refs[int(v.head)] = probs_ref(A.h.back(), n, P.k(), v.head);

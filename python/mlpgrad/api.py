@@ -26,7 +26,7 @@ def forward(weights: Params, biases: Params, X: ArrayLike, *, head: str,
         ``b_l`` of shape (d_l,), the weights' dtype.
     X : array_like
         (N, d_0), any real dtype, converted once to the weights' dtype.
-    head : {"sigmoid", "softmax"}
+    head : {"sigmoid", "softmax", "identity"}
         The output layer.
     n_threads : int or None, default=None
         None follows OpenMP's settings (``OMP_NUM_THREADS``); an int >= 1 caps this call.
@@ -34,7 +34,7 @@ def forward(weights: Params, biases: Params, X: ArrayLike, *, head: str,
     Returns
     -------
     ndarray
-        (N, k) probabilities in the weights' dtype, k = d_L.
+        (N, k) probabilities in the weights' dtype, k = d_L (z_L itself for the identity head).
 
     Raises
     ------
@@ -123,8 +123,9 @@ def loss_and_grad(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *
         (N, d_0), any real dtype, converted once to the weights' dtype. N = 0 is allowed.
     y : array_like
         Sigmoid head: (N,) when k == 1, or (N, k), values in [0, 1]. Softmax head: integer labels (N,) in [0, k)
-        (integral floats accepted), or (N, k) non-negative float targets.
-    head : {"sigmoid", "softmax"}
+        (integral floats accepted), or (N, k) non-negative float targets. Identity head: (N,) when k == 1, or
+        (N, k), any finite values.
+    head : {"sigmoid", "softmax", "identity"}
         The output layer and its loss.
     reduction : {"sum", "mean"}, default="sum"
         "mean" needs a positive total weight.

@@ -22,7 +22,7 @@ class MLP:
     ----------
     layer_sizes : sequence of int
         d_0 .. d_L, at least two, each >= 1.
-    head : {"sigmoid", "softmax"}
+    head : {"sigmoid", "softmax", "identity"}
         The output layer.
     dtype : float32 or float64, default=float32
         The parameters' dtype, that of every computation.
