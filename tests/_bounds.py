@@ -103,7 +103,7 @@ def error_scales(Ws, bs, X, y, sample_weight, head, reduction, dtype):
     the operation's sensitivity.  Forward: z_l = h W + b gets |h| |W| + |b| plus E_h |W|; h = sigmoid(z)
     gets h (its own rounding) plus sigmoid'(z) E_z.  Head: p = sigmoid(z) (softmax(z)) is off by
     p (1 - p) E_z (p (E_z + max E_z)); delta_L = c (p - t) (c (p sum t - t)) by c times that plus
-    |p| + |t|.  Backward: dW = h^T delta, db = sum delta, dh = delta W^T get the magnitudes of their
+    |p| + |t| (identity: p = z, delta_L = c (z - t) off by c (E_z + |z| + |t|)).  Backward: dW = h^T delta, db = sum delta, dh = delta W^T get the magnitudes of their
     products plus the propagated errors; delta_{l-1} = dh * h (1 - h) also gets |dh| |1 - 2h| E_h, the
     error of h (1 - h) computed from a rounded h, which is large relative to h (1 - h) when h is near 0
     or 1 (saturated units: the ill-conditioned step of the backward pass).  Loss: sum_i c_i l_i of
@@ -149,6 +149,12 @@ def _passes(Ws, bs, X, y, c, head, dtype):
         delta = c[:, None] * (p - T)
         Edelta = cc * (Ep + p + T)
         El = reference.sigmoid_xent_forward(z, T) + (np.abs(p - T) * Ez).sum(axis=1) + k * eta
+    elif head == "identity":  # p = z; r = z - t rounds to u (|z| + |t|) besides z's own error
+        p, Ep = z, Ez
+        r = z - T
+        delta = c[:, None] * r
+        Edelta = cc * (Ez + np.abs(z) + np.abs(T))
+        El = reference.identity_forward(z, T) + (np.abs(r) * (Ez + np.abs(z) + np.abs(T))).sum(axis=1)
     else:
         p = reference.softmax_forward(z)
         Ezm = Ez + Ez.max(axis=1, keepdims=True)  # z_j - max z; every p_j depends on every z_j
@@ -231,13 +237,15 @@ def curvature_error_scale(Ws, bs, X, y, sample_weight, head, reduction, dtype, V
     n, k = z.shape
     w = np.ones(n) if sample_weight is None else np.abs(np.asarray(sample_weight, dtype=np.float64))
     c = w / w.sum() if reduction == "mean" and n else w
-    p = reference.sigmoid_forward(z) if head == "sigmoid" else reference.softmax_forward(z)
+    p = reference.head_output(head, z)
     t = reference._dense_targets(reference.check_problem(Ws, bs, X, y, head, "sum", None))
     s = t.sum(axis=1) if head == "softmax" else np.ones(n)
 
     def abs_head(r):  # |c Hhead| |r|, the slope p (1 - p) counted as p (1 - p) + p
         if head == "sigmoid":
             return c[:, None] * (p * (1 - p) + p) * r
+        if head == "identity":
+            return c[:, None] * r
         return (c * s)[:, None] * (p * r + p * (p * r).sum(axis=1, keepdims=True))
 
     def backward(top, squares=False):  # weight products of the absolute backward of the output rows `top`
@@ -265,9 +273,9 @@ def curvature_error_scale(Ws, bs, X, y, sample_weight, head, reduction, dtype, V
     V2 = np.abs(np.asarray(V, dtype=np.float64)).reshape(sum(W.size + b.size for W, b in zip(Ws, bs)), -1)
     sizes = [W.shape[0] for W in Ws] + [Ws[-1].shape[1]]
     ordinary = None
-    if op == "hvp":  # |delta_l| of the ordinary backward, from |c (p - t)| floored by c u p
+    if op == "hvp":  # |delta_l| of the ordinary backward, from |c (p - t)| floored by c u p (u (|z| + |t|) identity)
         ordinary = [None] * len(Ws)
-        delta = c[:, None] * (np.abs(p - t) + p)
+        delta = c[:, None] * (np.abs(p - t) + (np.abs(p) + np.abs(t) if head == "identity" else p))
         for l in reversed(range(len(Ws))):
             ordinary[l] = delta
             if l > 0:

@@ -5,7 +5,7 @@ structure: depth 1-5; widths 1-16 (every width <= 16 selects the native "narrow"
 0-300, or for one narrow network in five 1025-3100 (several chunks and gradient groups); float32 / float64;
 head; targets (softmax: integer labels of several dtypes or integral floats, one-hot, soft, unnormalized
 non-negative rows; sigmoid: hard or soft, (N,) or (N, 1) when k == 1, bool / uint8 / another float
-dtype); reduction; sample weights (none, random, with exact zeros, integers); input_grad; n_threads
+dtype; identity: real values, (N,) or (N, 1) when k == 1, another float dtype); reduction; sample weights (none, random, with exact zeros, integers); input_grad; n_threads
 (None, 1, 2, 3); X of another dtype (float16, int8, the other float); the memory layout of X, of every
 weight and bias, of y and of the sample weights (C, Fortran, strided views into NaN-filled buffers,
 negative strides, zero-stride broadcasts), read-only or not; the native schedule (default, or forced
@@ -127,13 +127,17 @@ def specs(draw, scaled=False):
     if cap == 16 and draw(st.integers(0, 4)) == 0:  # several 1024-row chunks of the narrow engine
         n = draw(st.integers(1025, 3100))
     dtype = draw(st.sampled_from(["float32", "float64"]))
-    head = draw(st.sampled_from(["sigmoid", "softmax"]))
+    head = draw(st.sampled_from(["sigmoid", "softmax", "identity"]))
     k = sizes[-1]
     if head == "softmax":
         kind = draw(st.sampled_from(["labels", "onehot", "soft", "unnormalized"]))
         y_dtype = draw(st.sampled_from(["int64", "int32", "uint8", "int16", "float64", "float32"]
                                        if kind == "labels" else ["same", "float64", "float32"]))
         y_1d = kind == "labels"
+    elif head == "identity":
+        kind = "real"
+        y_dtype = draw(st.sampled_from(["same", "float64", "float32"]))
+        y_1d = k == 1 and draw(st.booleans())
     else:
         kind = draw(st.sampled_from(["hard", "soft"]))
         y_dtype = draw(st.sampled_from(["same", "float64", "float32"] + (["uint8", "bool"] if kind == "hard" else [])))
@@ -197,6 +201,10 @@ def build(spec):
         y = make_targets("softmax", "soft", n, k, np.float64, rng)
         if kind == "unnormalized":  # non-negative rows of any sum, some exact zeros
             y = y * rng.uniform(0.0, 3.0, (n, 1)) * (rng.random((n, k)) < 0.7)
+    elif head == "identity":
+        y = make_targets("identity", "real", n, k, np.float64, rng).reshape(n, k)
+        if spec["y_1d"]:
+            y = y.reshape(n)
     else:
         y = make_targets("sigmoid", "labels" if kind == "hard" else "soft", n, k, np.float64, rng).reshape(n, k)
         if spec["y_1d"]:
@@ -467,7 +475,7 @@ def _large_weight_scales(spec):
     assert np.isfinite(L)
     for a in g.weights + g.biases + ([g.input] if g.input is not None else []):
         assert np.all(np.isfinite(a))
-    assert P is None or np.all((P >= 0) & (P <= 1))
+    assert P is None or (np.all(np.isfinite(P)) if spec["head"] == "identity" else np.all((P >= 0) & (P <= 1)))
     assert all(np.all(np.isfinite(a)) for a in ps_result.values()), f"{spec['per_sample']['op']}: not finite"
 
 
