@@ -125,6 +125,19 @@ def test_native_matches_reference(case):
         assert np.array_equal(a, b), where
 
 
+def test_narrow_engine_takes_the_head():
+    """On a narrow network the automatic choice is the narrow engine (its own head code): another summation order
+    than the forced chunked schedule, so other bits, and both within the bound of the reference."""
+    Ws, bs, X, y = make_problem([5, 3, 4], 5000, HEAD, dtype=np.float32, seed=2)
+    ref = reference.loss_and_grad(_to64(Ws), _to64(bs), _to64(X), _to64(y), head=HEAD)[1]
+    results = {}
+    for name in ("narrow", "chunked"):
+        with forced_schedule(name):
+            results[name] = mlpgrad.pack(*mlpgrad.loss_and_grad(Ws, bs, X, y, head=HEAD)[1][:2])
+        _check("grad", results[name], mlpgrad.pack(ref.weights, ref.biases), np.float32, f"[5, 3, 4] {name}")
+    assert not np.array_equal(results["narrow"], results["chunked"])
+
+
 def test_objective_matches_reference():
     Ws, bs, X, y = make_problem([6, 8, 3], 50, HEAD, seed=4)
     w = np.random.default_rng(5).uniform(0.5, 1.5, 50)
