@@ -55,8 +55,7 @@ template <typename T> void apply_hook(const Call<T>& c) {
   if (!c.hook || c.stop.raised()) return;
   const int64_t P = c.plan.n_params, nb = ParamHook::blocks(P);
 #pragma omp for schedule(static)
-  for (int64_t b = 0; b < nb; ++b)
-    c.hook->apply(c.hook->ctx, b * ParamHook::kBlock, std::min(P, (b + 1) * ParamHook::kBlock), b);
+  for (int64_t b = 0; b < nb; ++b) c.hook->run_block(P, b);
 }
 
 // Scratch for the head on m rows: p, e (m, k); m, lse, c (m,).

@@ -83,8 +83,23 @@ template <typename T> std::vector<Segment<T>> gradient_segments(const Call<T>& c
   return segs;
 }
 
-// Sum the group buffers pairwise, block by block: ((g0 + g1) + (g2 + g3)) + ..., the last addition
-// written straight into the outputs (no pass over g0 afterwards to copy it out).
+// The pairwise sum of n_groups buffers (stride apart) over [lo, hi): ((g0 + g1) + (g2 + g3)) + ..., every
+// level but the last added in place; returns the last level's second operand (null for one group), to be
+// added to g0 where the caller writes the sum.
+template <typename T>
+const T* sum_groups_but_last(T* groups, int64_t n_groups, int64_t stride, int64_t lo, int64_t hi) {
+  int64_t step = 1;
+  for (; 2 * step < n_groups; step *= 2)
+    for (int64_t g = 0; g + step < n_groups; g += 2 * step) {
+      T* a = groups + g * stride;
+      const T* b = groups + (g + step) * stride;
+      for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
+    }
+  return n_groups > 1 ? groups + step * stride : nullptr;
+}
+
+// Sum the group buffers pairwise, block by block, the last addition written straight into the outputs (no
+// pass over g0 afterwards to copy it out).
 template <typename T> void sum_groups(const Call<T>& c, const std::vector<Segment<T>>& segs) {
   const Plan<T>& plan = c.plan;
   T* groups = c.ws + plan.groups;
@@ -93,15 +108,8 @@ template <typename T> void sum_groups(const Call<T>& c, const std::vector<Segmen
 #pragma omp for schedule(static)
   for (int64_t bi = 0; bi < n_sum_blocks; ++bi) {
     const int64_t lo = bi * block, hi = std::min(plan.n_params, lo + block);
-    int64_t step = 1;
-    for (; 2 * step < plan.n_groups; step *= 2)
-      for (int64_t g = 0; g + step < plan.n_groups; g += 2 * step) {
-        T* a = groups + g * stride;
-        const T* b = groups + (g + step) * stride;
-        for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
-      }
+    const T* b = sum_groups_but_last<T>(groups, plan.n_groups, stride, lo, hi);
     const T* a = groups;
-    const T* b = plan.n_groups > 1 ? groups + step * stride : nullptr;
     for (const Segment<T>& sg : segs) {
       const int64_t s0 = std::max(lo, sg.begin), s1 = std::min(hi, sg.begin + sg.len);
       if (b)

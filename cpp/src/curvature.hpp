@@ -283,9 +283,7 @@ template <typename T> void ggn_diag_chunk(const CurvatureChunk<T>& k, T* g, bool
     }
   }
   for (int64_t l = 0; l < plan.L; ++l) {
-    const MatView<const T> h = k.r.h(l);
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t a = 0; a < d[l]; ++a) k.rb.h2[i * d[l] + a] = h.p[i * h.ld + a] * h.p[i * h.ld + a];
+    square_rows<T>(k.r.h(l), m, d[l], k.rb.h2);
     T* db = g + k.layout.b[l];
     if (first) std::fill(db, db + d[l + 1], T(0));
     linear_backward_weights<T>({g + k.layout.w[l], d[l + 1]}, db, k.r.delta(l), {k.rb.h2, d[l]}, m, d[l], d[l + 1],
@@ -293,8 +291,8 @@ template <typename T> void ggn_diag_chunk(const CurvatureChunk<T>& k, T* g, bool
   }
 }
 
-// Sum the group buffers (each m vectors of P values, pack order, vstride apart) pairwise, in blocks of
-// parameters shared by the threads, ((g0 + g1) + (g2 + g3)) + ..., and write the sums to out (P, m): a block's
+// Sum the group buffers (each m vectors of P values, pack order, vstride apart) pairwise (sum_groups' tree),
+// in blocks of parameters shared by the threads, and write the sums to out (P, m): a block's
 // every vector on one thread, so that no two threads write one cache line of out.
 template <typename T>
 void sum_vector_groups(T* groups, int64_t n_groups, int64_t gstride, int64_t vstride, int64_t P, int64_t m, T* out) {
@@ -303,14 +301,12 @@ void sum_vector_groups(T* groups, int64_t n_groups, int64_t gstride, int64_t vst
   for (int64_t lo = 0; lo < P; lo += block) {
     const int64_t hi = std::min(P, lo + block);
     for (int64_t v = 0; v < m; ++v) {
-      T* base = groups + v * vstride;
-      for (int64_t step = 1; step < n_groups; step *= 2)
-        for (int64_t g = 0; g + step < n_groups; g += 2 * step) {
-          T* a = base + g * gstride;
-          const T* b = base + (g + step) * gstride;
-          for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
-        }
-      for (int64_t i = lo; i < hi; ++i) out[i * m + v] = base[i];
+      const T* a = groups + v * vstride;
+      const T* b = sum_groups_but_last<T>(groups + v * vstride, n_groups, gstride, lo, hi);
+      if (b)
+        for (int64_t i = lo; i < hi; ++i) out[i * m + v] = a[i] + b[i];
+      else
+        for (int64_t i = lo; i < hi; ++i) out[i * m + v] = a[i];
     }
   }
 }

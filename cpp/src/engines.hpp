@@ -20,6 +20,9 @@ struct ParamHook {
   void (*apply)(void* ctx, int64_t begin, int64_t end, int64_t block) = nullptr;
   void* ctx = nullptr;
   static int64_t blocks(int64_t n_params) { return (n_params + kBlock - 1) / kBlock; }
+  void run_block(int64_t n_params, int64_t b) const {
+    apply(ctx, b * kBlock, b * kBlock + kBlock < n_params ? b * kBlock + kBlock : n_params, b);
+  }
 };
 
 // loss_and_grad (mlp.hpp) with the gradients in one flat buffer (grads from Layout::gradients) and `hook`

@@ -28,6 +28,17 @@ inline Vec<T> sigmoid_xent_unit(Vec<T> z, Vec<T> t, Vec<T>* p) {
   return vfma<T>(T(1) - t, pos, vfma<T>(t, neg, vlog1p_nonneg<T>(e)));
 }
 
+// sum_i c_i l_i in double, l_i = sum_j e_ij in T (in order): the loss from the units' losses e (n, k).
+template <typename T> double weighted_row_sums(const T* e, const T* c, int64_t n, int64_t k) {
+  double total = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    T li = 0;
+    for (int64_t j = r * k; j < (r + 1) * k; ++j) li += e[j];
+    total += double(c[r]) * double(li);
+  }
+  return total;
+}
+
 // l_i = sum_j of the units' losses (sigmoid_xent_unit); p (n, k) receives the probabilities and e (n, k)
 // the units' losses. Rows of k values are flat, so vectors run across row ends; the tail goes through a
 // padded copy.
@@ -51,13 +62,7 @@ double sigmoid_xent_forward(T* p, T* e, const T* z, const T* t, const T* c, int6
     std::copy(et, et + (count - i), e + i);
     std::copy(pt, pt + (count - i), p + i);
   }
-  double total = 0;
-  for (int64_t r = 0; r < n; ++r) {
-    T li = 0;
-    for (int64_t j = r * k; j < (r + 1) * k; ++j) li += e[j];
-    total += double(c[r]) * double(li);
-  }
-  return total;
+  return weighted_row_sums<T>(e, c, n, k);
 }
 
 // delta = c (p - t)
@@ -78,20 +83,13 @@ double identity_forward(T* e, const T* z, const T* t, const T* c, int64_t n, int
     const T r = z[j] - t[j];
     e[j] = T(0.5) * (r * r);
   }
-  double total = 0;
-  for (int64_t r = 0; r < n; ++r) {
-    T li = 0;
-    for (int64_t j = r * k; j < (r + 1) * k; ++j) li += e[j];
-    total += double(c[r]) * double(li);
-  }
-  return total;
+  return weighted_row_sums<T>(e, c, n, k);
 }
 
-// delta = c (z - t); delta may overwrite z.
+// delta = c (z - t), the sigmoid head's c (p - t) with z for p; delta may overwrite z.
 template <typename T>
 void identity_backward(T* delta, const T* z, const T* t, const T* c, int64_t n, int64_t k) {
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = i * k; j < (i + 1) * k; ++j) delta[j] = c[i] * (z[j] - t[j]);
+  sigmoid_xent_backward<T>(delta, z, t, c, n, k);
 }
 
 // Softmax cross-entropy with one row per lane: column j of V rows is one vector, and every row's sums

@@ -38,8 +38,7 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
   if (batch.n == 0) {
     empty_batch<T>(net, grads);
     const int64_t P = Layout(net.sizes).n_params;
-    for (int64_t b = 0; hook && b < ParamHook::blocks(P); ++b)
-      hook->apply(hook->ctx, b * ParamHook::kBlock, std::min(P, (b + 1) * ParamHook::kBlock), b);
+    for (int64_t b = 0; hook && b < ParamHook::blocks(P); ++b) hook->run_block(P, b);
     return 0.0;
   }
   const Plan<T> plan(net.sizes, batch.n, mode, grads && grads->dX, schedule());

@@ -283,6 +283,12 @@ template <typename T> struct DotProduct {
   }
 };
 
+// out (m, n) = the squares of h's m rows of n values (a layer's inputs squared, for the per-sample squares).
+template <typename T> void square_rows(MatView<const T> h, int64_t m, int64_t n, T* out) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t a = 0; a < n; ++a) out[i * n + a] = h.p[i * h.ld + a] * h.p[i * h.ld + a];
+}
+
 // sum_i w_i g_i * g_i: per layer the gradient's products on squares, (h^2)^T (w delta^2) and the column sums
 // of w delta^2 (h^2 in the scratch; the deltas squared in place).
 template <typename T> struct SumSquaresProduct {
@@ -295,9 +301,7 @@ template <typename T> struct SumSquaresProduct {
     const std::vector<int64_t>& d = plan.d;
     const T* w = c.batch.sample_weight ? c.batch.sample_weight + r.r0 : nullptr;
     for (int64_t l = 0; l < plan.L; ++l) {
-      const MatView<const T> h = r.h(l);
-      for (int64_t i = 0; i < r.m; ++i)
-        for (int64_t a = 0; a < d[l]; ++a) h2[i * d[l] + a] = h.p[i * h.ld + a] * h.p[i * h.ld + a];
+      square_rows<T>(r.h(l), r.m, d[l], h2);
       const MatView<T> dl = r.delta(l);
       for (int64_t i = 0; i < r.m; ++i) {
         const T wi = w ? w[i] : T(1);

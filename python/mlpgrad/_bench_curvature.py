@@ -416,23 +416,11 @@ dtype (the header's register-only FMA loop)."""
 
 def print_section(result: dict, gemm: Optional[dict]) -> None:
     rows = result["rows"]
-    print("\ncurvature (issue 13): mlpgrad's ops, ms per call (time / loss_and_grad's):\n")
-    print(format_times(rows))
-    peers = format_peers(rows)
-    if peers:
-        vers = ", ".join(f"{k} {v}" for k, v in result["peers"].items())
-        print(f"\npeers ({vers}), ms per call (their time / mlpgrad's for the same result):\n")
-        print(peers)
-    print("\ntargets:\n")
-    print(format_targets(rows))
-    print("\nrates against the FMA peak and the same run's GEMM:\n")
-    print(format_rates(rows))
-    if gemm:
-        print("\n" + "\n".join(bench.format_gemm(gemm)))
-    print("\n" + LEGEND)
-    for note in result["notes"]:
-        print(f"NOTE: {note}")
-    print(flush=True)
+    ps.print_tables([("curvature (issue 13): mlpgrad's ops, ms per call (time / loss_and_grad's)", format_times(rows)),
+                     (ps.peers_heading(result), format_peers(rows)),
+                     ("targets", format_targets(rows)),
+                     ("rates against the FMA peak and the same run's GEMM", format_rates(rows))],
+                    gemm, LEGEND, result["notes"])
 
 
 def _cli_peers(requested) -> List[str]:

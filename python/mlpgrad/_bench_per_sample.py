@@ -772,25 +772,33 @@ written: N P itemsize / time. GEMM rates: the best of NumPy's matmul and torch.m
 GFLOP/s over the FMA peak of the dtype (the header's register-only FMA loop)."""
 
 
-def print_section(result: dict, gemm: Optional[dict]) -> None:
-    rows = result["rows"]
-    print("\nper-sample gradients (issue 12): mlpgrad's ops, ms per call:\n")
-    print(format_times(rows))
-    peers = format_peers(rows)
-    if peers:
-        vers = ", ".join(f"{k} {v}" for k, v in result["peers"].items())
-        print(f"\npeers ({vers}), ms per call (their time / mlpgrad's for the same result):\n")
-        print(peers)
-    print("\ntargets:\n")
-    print(format_targets(rows))
-    print("\nrates against the FMA peak, the same run's GEMM and memory copy:\n")
-    print(format_rates(rows))
+def print_tables(tables: List[tuple], gemm: Optional[dict], legend: str, notes: List[str]) -> None:
+    """A bench section as the per-sample, curvature and training sections print it: each (heading, table) whose
+    table is not empty, the GEMM lines, the legend, the notes."""
+    for heading, table in tables:
+        if table:
+            print(f"\n{heading}:\n")
+            print(table)
     if gemm:
         print("\n" + "\n".join(bench.format_gemm(gemm)))
-    print("\n" + LEGEND)
-    for note in result["notes"]:
+    print("\n" + legend)
+    for note in notes:
         print(f"NOTE: {note}")
     print(flush=True)
+
+
+def peers_heading(result: dict) -> str:
+    vers = ", ".join(f"{k} {v}" for k, v in result["peers"].items())
+    return f"peers ({vers}), ms per call (their time / mlpgrad's for the same result)"
+
+
+def print_section(result: dict, gemm: Optional[dict]) -> None:
+    rows = result["rows"]
+    print_tables([("per-sample gradients (issue 12): mlpgrad's ops, ms per call", format_times(rows)),
+                  (peers_heading(result), format_peers(rows)),
+                  ("targets", format_targets(rows)),
+                  ("rates against the FMA peak, the same run's GEMM and memory copy", format_rates(rows))],
+                 gemm, LEGEND, result["notes"])
 
 
 def _cli_peers(requested) -> List[str]:

@@ -333,18 +333,10 @@ GEMM-bound on {' and '.join(TARGET_SHAPES)}, float32 and float64; gap: target / 
 
 def print_section(result: dict, gemm: Optional[dict]) -> None:
     rows = result["rows"]
-    print("\ntraining steps (issue 14): us per step of one epoch:\n")
-    print(format_times(rows))
-    print("\nrates against the FMA peak and the same run's GEMM:\n")
-    print(format_rates(rows))
-    print("\ntargets:\n")
-    print(format_targets(rows))
-    if gemm:
-        print("\n" + "\n".join(bench.format_gemm(gemm)))
-    print("\n" + LEGEND)
-    for note in result["notes"]:
-        print(f"NOTE: {note}")
-    print(flush=True)
+    ps.print_tables([("training steps (issue 14): us per step of one epoch", format_times(rows)),
+                     ("rates against the FMA peak and the same run's GEMM", format_rates(rows)),
+                     ("targets", format_targets(rows))],
+                    gemm, LEGEND, result["notes"])
 
 
 def _cli_peers(requested) -> List[str]:
