@@ -13,7 +13,9 @@ Rules (documented in the README, "Input rules"):
 * ``biases``: a list/tuple of the same length, ``b_l`` of shape ``(d_l,)`` and
   the same dtype as the weights.
 * ``X``: 2-D ``(N, d_0)``, real (integer or floating); converted once to the
-  weights' dtype.  ``N = 0`` is allowed (see ``reduction``).
+  weights' dtype.  ``N = 0`` is allowed (see ``reduction``).  Or a scipy.sparse matrix or array of any
+  format, with the same rules: converted once to a canonical CSR matrix (sorted indices, duplicates summed;
+  int64 indices), the caller's left as it is (:func:`check_X`).
 * Byte order: every array argument may be in either byte order (``np.dtype('>f4')`` on a little-endian
   machine): it is converted once, as NumPy would, to the machine's order (:func:`native_order`); a
   ``dtype=`` argument of the other order names its native twin. ``out=`` buffers, written by the core,
@@ -41,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import operator
 import re
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -198,14 +201,57 @@ def check_network(weights, biases):
     return Ws, bs, dtype
 
 
-def check_X(X, d0: int, dtype) -> np.ndarray:
-    X = _as_array(X, "X")
+def is_sparse(X) -> bool:
+    """Whether X is a scipy.sparse matrix or array. Asked of scipy only when scipy.sparse is loaded: a sparse X
+    cannot exist otherwise, and users without sparse input never import scipy."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(X)
+
+
+def _check_X_shape(X, d0: int) -> None:
+    """X's dtype kind, ndim and columns: the rules of a dense X and a sparse one alike."""
     if X.dtype.kind not in "iuf":
         raise TypeError(f"X must be a real array (integer or floating), got dtype {X.dtype}")
     _check_ndim(X, 2, "X", "(N, d_0)")
     if X.shape[1] != d0:
         raise ValueError(f"X must have {d0} columns to match weights[0] of shape ({d0}, ...), got shape {X.shape}")
+
+
+def check_X(X, d0: int, dtype):
+    """X (N, d_0) as the computations take it: an ndarray of dtype (X itself when it is one), or for a scipy.sparse
+    X a canonical ``scipy.sparse.csr_matrix`` (:func:`_canonical_csr`)."""
+    if type(X) is not np.ndarray and is_sparse(X):
+        _check_X_shape(X, d0)
+        return _canonical_csr(X, dtype)
+    X = _as_array(X, "X")
+    _check_X_shape(X, d0)
     return _cast(X, dtype)
+
+
+def _csr_of(data, indices, indptr, shape):
+    """A csr_matrix on exactly these arrays (scipy's constructor would narrow int64 indices to int32)."""
+    import scipy.sparse
+
+    m = scipy.sparse.csr_matrix(shape, dtype=data.dtype)
+    m.data, m.indices, m.indptr = data, indices, indptr
+    return m
+
+
+def _canonical_csr(X, dtype):
+    """A sparse X of any format as a canonical CSR matrix: values of dtype (C-contiguous, native byte order),
+    int64 indices strictly increasing within each row (duplicates summed, in X's own dtype as scipy sums them),
+    int64 indptr. Arrays of X are shared where they already are so; the canonical form is made on copies: X itself
+    (its arrays and its cached flags) is never written."""
+    csr = X.tocsr()  # X itself when it is CSR, else a new matrix
+    indptr = csr.indptr.astype(np.int64, copy=False)
+    nnz = int(indptr[-1])
+    m = _csr_of(native_order(csr.data[:nnz]), csr.indices[:nnz].astype(np.int64, copy=False), indptr, csr.shape)
+    if not m.has_canonical_format:
+        m = _csr_of(m.data.copy(), m.indices.copy(), m.indptr.copy(), m.shape)
+        m.sum_duplicates()  # in place, on the copies: sorts each row, adds duplicates, prunes
+    m = _csr_of(np.ascontiguousarray(_cast(m.data, dtype)), np.ascontiguousarray(m.indices), m.indptr, m.shape)
+    m.has_canonical_format = True
+    return m
 
 
 @dataclass
@@ -213,7 +259,7 @@ class Problem:
     """Checked and converted arguments: what both implementations compute on."""
     weights: list
     biases: list
-    X: np.ndarray              # (N, d_0), dtype
+    X: object                  # (N, d_0), dtype: an ndarray, or a canonical scipy.sparse.csr_matrix
     labels: Optional[np.ndarray]   # (N,) int64, softmax labels
     targets: Optional[np.ndarray]  # (N, k) dtype: sigmoid targets or softmax distributions
     sample_weight: Optional[np.ndarray]  # (N,) dtype

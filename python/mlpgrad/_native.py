@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._checks import SAMPLE_WEIGHT_MESSAGE, TARGET_MESSAGE, LabelRangeError, check_data, label_range_message
+from ._checks import (SAMPLE_WEIGHT_MESSAGE, TARGET_MESSAGE, LabelRangeError, check_data, is_sparse,
+                      label_range_message)
 
 HEADS = {"sigmoid": _core.Head.sigmoid, "softmax": _core.Head.softmax, "identity": _core.Head.identity}
 REDUCTIONS = {"sum": _core.Reduction.sum, "mean": _core.Reduction.mean}
@@ -15,16 +16,23 @@ SOLVERS = {"adam": _core.Solver.adam, "sgd": _core.Solver.sgd}
 FAULT_NONE, FAULT_LABEL_RANGE = _core.Fault.none, _core.Fault.label_range
 
 
+def core_X(X):
+    """A checked X (``_checks.check_X``) as the core takes it: the array itself, or for a canonical CSR matrix the
+    tuple (values, indices, indptr, n_cols) of its arrays (values of the dtype, int64 indices and indptr)."""
+    return (X.data, X.indices, X.indptr, X.shape[1]) if is_sparse(X) else X
+
+
 def bind_data(X, y, sample_weight, head: str, d0: int, k: int, dtype, check: bool = True,
               own: bool = False) -> "_core.Data":
     """X, y and sample_weight checked and converted (``_checks.check_data``), then scanned once natively
     (labels in [0, k), targets, weights; with the GIL released): a batch the calls below take as it is.
-    Arrays already in the dtype and C order are referenced, not copied; ``own=True`` (a batch kept for many
+    Arrays already in the dtype and C order are referenced, not copied (a sparse X's values, indices and indptr
+    too, when it already is a canonical CSR matrix of the dtype with int64 indices); ``own=True`` (a batch kept for many
     calls) copies the labels, targets and weights, so that the caller cannot change them after the scan.
     ``check=False`` returns a batch whose values broke a rule too (``fault_message`` says which); the core
     refuses to run it."""
     X, labels, targets, w = check_data(X, y, sample_weight, head, d0, k, dtype)
-    data = _core.Data(X, labels, targets, w, HEADS[head], k, np.dtype(dtype).itemsize == 4, own)
+    data = _core.Data(core_X(X), labels, targets, w, HEADS[head], k, np.dtype(dtype).itemsize == 4, own)
     if check and not data.ok:
         raise fault_error(data.fault, head, k, data.label_range)
     return data
@@ -48,8 +56,8 @@ def fault_message(fault, head: str, k: int, label_range) -> str:
 
 
 def forward(weights, biases, X, head: str, n_threads: int):
-    """(N, k) probabilities; weights, biases and X checked and of one dtype."""
-    return _core.forward(weights, biases, X, HEADS[head], X.dtype.itemsize == 4, n_threads)
+    """(N, k) probabilities; weights, biases and X checked and of one dtype (X dense or a canonical CSR matrix)."""
+    return _core.forward(weights, biases, core_X(X), HEADS[head], X.dtype.itemsize == 4, n_threads)
 
 
 def loss_and_grad(weights, biases, data, reduction: str, want_grad: bool, input_grad: bool, n_threads: int,

@@ -1,7 +1,8 @@
 """The specification: losses and gradients of a sigmoid MLP in plain NumPy.
 
 Read beside ``docs/derivation.md``; the names match the C++ core.  Row-vector
-convention, a batch of N rows at a time:
+convention, a batch of N rows at a time.  X may be sparse (scipy.sparse, checked into CSR): its products
+X @ W, X^T delta and X @ V_W are scipy's, with dense results, and the per-sample rows densify it.
 
     h_0 = X                                  (N, d_0)
     z_l = h_{l-1} @ W_l + b_l                (N, d_l)      W_l: (d_{l-1}, d_l), b_l: (d_l,)
@@ -73,7 +74,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import (check_flag, check_head, check_max_norm, check_network, check_problem, check_rows_out,
-                      check_second_set, check_vectors, check_X, renamed_arguments)
+                      check_second_set, check_vectors, check_X, is_sparse, renamed_arguments)
 from ._types import Gradients
 
 __all__ = ["forward", "loss", "loss_and_grad", "per_sample_grad_norms", "clipped_grad", "per_sample_grads",
@@ -270,13 +271,23 @@ def _per_sample_backward(p):
     return hs, deltas
 
 
+def _dense(h):
+    """h as an ndarray: a sparse X densified (for the outer products of the per-sample rows)."""
+    return h.toarray() if is_sparse(h) else h
+
+
+def _per_sample_rows(hs, deltas):
+    """(N, P): row i the pack-order gradient of the pairs (h_{l-1,i}, delta_{l,i}): the outer products
+    h_{l-1,i} delta_{l,i}^T raveled row-major, layer by layer, then the deltas (the biases' parts)."""
+    n = hs[0].shape[0]
+    weight_parts = [np.einsum("ni,nj->nij", _dense(h), d).reshape(n, h.shape[1] * d.shape[1])
+                    for h, d in zip(hs, deltas)]
+    return np.concatenate(weight_parts + list(deltas), axis=1)
+
+
 def _per_sample_grads(p):
-    """G (N, P): row i = g_i in pack order, the outer products h_{l-1,i} delta_{l,i}^T raveled row-major, layer by
-    layer, then the deltas delta_{l,i} (the biases' parts)."""
-    hs, deltas = _per_sample_backward(p)
-    n = p.X.shape[0]
-    weight_parts = [np.einsum("ni,nj->nij", h, d).reshape(n, h.shape[1] * d.shape[1]) for h, d in zip(hs, deltas)]
-    return np.concatenate(weight_parts + deltas, axis=1)
+    """G (N, P): row i = g_i in pack order, the rows of each sample's own (unit-scale) deltas."""
+    return _per_sample_rows(*_per_sample_backward(p))
 
 
 def _param_layers(p):
@@ -435,7 +446,7 @@ def r_forward(weights, hs, V_Ws, V_bs):
 
     R{z_l} = R{h_{l-1}} W_l + h_{l-1} V_{W_l} + V_{b_l}        R{h_l} = h_l (1 - h_l) * R{z_l}
     """
-    R_hs = [np.zeros_like(hs[0])]
+    R_hs = [np.zeros(hs[0].shape, dtype=hs[0].dtype)]
     for l, W in enumerate(weights):
         R_z = matmul(R_hs[l], W) + matmul(hs[l], V_Ws[l]) + V_bs[l]
         if l + 1 < len(weights):
@@ -510,13 +521,6 @@ class _Curvature:
         deltas = _output_backward(self.p.weights, self.hs, u)
         grads = [linear_backward(delta, h, W, need_dh=False) for delta, h, W in zip(deltas, self.hs, self.p.weights)]
         return _flatten([dW for dW, _, _ in grads], [db for _, db, _ in grads])
-
-
-def _per_sample_rows(hs, deltas):
-    """(N, P): row i the pack-order gradient of the pairs (h_{l-1,i}, delta_{l,i}), as _per_sample_grads."""
-    n = hs[0].shape[0]
-    weight_parts = [np.einsum("ni,nj->nij", h, d).reshape(n, h.shape[1] * d.shape[1]) for h, d in zip(hs, deltas)]
-    return np.concatenate(weight_parts + list(deltas), axis=1)
 
 
 def _columns(p, V, product):
