@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, List, NamedTuple, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
+if TYPE_CHECKING:  # scipy stays optional: its sparse types are named for type checkers only
+    from scipy.sparse import sparray, spmatrix
+
 ArrayLike = npt.ArrayLike
+XLike = Union[npt.ArrayLike, "spmatrix", "sparray"]  # X: an array, or a scipy.sparse matrix or array
 FloatArray = npt.NDArray[np.floating[Any]]  # float32 or float64: the parameters' dtype
 Params = Sequence[ArrayLike]  # weights or biases: one array per layer
 MaxNorm = Union[float, Sequence[float]]
@@ -23,7 +27,7 @@ class Gradients(NamedTuple):
     biases : list of ndarray
         ``biases[l]`` is dL/db_l, of shape (d_{l+1},).
     input : ndarray or None
-        dL/dX of shape (N, d_0) when ``input_grad=True``, else None.
+        dL/dX of shape (N, d_0) when ``input_grad=True`` (dense, for a sparse X too), else None.
 
     Examples
     --------

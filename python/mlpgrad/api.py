@@ -9,12 +9,12 @@ from . import _native
 from ._checks import (check_flag, check_head, check_n_threads, check_network, check_reduction, check_total_weight,
                       check_X)
 from ._flat import views
-from ._types import ArrayLike, FloatArray, Gradients, Params
+from ._types import ArrayLike, FloatArray, Gradients, Params, XLike
 
 __all__ = ["forward", "loss", "loss_and_grad"]
 
 
-def forward(weights: Params, biases: Params, X: ArrayLike, *, head: str,
+def forward(weights: Params, biases: Params, X: XLike, *, head: str,
             n_threads: Optional[int] = None) -> FloatArray:
     """Output probabilities (N, k): ``sigmoid(z_L)`` (sigmoid head) or ``softmax(z_L)`` (softmax head).
 
@@ -24,8 +24,9 @@ def forward(weights: Params, biases: Params, X: ArrayLike, *, head: str,
         ``W_l`` of shape (d_{l-1}, d_l), one per layer, all float32 or all float64: the dtype of the computation.
     biases : sequence of array_like
         ``b_l`` of shape (d_l,), the weights' dtype.
-    X : array_like
-        (N, d_0), any real dtype, converted once to the weights' dtype.
+    X : array_like or scipy.sparse matrix
+        (N, d_0), any real dtype, converted once to the weights' dtype; sparse input (any format, matrix or array)
+        is converted once to CSR.
     head : {"sigmoid", "softmax", "identity"}
         The output layer.
     n_threads : int or None, default=None
@@ -66,7 +67,7 @@ def _checked(weights, biases, X, y, head, reduction, sample_weight):
     return weights, biases, data, reduction
 
 
-def loss(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str, reduction: str = "sum",
+def loss(weights: Params, biases: Params, X: XLike, y: ArrayLike, *, head: str, reduction: str = "sum",
          sample_weight: Optional[ArrayLike] = None, n_threads: Optional[int] = None) -> float:
     """The loss as a Python float (see ``loss_and_grad``).
 
@@ -104,7 +105,7 @@ def loss(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: s
     return _native.loss_and_grad(weights, biases, data, reduction, False, False, check_n_threads(n_threads))[0]
 
 
-def loss_and_grad(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str, reduction: str = "sum",
+def loss_and_grad(weights: Params, biases: Params, X: XLike, y: ArrayLike, *, head: str, reduction: str = "sum",
                   sample_weight: Optional[ArrayLike] = None, input_grad: bool = False,
                   n_threads: Optional[int] = None) -> Tuple[float, Gradients]:
     """Loss and its gradients for the whole batch in one native call.
@@ -119,8 +120,10 @@ def loss_and_grad(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *
         and of every gradient.
     biases : sequence of array_like
         ``b_l`` of shape (d_l,), the weights' dtype.
-    X : array_like
-        (N, d_0), any real dtype, converted once to the weights' dtype. N = 0 is allowed.
+    X : array_like or scipy.sparse matrix
+        (N, d_0), any real dtype, converted once to the weights' dtype. N = 0 is allowed. Sparse input (any
+        format, matrix or array) is converted once to CSR (sorted indices, duplicates summed; the caller's matrix
+        is not modified); dL/dX is returned dense.
     y : array_like
         Sigmoid head: (N,) when k == 1, or (N, k), values in [0, 1]. Softmax head: integer labels (N,) in [0, k)
         (integral floats accepted), or (N, k) non-negative float targets. Identity head: (N,) when k == 1, or
@@ -132,7 +135,7 @@ def loss_and_grad(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *
     sample_weight : array_like or None, default=None
         (N,) finite weights >= 0 (ones when None).
     input_grad : bool, default=False
-        Also return dL/dX.
+        Also return dL/dX (dense (N, d_0), for a sparse X too).
     n_threads : int or None, default=None
         None follows OpenMP's settings (``OMP_NUM_THREADS``); an int >= 1 caps this call.
 

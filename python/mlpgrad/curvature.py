@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _native
 from ._checks import check_n_threads, check_vectors
-from ._types import ArrayLike, FloatArray, Params
+from ._types import ArrayLike, FloatArray, Params, XLike
 from .per_sample import _Bound
 
 __all__ = ["hvp", "ggn_vp", "ggn_diag"]
@@ -51,7 +51,7 @@ def diag_of(theta, sizes, data, reduction: str, threads: int):
     return _native.curvature(theta, sizes, data, reduction, "ggn_diag", threads)
 
 
-def hvp(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, V: ArrayLike, *, head: str,
+def hvp(weights: Params, biases: Params, X: XLike, y: ArrayLike, V: ArrayLike, *, head: str,
         reduction: str = "sum", sample_weight: Optional[ArrayLike] = None,
         n_threads: Optional[int] = None) -> FloatArray:
     """``H V``, H the exact Hessian of :func:`mlpgrad.loss_and_grad`'s L (the sigmoid layers' second derivatives
@@ -89,7 +89,7 @@ def hvp(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, V: ArrayLik
     return products_of("hvp", b.theta, b.sizes, b.data, b.reduction, V, check_n_threads(n_threads))
 
 
-def ggn_vp(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, V: ArrayLike, *, head: str,
+def ggn_vp(weights: Params, biases: Params, X: XLike, y: ArrayLike, V: ArrayLike, *, head: str,
            reduction: str = "sum", sample_weight: Optional[ArrayLike] = None,
            n_threads: Optional[int] = None) -> FloatArray:
     """``G V``, G the generalized Gauss-Newton matrix of L (module docstring), pack order.
@@ -125,7 +125,7 @@ def ggn_vp(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, V: Array
     return products_of("ggn_vp", b.theta, b.sizes, b.data, b.reduction, V, check_n_threads(n_threads))
 
 
-def ggn_diag(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str, reduction: str = "sum",
+def ggn_diag(weights: Params, biases: Params, X: XLike, y: ArrayLike, *, head: str, reduction: str = "sum",
              sample_weight: Optional[ArrayLike] = None, n_threads: Optional[int] = None) -> FloatArray:
     """``diag(G)`` (P,), pack order.
 

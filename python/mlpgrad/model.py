@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from . import api
 from ._checks import check_dtype, check_head, check_layer_sizes
-from ._types import ArrayLike, FloatArray, Gradients
+from ._types import ArrayLike, FloatArray, Gradients, XLike
 
 
 class MLP:
@@ -60,7 +60,7 @@ class MLP:
     def __repr__(self) -> str:
         return f"MLP({list(self.layer_sizes)}, head={self.head!r}, dtype={self.dtype.name})"
 
-    def forward(self, X: ArrayLike, *, n_threads: Optional[int] = None) -> FloatArray:
+    def forward(self, X: XLike, *, n_threads: Optional[int] = None) -> FloatArray:
         """Output probabilities (N, k): :func:`mlpgrad.forward` with this network's parameters and head.
 
         Parameters
@@ -86,7 +86,7 @@ class MLP:
         """
         return api.forward(self.weights, self.biases, X, head=self.head, n_threads=n_threads)
 
-    def loss(self, X: ArrayLike, y: ArrayLike, *, reduction: str = "sum", sample_weight: Optional[ArrayLike] = None,
+    def loss(self, X: XLike, y: ArrayLike, *, reduction: str = "sum", sample_weight: Optional[ArrayLike] = None,
              n_threads: Optional[int] = None) -> float:
         """The loss as a Python float: :func:`mlpgrad.loss` with this network's parameters and head.
 
@@ -114,7 +114,7 @@ class MLP:
         return api.loss(self.weights, self.biases, X, y, head=self.head, reduction=reduction,
                         sample_weight=sample_weight, n_threads=n_threads)
 
-    def loss_and_grad(self, X: ArrayLike, y: ArrayLike, *, reduction: str = "sum",
+    def loss_and_grad(self, X: XLike, y: ArrayLike, *, reduction: str = "sum",
                       sample_weight: Optional[ArrayLike] = None, input_grad: bool = False,
                       n_threads: Optional[int] = None) -> Tuple[float, Gradients]:
         """``(loss, Gradients)``: :func:`mlpgrad.loss_and_grad` with this network's parameters and head.

@@ -21,7 +21,7 @@ from ._flat import n_params, n_weights, unpack
 from . import curvature as _curv
 from . import per_sample as _ps
 from ._checks import check_flag, check_max_norm
-from ._types import ArrayLike, FloatArray, MaxNorm
+from ._types import ArrayLike, FloatArray, MaxNorm, XLike
 
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
@@ -113,15 +113,16 @@ class Objective(_FlatObjective):
 
     The data are checked, converted and scanned (labels, targets, weights, total weight) once, here; each
     call then does no validation of them. Labels, targets and weights are copied; X is referenced when it
-    already has the dtype and C order (``np.ascontiguousarray(X, dtype)``): do not modify it while the
-    Objective is in use.
+    already has the dtype and C order (``np.ascontiguousarray(X, dtype)``), a sparse X's CSR arrays when they
+    already are canonical (sorted indices, no duplicates), of the dtype, with int64 indices: do not modify it
+    while the Objective is in use.
 
     Parameters
     ----------
     layer_sizes : sequence of int
         d_0 .. d_L.
     X, y, head, reduction, sample_weight
-        As in :func:`mlpgrad.loss_and_grad` (their rules and messages).
+        As in :func:`mlpgrad.loss_and_grad` (their rules and messages; X may be a scipy.sparse matrix).
     alpha : float, default=0.0
         The penalty's factor, finite and >= 0.
     dtype : float32, float64 or None, default=None
@@ -153,7 +154,7 @@ class Objective(_FlatObjective):
     True
     """
 
-    def __init__(self, layer_sizes: Sequence[int], X: ArrayLike, y: ArrayLike, *, head: str, reduction: str = "sum",
+    def __init__(self, layer_sizes: Sequence[int], X: XLike, y: ArrayLike, *, head: str, reduction: str = "sum",
                  sample_weight: Optional[ArrayLike] = None, alpha: float = 0.0, dtype: npt.DTypeLike = None,
                  n_threads: Optional[int] = None) -> None:
         self._set_common(layer_sizes, X, head, reduction, alpha, dtype)
@@ -373,7 +374,7 @@ class Objective(_FlatObjective):
         theta = as_theta(theta, self.n_params, self.dtype)
         return _ps.dot_of(theta, self._sizes, self._data, V, self._threads)
 
-    def grad_gram(self, theta: ArrayLike, X2: Optional[ArrayLike] = None, y2: Optional[ArrayLike] = None) -> FloatArray:
+    def grad_gram(self, theta: ArrayLike, X2: Optional[XLike] = None, y2: Optional[ArrayLike] = None) -> FloatArray:
         """(N, N2) dot products of the per-sample gradients with those of (X2, y2) (default: the Objective's data):
         see :func:`mlpgrad.grad_gram`.
 
@@ -382,7 +383,7 @@ class Objective(_FlatObjective):
         theta : array_like
             (P,) in pack order, converted to the Objective's dtype.
         X2, y2 : array_like or None, default=None
-            A second set, both or neither.
+            A second set, both or neither; X2 dense or sparse, as X.
 
         Returns
         -------

@@ -18,7 +18,7 @@ from . import _native
 from ._checks import (check_flag, check_head, check_max_norm, check_n_threads, check_network, check_reduction,
                       check_rows_out, check_second_set, check_total_weight, check_vectors, renamed_arguments)
 from ._flat import pack, views
-from ._types import ArrayLike, FloatArray, Gradients, MaxNorm, Params
+from ._types import ArrayLike, FloatArray, Gradients, MaxNorm, Params, XLike
 
 __all__ = ["per_sample_grad_norms", "clipped_grad", "per_sample_grads", "grad_dot", "grad_gram",
            "sum_squared_grads"]
@@ -90,7 +90,7 @@ def sumsq_of(theta, sizes, data, threads: int):
     return _native.per_sample(theta, sizes, data, "sum", "sumsq", threads)[1]
 
 
-def per_sample_grad_norms(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str,
+def per_sample_grad_norms(weights: Params, biases: Params, X: XLike, y: ArrayLike, *, head: str,
                           per_layer: bool = False, n_threads: Optional[int] = None) -> FloatArray:
     """``||g_i||`` (N,), or with ``per_layer=True`` ``||g_{i,l}||`` (N, L), layer l's W_l and b_l together.
 
@@ -125,7 +125,7 @@ def per_sample_grad_norms(weights: Params, biases: Params, X: ArrayLike, y: Arra
     return norms_of(b.theta, b.sizes, b.data, check_flag(per_layer, "per_layer"), check_n_threads(n_threads))
 
 
-def clipped_grad(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str, max_norm: MaxNorm,
+def clipped_grad(weights: Params, biases: Params, X: XLike, y: ArrayLike, *, head: str, max_norm: MaxNorm,
                  reduction: str = "sum", sample_weight: Optional[ArrayLike] = None,
                  n_threads: Optional[int] = None) -> Tuple[float, Gradients, FloatArray]:
     """``(loss, Gradients(weights, biases, None), norms)``: the gradient of ``sum_i c_i f_i l_i`` with the clip
@@ -171,7 +171,7 @@ def clipped_grad(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *,
     return loss, b.gradients(grad), norms
 
 
-def per_sample_grads(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str,
+def per_sample_grads(weights: Params, biases: Params, X: XLike, y: ArrayLike, *, head: str,
                      out: Optional[FloatArray] = None, n_threads: Optional[int] = None) -> FloatArray:
     """(N, P): row i is g_i in ``mlpgrad.pack`` order.
 
@@ -206,7 +206,7 @@ def per_sample_grads(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike
     return rows_of(b.theta, b.sizes, b.data, out, check_n_threads(n_threads))
 
 
-def grad_dot(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, V: ArrayLike, *, head: str,
+def grad_dot(weights: Params, biases: Params, X: XLike, y: ArrayLike, V: ArrayLike, *, head: str,
              n_threads: Optional[int] = None) -> FloatArray:
     """``g_i . V`` (N,) for V (P,), or (N, m) for V (P, m).
 
@@ -241,7 +241,7 @@ def grad_dot(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, V: Arr
     return dot_of(b.theta, b.sizes, b.data, V, check_n_threads(n_threads))
 
 
-def grad_gram(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, X2: Optional[ArrayLike] = None,
+def grad_gram(weights: Params, biases: Params, X: XLike, y: ArrayLike, X2: Optional[XLike] = None,
               y2: Optional[ArrayLike] = None, *, head: str, n_threads: Optional[int] = None) -> FloatArray:
     """(N, N2): entry (i, j) = ``g_i . g'_j``, g' the per-sample gradients of (X2, y2) (default: X, y).
 
@@ -253,7 +253,7 @@ def grad_gram(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, X2: O
     weights, biases, X, y, head, n_threads
         As in :func:`mlpgrad.loss_and_grad`.
     X2, y2 : array_like or None, default=None
-        A second set, both or neither, with the rules of X and y.
+        A second set, both or neither, with the rules of X and y (X2 dense or sparse, whatever X is).
 
     Returns
     -------
@@ -278,7 +278,7 @@ def grad_gram(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, X2: O
     return gram_of(b.theta, b.sizes, b.data, b.head, X2, y2, check_n_threads(n_threads))
 
 
-def sum_squared_grads(weights: Params, biases: Params, X: ArrayLike, y: ArrayLike, *, head: str,
+def sum_squared_grads(weights: Params, biases: Params, X: XLike, y: ArrayLike, *, head: str,
                       sample_weight: Optional[ArrayLike] = None, n_threads: Optional[int] = None) -> Gradients:
     """``Gradients(weights, biases, None)`` holding ``sum_i w_i g_i * g_i`` element-wise (w_i = 1 without
     sample_weight): the diagonal of the empirical Fisher, up to its normalization.
