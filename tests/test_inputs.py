@@ -2,7 +2,8 @@
 
 Bad inputs raise TypeError (wrong kind of object or dtype) or ValueError (wrong shape or value) with a
 message naming the argument (``weights[1]``, ``biases[0]``, ``X``, ``y``, ``sample_weight``, ``head``,
-``reduction``, ``n_threads``); the rules are those of ``mlpgrad/_checks.py``.  Then: N = 0, read-only
+``reduction``, ``n_threads``); the rules are those of ``mlpgrad/_checks.py``, a sparse X's (scipy.sparse, any
+format) those of a dense X with the same messages.  Then: N = 0, read-only
 arrays, inputs never modified (bitwise), NaN in X.
 
 The per-sample functions (issue 12), the curvature products (issue 13: hvp, ggn_vp, ggn_diag) and the
@@ -23,6 +24,11 @@ import pytest
 import mlpgrad
 from mlpgrad import reference
 from _problems import make_network, make_targets, rel_err
+
+try:
+    import scipy.sparse as sp
+except ImportError:  # scipy is in the "test" extra; without it the cases of a sparse X are left out
+    sp = None
 
 IMPLS = {"native": mlpgrad, "reference": reference}
 FUNCS = ("forward", "loss", "loss_and_grad")
@@ -305,6 +311,25 @@ BAD = [
      r"sample_weight must be finite", "loss"),
 ]
 
+# A sparse X (issue 15): the rules of a dense X, with their messages, on any format.
+if sp is not None:
+    BAD += [
+        ("X-sparse-wrong-columns", _set(X=lambda a: sp.csr_matrix(np.ones((4, 4)))), ValueError,
+         r"X must have 3 columns to match weights\[0\] of shape \(3, \.\.\.\), got shape \(4, 4\)", "all"),
+        ("X-sparse-transposed", _set(X=lambda a: sp.csc_array(a["X"].T)), ValueError,
+         r"X must have 3 columns .*got shape \(3, 4\)", "all"),
+        ("X-sparse-complex", _set(X=lambda a: sp.csr_matrix(a["X"].astype(np.complex128))), TypeError,
+         r"X must be a real array \(integer or floating\), got dtype complex128", "all"),
+        ("X-sparse-bool", _set(X=lambda a: sp.coo_matrix(a["X"] > 0)), TypeError,
+         r"X must be a real array \(integer or floating\), got dtype bool", "all"),
+        ("X-sparse-1d", _set(X=lambda a: sp.coo_array(a["X"][0])), ValueError,
+         r"X must be 2-D \(N, d_0\), got 1-D array of shape \(3,\)", "all"),
+        ("X-sparse-3d", _set(X=lambda a: sp.coo_array(a["X"][None])), ValueError,
+         r"X must be 2-D \(N, d_0\), got 3-D array of shape \(1, 4, 3\)", "all"),
+        ("X-sparse-too-many-rows", _set(X=lambda a: sp.csr_matrix(np.ones((5, 3)))), ValueError,
+         r"y must have 5 rows to match X", "loss"),
+    ]
+
 # Sigmoid-head targets: the base network has k = 2 outputs; "k1" uses a (3, 5, 1) network.
 BAD_SIGMOID = [
     ("sigmoid-1d-y-with-k2", dict(y=np.array([0.0, 1.0, 1.0, 0.0])), ValueError,
@@ -460,6 +485,9 @@ def _fingerprint(obj):
         return [_fingerprint(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return _snapshot(obj)
+    if sp is not None and sp.issparse(obj):  # its arrays: values, and indices or coordinates
+        return [_snapshot(a) for a in (obj.data, *getattr(obj, "coords", ()), getattr(obj, "indices", None),
+                                       getattr(obj, "indptr", None)) if a is not None]
     return (type(obj).__name__, id(obj))
 
 
