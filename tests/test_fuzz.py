@@ -6,7 +6,8 @@ structure: depth 1-5; widths 1-16 (every width <= 16 selects the native "narrow"
 head; targets (softmax: integer labels of several dtypes or integral floats, one-hot, soft, unnormalized
 non-negative rows; sigmoid: hard or soft, (N,) or (N, 1) when k == 1, bool / uint8 / another float
 dtype; identity: real values, (N,) or (N, 1) when k == 1, another float dtype); reduction; sample weights (none, random, with exact zeros, integers); input_grad; n_threads
-(None, 1, 2, 3); X of another dtype (float16, int8, the other float); the memory layout of X, of every
+(None, 1, 2, 3); X of another dtype (float16, int8, the other float), or sparse (issue 15: a scipy.sparse CSR, CSC
+or COO matrix or array of X with a drawn share of zeros, X2 of grad_gram too); the memory layout of X, of every
 weight and bias, of y and of the sample weights (C, Fortran, strided views into NaN-filled buffers,
 negative strides, zero-stride broadcasts), read-only or not; the native schedule (default, or forced
 to chunked or layered by ``_problems.forced_schedule``, the core's switch for experiments: both code paths run
@@ -52,6 +53,11 @@ from mlpgrad import reference  # noqa: E402
 import _report  # noqa: E402
 from _bounds import check, curvature_error_scale, error_scales, per_sample_error_scales  # noqa: E402
 from _problems import forced_schedule, make_network, make_targets  # noqa: E402
+
+try:
+    import scipy.sparse as scipy_sparse
+except ImportError:  # scipy is in the "test" extra; without it X stays dense
+    scipy_sparse = None
 
 # A failing example makes hypothesis's pytest plugin import libcst (to write a patch file), and an old
 # libcst warns on import; with filterwarnings=error that would turn the report into an INTERNALERROR.
@@ -101,10 +107,18 @@ def with_layout(a, kind, rng, readonly=False):
     return out
 
 
-def _snapshot(arrays):
-    """Bitwise record of arrays, and of the whole buffer each view looks into."""
+def _arrays(a):
+    """The arrays of an input: itself, or a sparse matrix's values and indices (or coordinates)."""
+    if not isinstance(a, np.ndarray):  # scipy.sparse
+        return [a.data] + [getattr(a, name) for name in ("indices", "indptr") if hasattr(a, name)] + list(
+            getattr(a, "coords", ()))
+    return [a]
+
+
+def _snapshot(inputs):
+    """Bitwise record of arrays (and sparse matrices' arrays), and of the whole buffer each view looks into."""
     out = []
-    for a in arrays:
+    for a in (arr for x in inputs for arr in _arrays(x)):
         base = a
         while isinstance(base.base, np.ndarray):
             base = base.base
@@ -174,7 +188,18 @@ def specs(draw, scaled=False):
         n2=draw(st.sampled_from([None, None, 0, 1, 37])),  # grad_gram's second set (None: X, y themselves)
         out=draw(st.booleans()),  # per_sample_grads into out=
     )
+    # X sparse (issue 15): a scipy.sparse format of X after zeroing a share 1 - X_density of it (X2 the same)
+    spec["X_sparse"] = draw(st.sampled_from([None, None, None, "csr_matrix", "csr_array", "csc_matrix",
+                                             "coo_array"]))
+    spec["X_density"] = draw(st.sampled_from([0.0, 0.05, 0.3, 1.0]))
     return spec
+
+
+def sparse_of(D, fmt, readonly):
+    """D as the scipy.sparse matrix or array ``fmt`` (its values read-only with ``readonly``)."""
+    X = getattr(scipy_sparse, fmt)(D)
+    X.data.flags.writeable = not readonly
+    return X
 
 
 def build(spec):
@@ -224,14 +249,17 @@ def build(spec):
     ro = spec["readonly"]
     Ws = [with_layout(W, kind_, rng, ro) for W, kind_ in zip(Ws, spec["W_layouts"])]
     bs = [with_layout(b, kind_, rng, ro) for b, kind_ in zip(bs, spec["b_layouts"])]
-    X = with_layout(X, spec["X_layout"], rng, ro)
+    if spec["X_sparse"] and X.dtype != np.float16 and scipy_sparse:  # scipy.sparse has no float16
+        X = sparse_of(X * (rng.random(X.shape) < spec["X_density"]), spec["X_sparse"], ro)
+    else:
+        X = with_layout(X, spec["X_layout"], rng, ro)
     y = with_layout(y, spec["y_layout"], rng, ro)
     if w is not None:
         w = with_layout(w, spec["w_layout"], rng, ro)
     native = dict(Ws=Ws, bs=bs, X=X, y=y, w=w)
 
-    def exact64(a):  # the values the native core computes on, in float64
-        return np.asarray(a).astype(dt).astype(np.float64)
+    def exact64(a):  # the values the native core computes on, in float64 (a sparse X dense)
+        return (np.asarray(a) if isinstance(a, np.ndarray) else a.toarray()).astype(dt).astype(np.float64)
 
     ref = dict(Ws=[exact64(W) for W in Ws], bs=[exact64(b) for b in bs], X=exact64(X),
                y=np.asarray(y).astype(np.int64) if (head == "softmax" and y.ndim == 1) else exact64(y),
