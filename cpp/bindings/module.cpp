@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -89,6 +90,40 @@ T* writeable_array(py::handle obj, const char* name, py::ssize_t size) {
 }
 
 // ---------------------------------------------------------------------------------------------- data
+// A sparse X, given as the tuple (values, indices, indptr, n_cols) of a canonical CSR matrix (mlpgrad/_native.py
+// builds it): the arrays in C order (values of dtype T, indices and indptr int64), their lengths checked against
+// each other and the structure against SparseRows' rules (GIL released), else ValueError. own: private copies
+// of indices and indptr, so that no later change to the caller's arrays can point the engine out of bounds.
+template <typename T> struct SparseArrays {
+  CArray<T> values;
+  CArray<int64_t> indices, indptr;
+  int64_t n = 0, d0 = 0;
+
+  SparseArrays(py::handle obj, bool own) {
+    const auto t = py::reinterpret_borrow<py::tuple>(obj);
+    expect(t.size() == 4, "X: expected (values, indices, indptr, n_cols) for a sparse X");
+    values = as_c_array<T>(t[0], "X values", 1);
+    indices = own ? owned_c_array<int64_t>(t[1], "X indices", 1) : as_c_array<int64_t>(t[1], "X indices", 1);
+    indptr = own ? owned_c_array<int64_t>(t[2], "X indptr", 1) : as_c_array<int64_t>(t[2], "X indptr", 1);
+    d0 = t[3].cast<int64_t>();
+    expect(indptr.shape(0) >= 1 && d0 >= 0, "X: indptr must have N + 1 >= 1 values and n_cols be >= 0");
+    n = indptr.shape(0) - 1;
+    expect(indices.shape(0) == values.shape(0) && indptr.data()[n] == values.shape(0),
+           "X: indices and values must have indptr[N] elements each");
+    const mlpgrad::SparseRows<T> r = rows();
+    bool ok;
+    {
+      py::gil_scoped_release release;
+      ok = mlpgrad::sparse_rows_valid<T>(r, n, d0);
+    }
+    expect(ok, "X: indptr must start at 0 and not decrease, indices lie in [0, n_cols) and increase within a row");
+  }
+  mlpgrad::SparseRows<T> rows() const { return {indptr.data(), indices.data(), values.data()}; }
+  py::tuple tuple() const { return py::make_tuple(values, indices, indptr, d0); }
+};
+
+inline bool is_sparse_X(py::handle X) { return py::isinstance<py::tuple>(X); }
+
 // A batch converted once (X in C order and the dtype, by reference when it already is) and scanned once, with
 // the GIL released. The engine trusts a scanned batch: a Data whose scan found a fault is never run. A Data
 // kept for many calls (own = true) holds private copies of the labels, targets and sample weights, so that
@@ -123,7 +158,14 @@ class Data {
   template <typename T> mlpgrad::Batch<T> view() const {
     mlpgrad::Batch<T> b;
     b.n = n_;
-    b.X = static_cast<const T*>(py::reinterpret_borrow<py::array>(X_).data());
+    if (is_sparse_X(X_)) {
+      const auto t = py::reinterpret_borrow<py::tuple>(X_);
+      b.Xs = {static_cast<const int64_t*>(py::reinterpret_borrow<py::array>(t[2]).data()),
+              static_cast<const int64_t*>(py::reinterpret_borrow<py::array>(t[1]).data()),
+              static_cast<const T*>(py::reinterpret_borrow<py::array>(t[0]).data())};
+    } else {
+      b.X = static_cast<const T*>(py::reinterpret_borrow<py::array>(X_).data());
+    }
     if (!labels_.is_none()) b.labels = static_cast<const int64_t*>(py::reinterpret_borrow<py::array>(labels_).data());
     if (!targets_.is_none()) b.targets = static_cast<const T*>(py::reinterpret_borrow<py::array>(targets_).data());
     if (!weight_.is_none()) b.sample_weight = static_cast<const T*>(py::reinterpret_borrow<py::array>(weight_).data());
@@ -131,10 +173,17 @@ class Data {
   }
 
   template <typename T> void convert(py::handle X, py::handle labels, py::handle targets, py::handle weight) {
-    const auto Xa = as_c_array<T>(X, "X", 2);
-    n_ = Xa.shape(0);
-    d0_ = Xa.shape(1);
-    X_ = Xa;
+    if (is_sparse_X(X)) {
+      const SparseArrays<T> sp(X, own_);
+      n_ = sp.n;
+      d0_ = sp.d0;
+      X_ = sp.tuple();
+    } else {
+      const auto Xa = as_c_array<T>(X, "X", 2);
+      n_ = Xa.shape(0);
+      d0_ = Xa.shape(1);
+      X_ = Xa;
+    }
     expect(labels.is_none() != targets.is_none(), "data: expected labels or targets");
     if (!labels.is_none()) {
       const auto a = own_ ? owned_c_array<int64_t>(labels, "labels", 1) : as_c_array<int64_t>(labels, "labels", 1);
@@ -253,14 +302,26 @@ template <typename T>
 py::array forward_impl(const py::list& weights, const py::list& biases, py::handle X_obj, Head head, int n_threads) {
   std::vector<py::object> keep;
   const auto net = network<T>(weights, biases, keep);
-  const auto X = as_c_array<T>(X_obj, "X", 2);
-  expect(X.shape(1) == net.n_inputs(), "X: expected d_0 columns");
-  const py::ssize_t n = X.shape(0), k = net.n_outputs();
+  mlpgrad::Batch<T> inputs;  // X alone, dense or sparse
+  CArray<T> X;
+  std::unique_ptr<SparseArrays<T>> sp;
+  if (is_sparse_X(X_obj)) {
+    sp = std::make_unique<SparseArrays<T>>(X_obj, false);
+    expect(sp->d0 == net.n_inputs(), "X: expected d_0 columns");
+    inputs.n = sp->n;
+    inputs.Xs = sp->rows();
+    inputs.total_weight = 0;  // the structure is checked
+  } else {
+    X = as_c_array<T>(X_obj, "X", 2);
+    expect(X.shape(1) == net.n_inputs(), "X: expected d_0 columns");
+    inputs.n = X.shape(0);
+    inputs.X = X.data();
+  }
+  const py::ssize_t n = inputs.n, k = net.n_outputs();
   py::array_t<T> probs({n, k});
   T* out = probs.mutable_data();
-  const T* x = X.data();
   without_gil([&](const mlpgrad::Interrupt* intr) {
-    mlpgrad::forward<T>(net, head, n, x, out, n_threads, intr);
+    mlpgrad::forward<T>(net, head, inputs, out, n_threads, intr);
     return 0;
   });
   return std::move(probs);

@@ -41,7 +41,7 @@ template <typename T> void pack_weights(const Call<T>& c) {
   for (int64_t task = 0; task < (plan.narrow ? 0 : 2 * L); ++task) {
     const int64_t l = task / 2;
     if (task % 2 == 0) {
-      pack_b_panels<T>(d[l], d[l + 1], c.net.W[l], d[l + 1], 1, c.ws + plan.wp[l]);
+      if (l > 0 || !plan.extras.sparse_input) pack_b_panels<T>(d[l], d[l + 1], c.net.W[l], d[l + 1], 1, c.ws + plan.wp[l]);
     } else if (c.mode == Mode::grad && (l > 0 || c.input_grad())) {
       pack_b_panels<T>(d[l + 1], d[l], c.net.W[l], 1, d[l + 1], c.ws + plan.wtp[l]);
     }

@@ -12,6 +12,7 @@
 
 #include "call.hpp"
 #include "narrow.hpp"
+#include "sparse.hpp"
 
 namespace mlpgrad::MLPGRAD_ISA {
 
@@ -20,12 +21,37 @@ template <typename T> void chunk_forward(const Call<T>& c, T* buf, int64_t r0, i
   const Plan<T>& plan = c.plan;
   const std::vector<int64_t>& d = plan.d;
   const int64_t L = plan.L;
-  const T* h = c.batch.X + r0 * d[0];
+  const T* h = c.batch.X ? c.batch.X + r0 * d[0] : nullptr;
   for (int64_t l = 0; l < L; ++l) {
     T* z = buf + plan.act[l + 1];
-    linear_forward<T>({z, d[l + 1]}, {h, d[l]}, c.ws + plan.wp[l], c.net.b[l], m, d[l], d[l + 1], l < L - 1, gs);
+    if (l == 0 && c.batch.sparse())
+      sparse_linear_forward<T>({z, d[1]}, c.batch.Xs, r0, m, c.net.W[0], c.net.b[0], d[1], L > 1);
+    else
+      linear_forward<T>({z, d[l + 1]}, {h, d[l]}, c.ws + plan.wp[l], c.net.b[l], m, d[l], d[l + 1], l < L - 1, gs);
     h = z;
   }
+}
+
+// A sparse X's first layer in the backward: db_1 += the column sums of delta_1 (in row order), and delta_1
+// kept for dW_1 = X^T delta_1 after the chunks (sparse_first_weights).
+template <typename T> void sparse_first_backward(const Call<T>& c, T* db, const T* delta, int64_t r0, int64_t m) {
+  const int64_t d1 = c.plan.d[1];
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t q = 0; q < d1; ++q) db[q] += delta[i * d1 + q];
+  std::copy(delta, delta + m * d1, c.ws + c.plan.first_deltas + r0 * d1);
+}
+
+// dW_1 = X^T delta_1 for a sparse X, by blocks of W_1's rows shared among the threads (sparse.hpp), written
+// into the output. Called by every thread of the region, once every chunk's delta_1 is kept.
+template <typename T> void sparse_first_weights(const Call<T>& c) {
+  const std::vector<int64_t>& d = c.plan.d;
+  const int64_t rows = sparse_block_rows(d[0], d[1], sizeof(T), omp_threads());
+  const MatView<const T> D{c.ws + c.plan.first_deltas, d[1]};
+#pragma omp for schedule(dynamic, 1)
+  for (int64_t j0 = 0; j0 < d[0]; j0 += rows)
+    if (!c.stop.stopped())
+      sparse_linear_backward_weights<T>({c.grads->dW[0], d[1]}, c.batch.Xs, D, c.batch.n, d[1], j0,
+                                        std::min(d[0], j0 + rows));
 }
 
 // Backward: the forward reversed. delta_L overwrote the logits; the others alternate two buffers. dW and
@@ -36,11 +62,14 @@ void chunk_backward(const Call<T>& c, T* buf, T* acc, bool first_in_group, int64
   const std::vector<int64_t>& d = plan.d;
   const T* delta = buf + plan.act[plan.L];
   for (int64_t l = plan.L - 1; l >= 0; --l) {
-    const T* h_in = l > 0 ? buf + plan.act[l] : c.batch.X + r0 * d[0];
+    const T* h_in = l > 0 ? buf + plan.act[l] : c.batch.X ? c.batch.X + r0 * d[0] : nullptr;
     T* db = acc + plan.gb[l];
     if (first_in_group) std::fill(db, db + d[l + 1], T(0));
-    linear_backward_weights<T>({acc + plan.gw[l], d[l + 1]}, db, {delta, d[l + 1]}, {h_in, d[l]}, m, d[l], d[l + 1],
-                               !first_in_group, gs);
+    if (l == 0 && c.batch.sparse())
+      sparse_first_backward<T>(c, db, delta, r0, m);
+    else
+      linear_backward_weights<T>({acc + plan.gw[l], d[l + 1]}, db, {delta, d[l + 1]}, {h_in, d[l]}, m, d[l], d[l + 1],
+                                 !first_in_group, gs);
     if (l > 0) {
       T* next = buf + (delta == buf + plan.delta0 ? plan.delta1 : plan.delta0);
       linear_backward_input<T>({next, d[l]}, {delta, d[l + 1]}, c.ws + plan.wtp[l], {h_in, d[l]}, m, d[l], d[l + 1],
@@ -77,7 +106,7 @@ template <typename T> std::vector<Segment<T>> gradient_segments(const Call<T>& c
   const std::vector<int64_t>& d = c.plan.d;
   std::vector<Segment<T>> segs;
   for (int64_t l = 0; l < c.plan.L; ++l) {
-    segs.push_back({c.plan.gw[l], d[l] * d[l + 1], c.grads->dW[l]});
+    if (c.plan.gw[l] >= 0) segs.push_back({c.plan.gw[l], d[l] * d[l + 1], c.grads->dW[l]});
     segs.push_back({c.plan.gb[l], d[l + 1], c.grads->db[l]});
   }
   return segs;
@@ -103,11 +132,11 @@ const T* sum_groups_but_last(T* groups, int64_t n_groups, int64_t stride, int64_
 template <typename T> void sum_groups(const Call<T>& c, const std::vector<Segment<T>>& segs) {
   const Plan<T>& plan = c.plan;
   T* groups = c.ws + plan.groups;
-  const int64_t stride = align16(plan.n_params);
-  const int64_t block = 4096, n_sum_blocks = (plan.n_params + block - 1) / block;
+  const int64_t stride = align16(plan.group_size);
+  const int64_t block = 4096, n_sum_blocks = (plan.group_size + block - 1) / block;
 #pragma omp for schedule(static)
   for (int64_t bi = 0; bi < n_sum_blocks; ++bi) {
-    const int64_t lo = bi * block, hi = std::min(plan.n_params, lo + block);
+    const int64_t lo = bi * block, hi = std::min(plan.group_size, lo + block);
     const T* b = sum_groups_but_last<T>(groups, plan.n_groups, stride, lo, hi);
     const T* a = groups;
     for (const Segment<T>& sg : segs) {
@@ -132,12 +161,13 @@ template <typename T> void run_chunked(const Call<T>& c, int nt) {
     pack_weights<T>(c);
     if (c.mode == Mode::grad) {
       T* groups = c.ws + plan.groups;
-      const int64_t stride = align16(plan.n_params);
+      const int64_t stride = align16(plan.group_size);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t g = 0; g < plan.n_groups; ++g)
         for (int64_t chunk = plan.group_begin(g); chunk < plan.group_begin(g + 1); ++chunk)
           if (!c.stop.stopped()) chunk_pass<T>(c, np, chunk, mine, groups + g * stride, chunk == plan.group_begin(g));
       sum_groups<T>(c, segs);
+      if (c.batch.sparse()) sparse_first_weights<T>(c);
       apply_hook<T>(c);
     } else {
 #pragma omp for schedule(dynamic, 1)

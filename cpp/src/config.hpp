@@ -23,6 +23,13 @@ constexpr int64_t kMaxChunkRows = 1024;
 // results bit-identical for any number of threads. 8 keeps 2 to 8 threads busy.
 constexpr int64_t kMaxGroups = 8;
 
+// Sparse X (sparse.hpp): the weight gradient dW_1 = X^T delta_1 runs by blocks of W_1's rows of about this
+// many bytes, each written once while the batch's deltas stream past, so that the block stays in L2.
+constexpr int64_t kSparseBlockBytes = 1 << 20;
+// Sparse X in the per-sample and curvature passes and the Gram matrix: rows densified this many bytes at a
+// time, each slab run by the dense engine (the sums over slabs added in slab order).
+constexpr int64_t kSparseSlabBytes = int64_t(64) << 20;
+
 // The layered schedule (whole-batch products cut into 2-D tiles) runs when the batch makes fewer than
 // kMinChunksForChunked chunks (nothing to share among threads otherwise), or at most kMaxGroups chunks
 // of a network whose parameters take more than kLayeredMinParamBytes: then every chunk has a large group

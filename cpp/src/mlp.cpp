@@ -74,6 +74,24 @@ Scan scan(const Batch<T>& batch, Head head, int64_t k) {
   return s;
 }
 
+template <typename T>
+bool sparse_rows_valid(const SparseRows<T>& X, int64_t n, int64_t d0) {
+  if (!X.indptr || X.indptr[0] != 0) return false;
+  for (int64_t i = 0; i < n; ++i)
+    if (X.indptr[i + 1] < X.indptr[i]) return false;
+  if (X.indptr[n] > 0 && (!X.indices || !X.values)) return false;
+  bool ok = true;  // no early exit within a row: the loop stays simple
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t prev = -1;
+    for (int64_t p = X.indptr[i]; p < X.indptr[i + 1]; ++p) {
+      ok &= X.indices[p] > prev && X.indices[p] < d0;
+      prev = X.indices[p];
+    }
+    if (!ok) return false;
+  }
+  return true;
+}
+
 namespace {
 
 // The structure of the problem (sizes, pointers); with a batch, its values too unless already scanned
@@ -93,7 +111,9 @@ double check_problem(const Network<T>& net, Head head, const Batch<T>* batch, Re
   if (reduction != Reduction::sum && reduction != Reduction::mean) fail("unknown reduction");
   if (!batch) return 0.0;
   if (batch->n < 0) fail("negative number of rows");
-  if (batch->n > 0 && !batch->X) fail("X is null");
+  if (batch->n > 0 && !batch->X && !batch->sparse()) fail("X is null");
+  if (batch->sparse() && batch->total_weight < 0 && !sparse_rows_valid<T>(batch->Xs, batch->n, net.sizes[0]))
+    fail("sparse X: indptr must start at 0 and not decrease, indices lie in [0, d_0) and increase within a row");
   if (!need_targets) return double(batch->n);
   if (batch->n > 0 && !batch->labels && !batch->targets) fail("no targets");
   if (batch->labels && head != Head::softmax) fail("labels need the softmax head");
@@ -132,6 +152,17 @@ void forward(const Network<T>& net, Head head, int64_t n, const T* X, T* probs, 
   Batch<T> batch;
   batch.n = n;
   batch.X = X;
+  forward<T>(net, head, batch, probs, n_threads, interrupt);
+}
+
+template <typename T>
+void forward(const Network<T>& net, Head head, const Batch<T>& inputs, T* probs, int n_threads,
+             const Interrupt* interrupt) {
+  Batch<T> batch;
+  batch.n = inputs.n;
+  batch.X = inputs.X;
+  batch.Xs = inputs.Xs;
+  batch.total_weight = inputs.total_weight;  // >= 0: a sparse X already checked (scanned)
   check_problem<T>(net, head, &batch, Reduction::sum, false);
   dispatch<T>(net, head, batch, Reduction::sum, nullptr, probs, Mode::probs, n_threads, interrupt);
 }
@@ -164,7 +195,9 @@ double loss_and_grad_hooked(const Network<T>& net, Head head, const Batch<T>& ba
 #define MLPGRAD_INSTANTIATE(T)                                                                          \
   template Scan scan<T>(const Batch<T>&, Head, int64_t);                                              \
   template double check<T>(const Network<T>&, Head, const Batch<T>*, Reduction, bool);                \
+  template bool sparse_rows_valid<T>(const SparseRows<T>&, int64_t, int64_t);                          \
   template void forward<T>(const Network<T>&, Head, int64_t, const T*, T*, int, const Interrupt*);    \
+  template void forward<T>(const Network<T>&, Head, const Batch<T>&, T*, int, const Interrupt*);      \
   template double loss<T>(const Network<T>&, Head, const Batch<T>&, Reduction, int, const Interrupt*); \
   template double loss_and_grad<T>(const Network<T>&, Head, const Batch<T>&, Reduction,               \
                                    const Gradients<T>&, int, const Interrupt*);                      \

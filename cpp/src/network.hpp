@@ -41,7 +41,10 @@ double run(const Network<T>& net, Head head, const Batch<T>& batch, Reduction re
     for (int64_t b = 0; hook && b < ParamHook::blocks(P); ++b) hook->run_block(P, b);
     return 0.0;
   }
-  const Plan<T> plan(net.sizes, batch.n, mode, grads && grads->dX, schedule());
+  PlanExtras extras;
+  extras.sparse_input = batch.sparse();  // then always the chunked schedule
+  const Plan<T> plan(net.sizes, batch.n, mode, grads && grads->dX, batch.sparse() ? Schedule::chunked : schedule(),
+                     extras);
   const int nt = thread_count(n_threads, plan.max_tasks(mode));
   WorkspaceLease<T> lease;
   T* ws = lease.get(plan.workspace_size(nt));

@@ -30,6 +30,15 @@ inline int thread_count(int requested, int64_t tasks) {
   return int(std::max<int64_t>(1, std::min<int64_t>(want, tasks)));
 }
 
+// The threads of the enclosing parallel region (1 outside one).
+inline int omp_threads() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
 inline int thread_id() {
 #ifdef _OPENMP
   return omp_get_thread_num();

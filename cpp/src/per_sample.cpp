@@ -7,6 +7,8 @@
 #include <string>
 
 #include "engines.hpp"
+#include "mlpgrad/layout.hpp"
+#include "slabs.hpp"
 
 namespace mlpgrad {
 namespace {
@@ -62,6 +64,68 @@ template <typename T> void check_request(const Network<T>& net, int64_t n, const
   }
 }
 
+// A sparse batch slab by slab (slabs.hpp): each slab's rows of the per-row results, its sums (clipped, sumsq)
+// added to the first slab's in slab order.
+template <typename T>
+double per_sample_slabs(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
+                        const PerSampleRequest<T>& q, int n_threads, const Interrupt* intr) {
+  const Layout layout(net.sizes);
+  const int64_t P = layout.n_params, L = net.n_layers();
+  const bool summed = q.op == PerSampleOp::clipped || q.op == PerSampleOp::sumsq;
+  DenseSlabs<T> slabs(batch, net.sizes.front(), net.sizes.back());
+  std::vector<T> part(size_t(summed && slabs.count() > 1 ? P : 0));
+  double loss = 0.0;
+  for (int64_t s = 0; s < slabs.count(); ++s) {
+    const int64_t r0 = slabs.begin(s);
+    PerSampleRequest<T> qs = q;
+    if (q.norms) qs.norms = q.norms + r0;
+    if (q.layer_norms) qs.layer_norms = q.layer_norms + r0 * L;
+    if (q.rows) qs.rows = q.rows + r0 * (q.op == PerSampleOp::grads ? P : q.m);
+    if (summed && s > 0) qs.grads = layout.gradients<T>(part.data());
+    loss += dispatch<T>(net, head, slabs.slab(s), reduction, qs, n_threads, intr);
+    if (summed && s > 0)
+      for (int64_t l = 0; l < L; ++l) {
+        add_into<T>(q.grads.dW[l], part.data() + layout.w[l], net.sizes[l] * net.sizes[l + 1]);
+        add_into<T>(q.grads.db[l], part.data() + layout.b[l], net.sizes[l + 1]);
+      }
+  }
+  return loss;
+}
+
+template <typename T>
+void gram_dispatch(const Network<T>& net, Head head, const Batch<T>& a, const Batch<T>& b, T* K, int n_threads,
+                   const Interrupt* interrupt) {
+  switch (active_isa()) {
+#ifdef MLPGRAD_HAVE_AVX512
+    case Isa::avx512: return avx512::run_gram<T>(net, head, a, b, K, n_threads, interrupt);
+#endif
+#ifdef MLPGRAD_HAVE_AVX2
+    case Isa::avx2: return avx2::run_gram<T>(net, head, a, b, K, n_threads, interrupt);
+#endif
+    default: return generic::run_gram<T>(net, head, a, b, K, n_threads, interrupt);
+  }
+}
+
+// K (na, nb) with a sparse a or b: block by block of their slabs (a dense batch is one slab), each block
+// computed into its own buffer and copied to its place in K.
+template <typename T>
+void gram_slabs(const Network<T>& net, Head head, const Batch<T>& a, const Batch<T>& b, T* K, int n_threads,
+                const Interrupt* intr) {
+  const int64_t d0 = net.sizes.front(), k = net.sizes.back();
+  DenseSlabs<T> sa(a, d0, k), sb(b, d0, k);
+  std::vector<T> block;
+  for (int64_t i = 0; i < sa.count(); ++i) {
+    const Batch<T> ai = sa.slab(i);
+    for (int64_t j = 0; j < sb.count(); ++j) {
+      const Batch<T> bj = sb.slab(j);
+      block.resize(size_t(ai.n * bj.n));
+      gram_dispatch<T>(net, head, ai, bj, block.data(), n_threads, intr);
+      for (int64_t r = 0; r < ai.n; ++r)
+        std::copy_n(block.data() + r * bj.n, bj.n, K + (sa.begin(i) + r) * b.n + sb.begin(j));
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -70,6 +134,7 @@ double per_sample(const Network<T>& net, Head head, const Batch<T>& batch, Reduc
   Batch<T> b = batch;
   b.total_weight = check<T>(net, head, &batch, reduction, true);
   check_request<T>(net, b.n, request);
+  if (b.sparse() && b.n > 0) return per_sample_slabs<T>(net, head, b, reduction, request, n_threads, interrupt);
   return dispatch<T>(net, head, b, reduction, request, n_threads, interrupt);
 }
 
@@ -83,15 +148,8 @@ void grad_gram(const Network<T>& net, Head head, const Batch<T>& a, const Batch<
   if (!same) cb.total_weight = check<T>(net, head, &b, Reduction::sum, true);
   if (a.n > 0 && b.n > 0 && !K) fail("gram: the output is null");
   const Batch<T>& rb = same ? ca : cb;
-  switch (active_isa()) {
-#ifdef MLPGRAD_HAVE_AVX512
-    case Isa::avx512: return avx512::run_gram<T>(net, head, ca, rb, K, n_threads, interrupt);
-#endif
-#ifdef MLPGRAD_HAVE_AVX2
-    case Isa::avx2: return avx2::run_gram<T>(net, head, ca, rb, K, n_threads, interrupt);
-#endif
-    default: return generic::run_gram<T>(net, head, ca, rb, K, n_threads, interrupt);
-  }
+  if ((ca.sparse() || rb.sparse()) && ca.n > 0 && rb.n > 0) return gram_slabs<T>(net, head, ca, rb, K, n_threads, interrupt);
+  gram_dispatch<T>(net, head, ca, rb, K, n_threads, interrupt);
 }
 
 #define MLPGRAD_INSTANTIATE(T)                                                                                    \

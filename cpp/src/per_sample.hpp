@@ -359,7 +359,7 @@ double run_product(const Network<T>& net, Head head, const Batch<T>& batch, Redu
       product(c, r, mine + plan.extra, acc, first, gs);
     };
     if (Product::grouped) {
-      const int64_t stride = align16(plan.n_params);
+      const int64_t stride = align16(plan.group_size);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t g = 0; g < plan.n_groups; ++g)
         for (int64_t chunk = plan.group_begin(g); chunk < plan.group_begin(g + 1); ++chunk)

@@ -20,6 +20,7 @@ inline int64_t align16(int64_t x) { return round_up(x, 16); }
 struct PlanExtras {
   bool keep_deltas = false;  // every layer's delta kept for the whole chunk, not two alternating buffers
   int64_t row_scratch = 0;   // values of per-thread scratch per row of a chunk (the product's own)
+  bool sparse_input = false; // X is CSR (chunked schedule only): W_1 is read unpacked, dW_1 kept out of the groups
 };
 
 template <typename T> struct Plan {
@@ -30,8 +31,10 @@ template <typename T> struct Plan {
   bool even_chunks = false;
   // offsets into one workspace allocation
   std::vector<int64_t> wp, wtp;  // W_l and W_l^T as full-K panels
-  std::vector<int64_t> gw, gb;   // dW_l, db_l inside one group's gradient buffer (chunked)
+  std::vector<int64_t> gw, gb;   // dW_l, db_l inside one group's gradient buffer (chunked; gw[0] = -1 for a sparse X)
   int64_t n_params = 0, groups = 0;
+  int64_t group_size = 0;        // parameters in one group buffer: n_params, less dW_1 for a sparse X
+  int64_t first_deltas = 0;      // sparse X, gradients: delta_1 of every row (n, d_1), for dW_1 after the chunks
   std::vector<int64_t> act;      // h_l (rows, d_l), l = 1..L (h_L: logits, then delta_L)
   int64_t delta0 = 0, delta1 = 0, p = 0, e = 0, m = 0, lse = 0, c = 0, gemm = 0;
   std::vector<int64_t> dl;       // keep_deltas: dL/dz of layer l (rows, d_{l+1}), l < L - 1 (delta_L is at act[L])
@@ -84,13 +87,15 @@ template <typename T> struct Plan {
   }
 
   // dW_l, db_l of every layer one after the other, without padding: the pairwise sum of group buffers
-  // reads every element, all of them written.
+  // reads every element, all of them written. A sparse X's dW_1 is not in the group buffers (sparse.hpp).
   void lay_out_gradients() {
     for (int64_t l = 0; l < L; ++l) {
-      gw.push_back(n_params);
-      n_params += d[l] * d[l + 1];
-      gb.push_back(n_params);
-      n_params += d[l + 1];
+      const bool outside = l == 0 && extras.sparse_input;
+      gw.push_back(outside ? -1 : group_size);
+      if (!outside) group_size += d[l] * d[l + 1];
+      gb.push_back(group_size);
+      group_size += d[l + 1];
+      n_params += d[l] * d[l + 1] + d[l + 1];
     }
   }
 
@@ -105,9 +110,10 @@ template <typename T> struct Plan {
     int64_t sum_d = 0;
     for (int64_t l = 1; l <= L; ++l) sum_d += d[l];
     const int64_t deltas = extras.keep_deltas ? sum_d - k : 2 * max_hidden();
-    const int64_t row_bytes = int64_t(sizeof(T)) * (d[0] + sum_d + deltas + 2 * k + 3 + extras.row_scratch);
+    const int64_t x_row = extras.sparse_input ? 0 : d[0];  // a sparse row is read once, by the forward
+    const int64_t row_bytes = int64_t(sizeof(T)) * (x_row + sum_d + deltas + 2 * k + 3 + extras.row_scratch);
     int64_t r = std::clamp(config::kChunkBytes / row_bytes, config::kMinChunkRows, config::kMaxChunkRows);
-    if (n_params * int64_t(sizeof(T)) > config::kChunkBytes) r = std::max<int64_t>(r, 256);
+    if (group_size * int64_t(sizeof(T)) > config::kChunkBytes) r = std::max<int64_t>(r, 256);
     if (n >= 2 * config::kMinChunkRows) r = std::min(r, round_up((n + 1) / 2, config::kChunkRowMultiple));
     return r;
   }
@@ -153,12 +159,14 @@ template <typename T> struct Plan {
     int64_t off = 0;
     for (int64_t l = 0; l < L; ++l) {
       wp.push_back(off);
-      off += align16(panels_size<T>(d[l], d[l + 1]));
+      if (!(l == 0 && extras.sparse_input)) off += align16(panels_size<T>(d[l], d[l + 1]));
       wtp.push_back(off);
       if (mode == Mode::grad && (l > 0 || input_grad)) off += align16(panels_size<T>(d[l + 1], d[l]));
     }
     groups = off;
-    if (mode == Mode::grad && !layered) off += align16(n_params) * n_groups;
+    if (mode == Mode::grad && !layered) off += align16(group_size) * n_groups;
+    first_deltas = off;
+    if (mode == Mode::grad && extras.sparse_input) off += align16(n * d[1]);
     const int64_t a = lay_out_rows();
     if (narrow) {
       gemm = 0;

@@ -23,6 +23,22 @@ void gather_rows(const T* src, int64_t width, const int64_t* idx, int64_t m, T* 
   for (int64_t i = 0; i < m; ++i) std::copy_n(src + idx[i] * width, width, out + i * width);
 }
 
+// Rows `idx[0 .. m)` of a CSR matrix, copied to a CSR of m rows (its three arrays resized to fit).
+template <typename T>
+SparseRows<T> gather_sparse_rows(const SparseRows<T>& src, const int64_t* idx, int64_t m, std::vector<int64_t>& indptr,
+                                 std::vector<int64_t>& indices, std::vector<T>& values) {
+  indptr.assign(size_t(m + 1), 0);
+  for (int64_t i = 0; i < m; ++i) indptr[size_t(i + 1)] = indptr[size_t(i)] + src.indptr[idx[i] + 1] - src.indptr[idx[i]];
+  indices.resize(size_t(indptr[size_t(m)]));
+  values.resize(size_t(indptr[size_t(m)]));
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t p0 = src.indptr[idx[i]], len = src.indptr[idx[i] + 1] - p0;
+    std::copy_n(src.indices + p0, len, indices.data() + indptr[size_t(i)]);
+    std::copy_n(src.values + p0, len, values.data() + indptr[size_t(i)]);
+  }
+  return {indptr.data(), indices.data(), values.data()};
+}
+
 // One optimizer step, run by the engine's threads on the finished gradient (ParamHook): each block of the
 // flat parameters is updated where it is, and its part of the penalty's sum of squares kept; the parts are
 // added in block order afterwards (the same sum for any thread count).
@@ -75,10 +91,10 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
 
   // The gathered batch, when rows come in `order`.
   const int64_t rows_max = std::min(batch_size, n);
-  std::vector<T> Xb, targets_b, weight_b;
-  std::vector<int64_t> labels_b;
+  std::vector<T> Xb, targets_b, weight_b, values_b;
+  std::vector<int64_t> labels_b, indptr_b, indices_b;
   if (order) {
-    Xb.resize(size_t(rows_max * d0));
+    if (!data.sparse()) Xb.resize(size_t(rows_max * d0));
     if (data.labels) labels_b.resize(size_t(rows_max));
     if (data.targets) targets_b.resize(size_t(rows_max * k));
     if (data.sample_weight) weight_b.resize(size_t(rows_max));
@@ -98,8 +114,12 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
     b.n = rows;
     if (order) {
       const int64_t* idx = order + start;
-      gather_rows(data.X, d0, idx, rows, Xb.data());
-      b.X = Xb.data();
+      if (data.sparse()) {
+        b.Xs = gather_sparse_rows(data.Xs, idx, rows, indptr_b, indices_b, values_b);
+      } else {
+        gather_rows(data.X, d0, idx, rows, Xb.data());
+        b.X = Xb.data();
+      }
       if (data.labels) {
         for (int64_t i = 0; i < rows; ++i) labels_b[size_t(i)] = data.labels[idx[i]];
         b.labels = labels_b.data();
@@ -113,7 +133,10 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
         b.sample_weight = weight_b.data();
       }
     } else {
-      b.X = data.X + start * d0;
+      if (data.sparse())  // a row range: indptr from row `start`, its offsets into the whole indices and values
+        b.Xs = {data.Xs.indptr + start, data.Xs.indices, data.Xs.values};
+      else
+        b.X = data.X + start * d0;
       if (data.labels) b.labels = data.labels + start;
       if (data.targets) b.targets = data.targets + start * k;
       if (data.sample_weight) b.sample_weight = data.sample_weight + start;

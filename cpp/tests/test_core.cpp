@@ -1803,6 +1803,175 @@ void per_sample_all() {
 
 }  // namespace
 
+// ---------------------------------------------------------------------------------------------------
+// Sparse X (CSR): every entry point against the same X dense, the sparse results' bits for 1, 2 and 3
+// threads, and a malformed structure refused.
+
+template <typename T> struct Csr {
+  std::vector<int64_t> indptr{0}, indices;
+  std::vector<T> values;
+  explicit Csr(const std::vector<T>& X, int64_t d0) {
+    for (int64_t i = 0; i < int64_t(X.size()) / d0; ++i) {
+      for (int64_t j = 0; j < d0; ++j)
+        if (X[i * d0 + j] != T(0)) {
+          indices.push_back(j);
+          values.push_back(X[i * d0 + j]);
+        }
+      indptr.push_back(int64_t(indices.size()));
+    }
+  }
+  mlpgrad::SparseRows<T> rows() const { return {indptr.data(), indices.data(), values.data()}; }
+};
+
+template <typename T> double max_rel_diff(const std::vector<T>& a, const std::vector<T>& b) {
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::fabs(double(a[i])));
+    diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+template <typename T> std::vector<T> flat_grad(const Data<T>& D, const mlpgrad::Batch<T>& B, const Variant& v,
+                                               int threads, double& loss, std::vector<T>* dX) {
+  const mlpgrad::Layout layout(D.net.sizes);
+  std::vector<T> g(layout.n_params, std::numeric_limits<T>::quiet_NaN());
+  mlpgrad::Gradients<T> grads = layout.gradients<T>(g.data());
+  if (dX) {
+    dX->assign(B.n * D.net.sizes[0], std::numeric_limits<T>::quiet_NaN());
+    grads.dX = dX->data();
+  }
+  loss = mlpgrad::loss_and_grad<T>(D.net, v.head, B, v.reduction, grads, threads);
+  return g;
+}
+
+template <typename T> void sparse_case(const std::vector<int64_t>& sizes, int64_t n, double density, uint64_t seed) {
+  Problem P = make_problem(sizes, n, seed);
+  Rng rng(seed + 99);
+  for (double& x : P.X)
+    if (rng.uniform() >= density) x = 0.0;
+  Data<T> D(P);
+  const Csr<T> csr(D.X, sizes[0]);
+  const std::string name = "sparse " + shape_str(sizes) + " N=" + std::to_string(n) + " " + dtype_name<T>();
+  const mlpgrad::Layout layout(sizes);
+  Rng vr(seed + 7);
+  std::vector<T> theta(layout.n_params), V(layout.n_params * 2);
+  for (int64_t l = 0; l < P.L(); ++l) {
+    std::copy(D.W[l].begin(), D.W[l].end(), theta.begin() + layout.w[l]);
+    std::copy(D.b[l].begin(), D.b[l].end(), theta.begin() + layout.b[l]);
+  }
+  for (T& x : V) x = T(vr.normal());
+  const mlpgrad::Network<T> net = layout.network<T>(theta.data());
+  for (const Variant& v : {Variant{Head::softmax, Targets::labels, true, Reduction::sum, true},
+                           Variant{Head::sigmoid, Targets::dense, false, Reduction::mean, true},
+                           Variant{Head::identity, Targets::dense, true, Reduction::sum, false}}) {
+    const mlpgrad::Batch<T> dense = D.batch(v);
+    mlpgrad::Batch<T> sparse = dense;
+    sparse.X = nullptr;
+    sparse.Xs = csr.rows();
+    const std::string at = name + " " + v.str();
+    const double tol = tolerance<T>();
+    // loss_and_grad (and dX), loss, forward; bits for 1, 2, 3 threads
+    double ld, ls, ls1;
+    std::vector<T> dXd, dXs, dXs1;
+    const std::vector<T> gd = flat_grad<T>(D, dense, v, 2, ld, &dXd), gs = flat_grad<T>(D, sparse, v, 2, ls, &dXs);
+    EXPECT(max_rel_diff(gd, gs) < tol && rel_err_scalar(ls, ld) < tol && max_rel_diff(dXd, dXs) < tol,
+           at + ": loss_and_grad sparse = dense");
+    for (int threads : {1, 3}) {
+      const std::vector<T> g1 = flat_grad<T>(D, sparse, v, threads, ls1, &dXs1);
+      EXPECT(same_bits(g1, gs) && same_bits(ls1, ls) && same_bits(dXs1, dXs),
+             at + ": sparse bits for " + std::to_string(threads) + " threads");
+    }
+    EXPECT(rel_err_scalar(mlpgrad::loss<T>(D.net, v.head, sparse, v.reduction, 2), ld) < tol, at + ": loss");
+    std::vector<T> pd(n * P.k()), ps(n * P.k());
+    mlpgrad::forward<T>(D.net, v.head, dense, pd.data(), 2);
+    mlpgrad::forward<T>(D.net, v.head, sparse, ps.data(), 2);
+    EXPECT(max_rel_diff(pd, ps) < tol, at + ": forward");
+    // per-sample norms and a clipped gradient; a curvature product; the Gram matrix
+    for (mlpgrad::PerSampleOp op : {mlpgrad::PerSampleOp::norms, mlpgrad::PerSampleOp::clipped}) {
+      std::vector<T> nd(n), ns(n), cd(layout.n_params), cs(layout.n_params);
+      mlpgrad::PerSampleRequest<T> qd, qs;
+      qd.op = qs.op = op;
+      qd.norms = nd.data();
+      qs.norms = ns.data();
+      qd.max_norm = qs.max_norm = {0.5};
+      qd.grads = layout.gradients<T>(cd.data());
+      qs.grads = layout.gradients<T>(cs.data());
+      mlpgrad::per_sample<T>(net, v.head, dense, v.reduction, qd, 2);
+      mlpgrad::per_sample<T>(net, v.head, sparse, v.reduction, qs, 2);
+      EXPECT(max_rel_diff(nd, ns) < tol && (op != mlpgrad::PerSampleOp::clipped || max_rel_diff(cd, cs) < tol),
+             at + ": per_sample");
+    }
+    std::vector<T> hd(layout.n_params * 2), hs(layout.n_params * 2);
+    mlpgrad::CurvatureRequest<T> cq;
+    cq.V = V.data();
+    cq.m = 2;
+    cq.out = hd.data();
+    mlpgrad::curvature<T>(net, v.head, dense, v.reduction, cq, 2);
+    cq.out = hs.data();
+    mlpgrad::curvature<T>(net, v.head, sparse, v.reduction, cq, 2);
+    EXPECT(max_rel_diff(hd, hs) < tol, at + ": hvp");
+    std::vector<T> Kd(n * n), Ks(n * n);
+    mlpgrad::grad_gram<T>(net, v.head, dense, dense, Kd.data(), 2);
+    mlpgrad::grad_gram<T>(net, v.head, sparse, dense, Ks.data(), 2);
+    EXPECT(max_rel_diff(Kd, Ks) < tol, at + ": grad_gram");
+  }
+  // train_epoch: two adam epochs over shuffled rows
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = (i * 7 + 3) % n;
+  const bool coprime = n % 7 != 0;
+  std::vector<T> pd = theta, ps = theta;
+  for (std::vector<T>* p : {&pd, &ps}) {
+    std::vector<T> grad(layout.n_params), s1(layout.n_params, T(0)), s2(layout.n_params, T(0));
+    int64_t t = 0;
+    mlpgrad::Optimizer<T> opt;
+    opt.state1 = s1.data();
+    opt.state2 = s2.data();
+    opt.t = &t;
+    mlpgrad::Batch<T> data = D.batch(Variant{Head::softmax, Targets::labels, false, Reduction::sum, false});
+    if (p == &ps) {
+      data.X = nullptr;
+      data.Xs = csr.rows();
+    }
+    for (int epoch = 0; epoch < 2; ++epoch)
+      mlpgrad::train_epoch<T>(sizes, Head::softmax, p->data(), grad.data(), data, coprime ? order.data() : nullptr,
+                              16, 1e-3, 0.0, opt, 2);
+  }
+  EXPECT(max_rel_diff(pd, ps) < tolerance<T>(), name + ": train_epoch sparse = dense");
+}
+
+template <typename T> void sparse_inputs() {
+  uint64_t seed = 500;
+  for (Isa isa : isas()) {
+    mlpgrad::set_active_isa(isa);
+    sparse_case<T>({30, 17, 3}, 97, 0.1, seed++);
+  }
+  mlpgrad::set_active_isa(mlpgrad::best_isa());
+  for (const auto& sizes : {std::vector<int64_t>{40, 7, 3}, std::vector<int64_t>{300, 33, 5},
+                            std::vector<int64_t>{64, 20, 9, 4}, std::vector<int64_t>{50, 2}})
+    for (int64_t n : {1, 95, 200})
+      for (double density : {0.0, 0.05, 0.6}) sparse_case<T>(sizes, n, density, seed++);
+  // a malformed structure is refused
+  Problem P = make_problem({4, 3, 2}, 3, 9);
+  Data<T> D(P);
+  const Variant v{Head::softmax, Targets::labels, false, Reduction::sum, false};
+  std::vector<int64_t> indptr{0, 2, 3, 4}, indices{1, 0, 2, 3};  // row 0 not increasing
+  std::vector<T> values{1, 2, 3, 4};
+  mlpgrad::Batch<T> B = D.batch(v);
+  B.X = nullptr;
+  B.Xs = {indptr.data(), indices.data(), values.data()};
+  expect_invalid<T>([&] { mlpgrad::loss<T>(D.net, v.head, B, v.reduction, 1); }, "sparse: unsorted row");
+  indices = {0, 1, 2, 4};  // column 4 of 4
+  expect_invalid<T>([&] { mlpgrad::loss<T>(D.net, v.head, B, v.reduction, 1); }, "sparse: index out of range");
+  indices = {0, 1, 2, 3};
+  indptr = {0, 2, 1, 4};  // decreasing
+  expect_invalid<T>([&] { mlpgrad::loss<T>(D.net, v.head, B, v.reduction, 1); }, "sparse: indptr decreases");
+  indptr = {1, 2, 3, 4};
+  expect_invalid<T>([&] { mlpgrad::loss<T>(D.net, v.head, B, v.reduction, 1); }, "sparse: indptr[0] != 0");
+  std::vector<T> probs(6);
+  expect_invalid<T>([&] { mlpgrad::forward<T>(D.net, v.head, B, probs.data(), 1); }, "sparse forward: indptr[0] != 0");
+}
+
 int main() {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
@@ -1844,6 +2013,8 @@ int main() {
   }
   per_sample_all();
   curvature_all();
+  sparse_inputs<float>();
+  sparse_inputs<double>();
 
   // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
   // with the engine's own choice of schedule; a quarter of them (at least one) again with the chunked

@@ -23,10 +23,22 @@ struct Network {
   int64_t n_outputs() const { return sizes.back(); }
 };
 
+// X as compressed sparse rows (CSR), (n, d_0): row i's values are values[indptr[i] .. indptr[i + 1]), in the
+// columns indices[...] of the same range, strictly increasing within a row (canonical: sorted, no duplicates).
+// The engine also runs a row range of such a matrix (indptr advanced, indptr[0] > 0) in a scanned batch.
+template <typename T>
+struct SparseRows {
+  const int64_t* indptr = nullptr;   // (n + 1,): indptr[0] = 0, non-decreasing
+  const int64_t* indices = nullptr;  // (nnz,) in [0, d_0)
+  const T* values = nullptr;         // (nnz,)
+};
+
 template <typename T>
 struct Batch {
   int64_t n = 0;
-  const T* X = nullptr;              // (n, d_0)
+  const T* X = nullptr;              // (n, d_0) dense, or null when Xs holds X
+  SparseRows<T> Xs;                  // X as CSR when Xs.indptr is set (then X is null)
+  bool sparse() const { return Xs.indptr != nullptr; }
   const int64_t* labels = nullptr;   // (n,) in [0, k): softmax head, integer labels
   const T* targets = nullptr;        // (n, k): sigmoid targets in [0, 1], or softmax target rows >= 0
   const T* sample_weight = nullptr;  // (n,) >= 0, or null for all ones
@@ -47,6 +59,10 @@ struct Scan {
 // softmax targets finite and >= 0; weights finite and >= 0.
 template <typename T>
 Scan scan(const Batch<T>& batch, Head head, int64_t k);
+
+// Whether a CSR X of n rows and d0 columns is well formed (SparseRows' rules), in one pass over its indices.
+template <typename T>
+bool sparse_rows_valid(const SparseRows<T>& X, int64_t n, int64_t d0);
 
 template <typename T>
 struct Gradients {
@@ -70,13 +86,18 @@ struct Interrupted : std::runtime_error {
 template <typename T>
 void forward(const Network<T>& net, Head head, int64_t n, const T* X, T* probs, int n_threads,
              const Interrupt* interrupt = nullptr);
+// The same for the inputs of `inputs` (its n, X or Xs, and total_weight >= 0 when a sparse X was checked).
+template <typename T>
+void forward(const Network<T>& net, Head head, const Batch<T>& inputs, T* probs, int n_threads,
+             const Interrupt* interrupt = nullptr);
 
 // L = sum_i c_i l_i with c_i = w_i ("sum") or w_i / sum_j w_j ("mean"); l_i from the logits.
 template <typename T>
 double loss(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction, int n_threads,
             const Interrupt* interrupt = nullptr);
 
-// The loss and every gradient in one pass over the batch. Results do not depend on n_threads.
+// The loss and every gradient in one pass over the batch. Results do not depend on n_threads. For a sparse X
+// the first layer's products run on its rows (docs/engine.md, sparse inputs); dX is dense all the same.
 template <typename T>
 double loss_and_grad(const Network<T>& net, Head head, const Batch<T>& batch, Reduction reduction,
                      const Gradients<T>& grads, int n_threads, const Interrupt* interrupt = nullptr);
