@@ -9,6 +9,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 _Array = NDArray[np.float32] | NDArray[np.float64]
+# X as the core takes it: a 2-D array, or a canonical CSR matrix's (values, indices, indptr, n_cols)
+_SparseX = tuple[_Array, NDArray[np.int64], NDArray[np.int64], int]
 
 class _Enum:
     """What every pybind11 enum has."""
@@ -64,7 +66,7 @@ class Data:
     @property
     def n(self) -> int: ...
     @property
-    def X(self) -> _Array: ...
+    def X(self) -> _Array | _SparseX: ...
     @property
     def ok(self) -> bool: ...
     @property
@@ -87,8 +89,8 @@ class TrainOptions:
     nesterov: bool
     def __init__(self) -> None: ...
 
-def forward(weights: list[_Array], biases: list[_Array], X: _Array, head: Head, float32: bool, n_threads: int, /
-            ) -> _Array: ...
+def forward(weights: list[_Array], biases: list[_Array], X: _Array | _SparseX, head: Head, float32: bool,
+            n_threads: int, /) -> _Array: ...
 def loss_and_grad(weights: list[_Array], biases: list[_Array], data: Data, reduction: Reduction, want_grad: bool,
                   input_grad: bool, n_threads: int, out: _Array | None, /
                   ) -> tuple[float, _Array | None, _Array | None]: ...
