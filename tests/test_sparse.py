@@ -168,7 +168,7 @@ def agree(got: dict, want: dict, dtype, where):
     dtype = np.dtype(dtype)
     for name in want:
         a, b = np.asarray(got[name]), np.asarray(want[name])
-        assert a.shape == b.shape and a.dtype == b.dtype, f"{where}: {name} {a.shape} {a.dtype}, want {b.shape} {b.dtype}"
+        assert a.shape == b.shape and a.dtype == b.dtype, f"{where}: {name} {a.shape} {a.dtype}, {b.shape} {b.dtype}"
         assert np.all(np.isfinite(a)), f"{where}: {name} not finite"
         err = _err(a, b)
         if not err <= LARGEST.get(dtype.name, (0.0,))[0]:
