@@ -9,12 +9,14 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import math
 
 from mlpgrad import _bench_curvature as curvature
 from mlpgrad import _bench_per_sample as per_sample
+from mlpgrad import _bench_sparse as sparse
 from mlpgrad import _bench_training as training
 from mlpgrad import bench, cli
 
@@ -492,3 +494,65 @@ def test_training_cli_quick_json(tmp_path, capsys):
         assert r["gemm_gflops"] > 0 and r["fma_peak_gflops"] > 0
     text = capsys.readouterr().out
     assert "training steps (issue 14)" in text and "% of GEMM-bound" in text and "FMA peak" in text
+
+
+# -- the sparse section (bench --sparse, issue 15) -----------------------------------------------------------------
+
+
+def test_sparse_problem_is_text_like():
+    """A canonical float32 CSR with int64 indices (mlpgrad takes its arrays as they are), unit rows, about density
+    d_0 nonzeros per row, the popular columns first, every class present."""
+    rng = np.random.default_rng(0)
+    X, y = sparse.text_like_csr(3000, 5000, 0.01, 5, rng)
+    assert X.format == "csr" and X.dtype == np.float32 and X.indices.dtype == X.indptr.dtype == np.int64
+    assert X.has_canonical_format and 40 <= X.nnz / 3000 <= 50
+    np.testing.assert_allclose(np.sqrt(np.asarray(X.multiply(X).sum(axis=1))).ravel(), 1.0, rtol=1e-5)
+    counts = np.bincount(X.indices, minlength=5000)
+    assert counts[:100].sum() > counts[-1000:].sum()  # Zipf-like: the head of the vocabulary is drawn most
+    assert set(np.unique(y)) == set(range(5)) and y.dtype == np.int64
+
+
+def _check_sparse_result(result, names):
+    row = result["row"]
+    assert row["ok"], row["max_rel_err"]
+    assert set(row["ms"]) == set(names) and all(v > 0 for v in row["ms"].values())
+    assert row["rows"]["dense"] == sparse.QUICK.dense_n and row["rows"]["sparse"] == sparse.QUICK.n
+    assert row["ms_at_n"]["dense"] == pytest.approx(row["ms"]["dense"] * sparse.QUICK.n / sparse.QUICK.dense_n)
+    assert row["vs_sparse"]["sparse"] == 1.0 and row["nnz"] > 0
+    theirs = row["fit"]["sklearn"]
+    assert theirs["seconds"] > 0 and 0 <= theirs["accuracy"] <= 1 and theirs["epochs"] == sparse.QUICK.epochs
+    mine = row["fit"]["mlpgrad"]
+    assert ("seconds" in mine) != ("error" in mine)  # fitted, or the estimator's refusal of a sparse X
+    assert [t["measure"] for t in row["targets"]] == ["scikit-learn fit time / mlpgrad's",
+                                                      "held-out accuracy, mlpgrad - scikit-learn"]
+    text = sparse.format_calls(row) + sparse.format_fit(row) + sparse.format_targets(row)
+    assert "mlpgrad, CSR X" in text and "sklearn MLPClassifier (logistic)" in text
+    assert ("n/a" in sparse.format_fit(row)) == ("error" in mine)
+
+
+def test_sparse_quick_validates_and_formats():
+    """The quick problem: mlpgrad on the CSR X and on dense rows agree and are timed, both estimators fit (or
+    mlpgrad's says why not), the tables print."""
+    result = sparse.run(quick=True, threads=1, repeat=1, settle=0, log=pytest.fail)
+    _check_sparse_result(result, ["sparse", "dense"])
+    assert "torch.sparse" not in sparse.format_calls(result["row"])
+
+
+def test_sparse_with_torch():
+    if not _installed("torch"):
+        pytest.skip("torch is not installed")
+    result = sparse.run(quick=True, threads=1, repeat=1, settle=0, log=pytest.fail, peers="auto", fit=False)
+    row = result["row"]
+    assert row["ok"] and "torch" in row["ms"] and row["max_rel_err"]["torch"] <= bench.TOLERANCE["float32"]
+    assert "torch.sparse CSR X" in sparse.format_calls(row) and "fit" not in row
+
+
+def test_sparse_cli_quick_json(tmp_path, capsys):
+    out = tmp_path / "sparse.json"
+    assert cli.main(["bench", "--sparse", "--quick", "--peers", "none", "--repeat", "1", "--settle", "0",
+                     "--threads", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert "rows" not in data  # the mode replaces the main table
+    _check_sparse_result(data["sparse"], ["sparse", "dense"])
+    text = capsys.readouterr().out
+    assert "sparse X (issue 15)" in text and "fit on the sparse X" in text

@@ -62,7 +62,7 @@ neither BLAS is the faster one on every machine.  The header names the CPU.
 Other modes: ``--plot FILE.png`` (throughput against batch size N, log-log, for one config),
 ``--scaling`` (native with 1 and T threads on the large configs: issue 3 asks for >= 1.9x with 2
 threads), ``--linear`` (native's time per row from 1k to 1M rows on a small config; it should be
-flat), ``--per-sample``, ``--curvature`` and ``--training`` (their own modules, ``_bench_*.py``).
+flat), ``--per-sample``, ``--curvature``, ``--training`` and ``--sparse`` (their own modules, ``_bench_*.py``).
 
 Implementations are a dict of named factories (``IMPLEMENTATIONS``): a factory gets a
 :class:`Problem` and returns a zero-argument callable computing ``(loss, Gradients-like)``
@@ -1256,7 +1256,9 @@ configs with >= 1 GFLOP per call or --config; issue 3 asks for >= 1.9x with 2), 
 against loss_and_grad, the same-run GEMM and np.copyto, and torch.func vmap, Opacus and BackPACK when importable),
 --curvature (issue 13's hvp, ggn_vp and ggn_diag against loss_and_grad and the same-run GEMM, and torch.func hvp,
 curvlinops and BackPACK DiagGGNExact when importable), --training (issue 14's per-step time of a native adam and sgd
-epoch against scikit-learn's MLPClassifier and a torch eager loop when importable, as % of the GEMM-bound limit).
+epoch against scikit-learn's MLPClassifier and a torch eager loop when importable, as % of the GEMM-bound limit),
+--sparse (issue 15's text-like sparse X: loss_and_grad per call on the CSR X, on dense rows and with torch.sparse, and
+mlpgrad's MLPClassifier fit against scikit-learn's on it).
 """
 
 
@@ -1320,13 +1322,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-step time of a native train_epoch (adam and sgd) against scikit-learn's MLPClassifier "
                         "and a torch eager loop when importable, as %% of the GEMM-bound limit, on --config (default "
                         "digits, tabular, mnist and binary_100 at their batch sizes; see mlpgrad/_bench_training.py)")
+    p.add_argument("--sparse", action="store_true",
+                   help="a text-like sparse X (50,000 x 100,000 CSR, 0.1%% nonzero, 100 hidden units, 20 classes): "
+                        "loss_and_grad per call on the CSR X, on densified rows and with torch.sparse when "
+                        "importable, and MLPClassifier's fit against scikit-learn's (see mlpgrad/_bench_sparse.py)")
     p.add_argument("--json", metavar="FILE", help="also write the header and rows as JSON to FILE")
 
 
 def _modes(args) -> bool:
     """Whether a mode replaces the main table."""
     return bool(args.plot or args.scaling or args.linear or args.objective or args.per_sample or args.curvature
-                or args.training)
+                or args.training or args.sparse)
 
 
 def _selected_configs(args) -> List[Config]:
@@ -1361,8 +1367,8 @@ def _progress(msg):
 
 
 def _run_tables(args, configs, table_configs, peers, gemm_peak, fma_peak, out) -> None:
-    """The main table, --scaling, --linear, --objective, --per-sample, --curvature and --training, each printed as
-    it completes. ``gemm_peak``, ``fma_peak``: {dtype: GFLOP/s} of the best GEMM and of the FMA loop."""
+    """The main table, --scaling, --linear, --objective, --per-sample, --curvature, --training and --sparse, each
+    printed as it completes. ``gemm_peak``, ``fma_peak``: {dtype: GFLOP/s} of the best GEMM and of the FMA loop."""
     if table_configs:
         rows = run(table_configs, args.dtype, args.threads, args.repeat, quick=args.quick,
                    settle=args.settle, log=_log, progress=_progress, peers=peers,
@@ -1404,6 +1410,9 @@ def _run_tables(args, configs, table_configs, peers, gemm_peak, fma_peak, out) -
     if args.training:
         from . import _bench_training
         out["training"] = _bench_training.run_command_section(args, configs, progress=_progress, peak=fma_peak)
+    if args.sparse:
+        from . import _bench_sparse
+        out["sparse"] = _bench_sparse.run_command_section(args, configs, progress=_progress, peak=fma_peak)
 
 
 def _run_plot(args, peers, gemm, fma_peak, out) -> None:
