@@ -57,3 +57,15 @@ def test_readme_curvature_example_runs():
     assert np.all(namespace["diag"] >= 0)
     assert float(np.dot(obj.loss_and_grad(theta)[1], step)) < 0
     assert obj.loss(theta + 0.5 * step) < obj.loss(theta)
+
+
+def test_readme_sparse_example_runs():
+    """The sparse example (its own python block) runs alone: dense gradients of the parameters' shapes, the
+    per-sample norms of every row."""
+    pytest.importorskip("scipy")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "scipy.sparse.random" in b]
+    assert len(blocks) == 1
+    namespace = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    assert namespace["grads"].weights[0].shape == (20_000, 100) and namespace["norms"].shape == (2000,)
+    assert np.isfinite(namespace["loss"])
