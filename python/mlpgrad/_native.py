@@ -26,9 +26,10 @@ def bind_data(X, y, sample_weight, head: str, d0: int, k: int, dtype, check: boo
               own: bool = False) -> "_core.Data":
     """X, y and sample_weight checked and converted (``_checks.check_data``), then scanned once natively
     (labels in [0, k), targets, weights; with the GIL released): a batch the calls below take as it is.
-    Arrays already in the dtype and C order are referenced, not copied (a sparse X's values, indices and indptr
-    too, when it already is a canonical CSR matrix of the dtype with int64 indices); ``own=True`` (a batch kept for many
-    calls) copies the labels, targets and weights, so that the caller cannot change them after the scan.
+    Arrays already in the dtype and C order are referenced, not copied (a sparse X's arrays too, when it already
+    is a canonical CSR matrix of the dtype with int64 indices); ``own=True`` (a batch kept for many calls) copies
+    the labels, targets and weights, and a sparse X's indices and indptr, so that the caller cannot change them
+    after the scan.
     ``check=False`` returns a batch whose values broke a rule too (``fault_message`` says which); the core
     refuses to run it."""
     X, labels, targets, w = check_data(X, y, sample_weight, head, d0, k, dtype)

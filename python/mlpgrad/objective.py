@@ -113,9 +113,9 @@ class Objective(_FlatObjective):
 
     The data are checked, converted and scanned (labels, targets, weights, total weight) once, here; each
     call then does no validation of them. Labels, targets and weights are copied; X is referenced when it
-    already has the dtype and C order (``np.ascontiguousarray(X, dtype)``), a sparse X's CSR arrays when they
-    already are canonical (sorted indices, no duplicates), of the dtype, with int64 indices: do not modify it
-    while the Objective is in use.
+    already has the dtype and C order (``np.ascontiguousarray(X, dtype)``), a sparse X's values when it already is
+    a canonical CSR matrix (sorted indices, no duplicates) of the dtype: do not modify it while the Objective is in
+    use.
 
     Parameters
     ----------
