@@ -25,6 +25,12 @@ template <typename T> inline void axpy_row(T* out, T x, const T* y, int64_t n) {
   if (j < n) store_partial<T>(out + j, vfma<T>(xv, load_padded<T>(y + j, n - j), load_padded<T>(out + j, n - j)), n - j);
 }
 
+// Rows of W (or dW) picked by a row's values come from far apart: each is fetched kAhead values early.
+constexpr int64_t kAhead = 8;
+template <typename T> inline void prefetch_row(const T* p, int64_t n) {
+  for (int64_t j = 0; j < n; j += 64 / int64_t(sizeof(T))) __builtin_prefetch(p + j);
+}
+
 // Columns [j0, j0 + nb) (nb <= kBlock lanes) of row r of X @ W (W row-major, d_out wide) into z_row.
 template <typename T, int NB>
 inline void sparse_row_block(T* z_row, const SparseRows<T>& X, int64_t r, const T* W, int64_t d_out, int64_t j0,
@@ -35,6 +41,7 @@ inline void sparse_row_block(T* z_row, const SparseRows<T>& X, int64_t r, const 
   const int64_t p1 = X.indptr[r + 1];
   if (nb == NB * V) {
     for (int64_t p = X.indptr[r]; p < p1; ++p) {
+      if (p + kAhead < p1) prefetch_row<T>(W + X.indices[p + kAhead] * d_out + j0, nb);
       const Vec<T> x = splat<T>(X.values[p]);
       const T* w = W + X.indices[p] * d_out + j0;
       for (int u = 0; u < NB; ++u) acc[u] = vfma<T>(x, load<T>(w + u * V), acc[u]);
@@ -43,6 +50,7 @@ inline void sparse_row_block(T* z_row, const SparseRows<T>& X, int64_t r, const 
     return;
   }
   for (int64_t p = X.indptr[r]; p < p1; ++p) {
+    if (p + kAhead < p1) prefetch_row<T>(W + X.indices[p + kAhead] * d_out + j0, nb);
     const Vec<T> x = splat<T>(X.values[p]);
     const T* w = W + X.indices[p] * d_out + j0;
     for (int u = 0; u < NB && u * V < nb; ++u) acc[u] = vfma<T>(x, load_padded<T>(w + u * V, nb - u * V), acc[u]);
@@ -75,7 +83,10 @@ void sparse_linear_backward_weights(MatView<T> dW, const SparseRows<T>& X, MatVi
     const int64_t* first = X.indices + X.indptr[i];
     const int64_t* last = X.indices + X.indptr[i + 1];
     const int64_t* p = j0 == 0 ? first : std::lower_bound(first, last, j0);
-    for (; p < last && *p < j1; ++p) axpy_row<T>(dW.p + *p * dW.ld, X.values[p - X.indices], D.p + i * D.ld, d_out);
+    for (; p < last && *p < j1; ++p) {
+      if (p + kAhead < last && p[kAhead] < j1) prefetch_row<T>(dW.p + p[kAhead] * dW.ld, d_out);
+      axpy_row<T>(dW.p + *p * dW.ld, X.values[p - X.indices], D.p + i * D.ld, d_out);
+    }
   }
 }
 
