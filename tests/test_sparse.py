@@ -14,7 +14,8 @@ clipped_grad whole and per layer, per_sample_grads, grad_dot with one and severa
 a second set X2 sparse or dense, X sparse or dense, sum_squared_grads), the curvature functions (hvp, ggn_vp,
 ggn_diag) and the Objective's methods and operators; the three heads, both reductions, sample weights, depth 1
 (no hidden layer), 2 and 3. Shapes: d_0 from 1 to 3000, densities 0 to 1, empty rows, an all-zero X, N = 0, 1 and
-the engine's chunk boundaries (95, 96, 300, 2000). Then: every scipy.sparse format and the sparse arrays, unsorted
+the engine's chunk boundaries (95, 96, 300, 2000), and the boundaries of the slabs in which the per-sample,
+curvature and Gram passes densify a sparse X. Then: every scipy.sparse format and the sparse arrays, unsorted
 indices and duplicates, int32 / int64 indices and values of the other byte order all give the bits of the
 canonical CSR; the caller's matrix is bitwise unchanged; the reference on a sparse X equals the reference on the
 dense one; 1, 2, 3 and 8 threads give the same bits; every forced schedule and SIMD level agrees with dense; an
@@ -270,6 +271,40 @@ def test_all_zero_and_empty(dtype):
     assert L == 0.0 and g.input.shape == (0, 25) and not np.any(_flat(g))
     assert mlpgrad.per_sample_grad_norms(Ws, bs, X0, y0, head="softmax").shape == (0,)
     assert mlpgrad.grad_gram(Ws, bs, X0, y0, p.X2, p.y2, head="softmax").shape == (0, 7)
+
+
+# The per-sample functions, the curvature products and the Gram matrix run a sparse X in slabs of rows densified,
+# 64 MiB each (cpp/src/config.hpp kSparseSlabBytes): at d_0 = 2^15, 256 rows of float64 or 512 of float32 per slab.
+SLAB_D0 = 1 << 15
+SLAB_ROWS = {np.dtype(F64): 256, np.dtype(F32): 512}
+
+
+def _slab_case(dtype, n, threads=(None,)):
+    p = Problem(n, SLAB_D0, 0.001, "softmax", dtype=dtype, seed=n, hidden=(8,))
+    want = function_results(mlpgrad, p, p.D, p.D2, heavy=False)
+    want["gram"] = mlpgrad.grad_gram(p.Ws, p.bs, p.D, p.y, head="softmax")
+    runs = {}
+    for t in threads:
+        runs[t] = function_results(mlpgrad, p, p.X, p.X2, heavy=False, n_threads=t)
+        runs[t]["gram"] = mlpgrad.grad_gram(p.Ws, p.bs, p.X, p.y, head="softmax", n_threads=t)
+        agree(runs[t], want, dtype, f"slabs of {SLAB_ROWS[np.dtype(dtype)]} rows, n_threads={t}, {p.where}")
+    for t in threads[1:]:
+        same_bits(runs[t], runs[threads[0]], f"slabs, n_threads={t} against {threads[0]}")
+
+
+def test_slabs():
+    """Two slabs, the second of one row: the dense X's results."""
+    _slab_case(F64, SLAB_ROWS[np.dtype(F64)] + 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_slabs_all(dtype):
+    """One slab exactly, one row more, several slabs with a partial last one; 1, 2 and 3 threads the same bits."""
+    rows = SLAB_ROWS[np.dtype(dtype)]
+    for n in (rows, rows + 1):
+        _slab_case(dtype, n)
+    _slab_case(dtype, 2 * rows + 37, threads=(1, 2, 3))
 
 
 # -- formats and layouts of the same matrix: the canonical CSR's bits --------------------------------------------
