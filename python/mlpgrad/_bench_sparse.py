@@ -6,8 +6,8 @@ otherwise from a skewed popularity (column j with probability proportional to 1 
 word frequencies); a word drawn twice counts twice; positive values normalized per row (as a TF-IDF vectorizer's
 rows); float32 CSR from bench's fixed seed. The labels are learnable as a text classifier's are, from the words
 (an argmax of a random linear teacher on these features, measured at 10,000 x 20,000, gave classes of 0.4% to 14%
-of the rows and 28% held-out accuracy after 10 adam epochs). A network d_0-hidden-classes with a softmax head, weights as in bench (N(0, 1/d_in), biases
-N(0, 0.1^2)).
+of the rows and 28% held-out accuracy after 10 adam epochs). A network d_0-hidden-classes with a softmax head,
+weights as in bench (N(0, 1/d_in), biases N(0, 0.1^2)).
 
 Two tables, float32:
 
