@@ -462,13 +462,20 @@ def test_objective_keeps_its_converted_X_alive():
 
 @pytest.mark.parametrize("impl", [mlpgrad, reference], ids=["native", "reference"])
 def test_nan_in_sparse_X_is_not_screened(impl):
-    """As for a dense X (README, "Input rules"): NaN flows into its sample's results."""
+    """As for a dense X (README, "NaN, Inf and extreme values"): NaN flows into its sample's results, but the zeros a
+    sparse X does not store multiply nothing: of dW_1 only the rows of the sample's stored columns are NaN."""
     p = Problem(9, 6, 0.5, "softmax", 2, F64, seed=1, empty_rows=0.0)
     X = p.X.copy()
     X.data[X.indptr[4]] = np.nan  # row 4's first value
-    assert np.isnan(impl.loss(p.Ws, p.bs, X, p.y, head="softmax"))
     P = impl.forward(p.Ws, p.bs, X, head="softmax")
     assert np.all(np.isnan(P[4])) and np.all(np.isfinite(np.delete(P, 4, axis=0)))
+    L, g = impl.loss_and_grad(p.Ws, p.bs, X, p.y, head="softmax", input_grad=True)
+    stored = np.zeros(6, dtype=bool)
+    stored[X.indices[X.indptr[4]:X.indptr[5]]] = True
+    assert np.isnan(L) and 0 < stored.sum() < 6
+    np.testing.assert_array_equal(np.isnan(g.weights[0]).any(axis=1), stored)
+    assert np.all(np.isnan(g.weights[0][stored])) and np.all(np.isnan(g.weights[1]))
+    assert np.all(np.isnan(g.input[4])) and np.all(np.isfinite(np.delete(g.input, 4, axis=0)))
 
 
 def test_dense_input_does_not_import_scipy():

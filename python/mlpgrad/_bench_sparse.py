@@ -311,12 +311,14 @@ def format_targets(row: dict) -> str:
 
 
 def legend(row: dict) -> str:
-    return textwrap.fill(f"X: {row['n']} x {row['d0']} float32 CSR, {row['nnz']} nonzeros (density {100 * row['density']:.2g}%; "
-            f"Zipf-like columns and {TOPIC_SHARE:.0%} topic words, unit rows), network {'-'.join(map(str, row['sizes']))} softmax. Per call: loss and "
-            "parameter gradients (reduction sum, no dL/dX), median of interleaved timed calls; the dense X is the "
-            "first rows densified, its time scaled to N rows. Fit: adam, batch 200, max_iter epochs on 90% of the "
-            f"rows, accuracy on the other 10%. Target (issue 15): scikit-learn's fit time >= {SPEEDUP_TARGET:.0f}x "
-            f"mlpgrad's, mlpgrad's accuracy at most {ACCURACY_MARGIN} below.", width=120)
+    network = "-".join(map(str, row["sizes"]))
+    return textwrap.fill(
+        f"X: {row['n']} x {row['d0']} float32 CSR, {row['nnz']} nonzeros (density {100 * row['density']:.2g}%; "
+        f"Zipf-like columns and {TOPIC_SHARE:.0%} topic words, unit rows), network {network} softmax. Per call: loss "
+        "and parameter gradients (reduction sum, no dL/dX), median of interleaved timed calls; the dense X is the "
+        "first rows densified, its time scaled to N rows. Fit: adam, batch 200, max_iter epochs on 90% of the rows, "
+        f"accuracy on the other 10%. Target (issue 15): scikit-learn's fit time >= {SPEEDUP_TARGET:.0f}x mlpgrad's, "
+        f"mlpgrad's accuracy at most {ACCURACY_MARGIN} below.", width=120)
 
 
 def print_section(result: dict) -> None:
