@@ -2,9 +2,9 @@
 with the sections help() and IDEs show (Parameters naming every parameter, Returns, Raises, Examples), and its
 Examples run as written.
 
-Public: ``mlpgrad.__all__`` and the lazily loaded ``MLPClassifier``, ``MLPRegressor`` and ``plot_loss_curve``; the public methods
-and properties of the classes (those defined in mlpgrad, not inherited from scikit-learn or ``tuple``); the
-public names of ``mlpgrad.dask`` when dask is installed. ``mlpgrad.reference`` keeps its short docstrings: it is
+Public: ``mlpgrad.__all__`` and the lazily loaded ``MLPClassifier``, ``MLPRegressor`` and ``plot_loss_curve``; the
+public methods and properties of the classes (those defined in mlpgrad, not inherited from scikit-learn or
+``tuple``); the public names of ``mlpgrad.dask`` when dask is installed. ``mlpgrad.reference`` keeps its short docstrings: it is
 the specification, read beside docs/derivation.md, and its functions take the arguments of the native functions
 of the same names, whose docstrings document them (a second copy of each would drift)."""
 

@@ -264,6 +264,18 @@ def test_early_stopping_scores_are_r2():
     assert est.validation_loss_curve_[-1] > 0
 
 
+def test_plot_loss_curve_names_r2(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    X, y = _data(1, n=200)
+    est = MLPRegressor(hidden_layer_sizes=(6,), max_iter=4, early_stopping=True, random_state=0).fit(X, y)
+    ax = mlpgrad.plot_loss_curve(est)
+    assert ax._mlpgrad_score_axis.get_ylabel() == "validation R^2"
+    ax.figure.savefig(tmp_path / "curve.png")
+    plt.close("all")
+
+
 def test_float32_close_to_float64():
     X, y = _data(2)
     kw = dict(hidden_layer_sizes=(16,), max_iter=5, random_state=0)
