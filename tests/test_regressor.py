@@ -388,3 +388,20 @@ def test_verbose_progress(capsys, solver):
     MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, verbose=True, solver=solver, random_state=0).fit(X, y)
     out = capsys.readouterr()
     assert "loss" in out.out + out.err
+
+
+def test_readme_regressor_example_runs():
+    """The README's MLPRegressor example (the python block of its scikit-learn section) runs without a warning
+    (lbfgs converges before max_iter), and fits well."""
+    import warnings
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## scikit-learn estimator"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(block, "README.md", "exec"), namespace)
+    reg, X, Y = namespace["reg"], namespace["X"], namespace["Y"]
+    assert reg.predict(X[:2]).shape == (2, 2) and reg.score(X, Y) > 0.99
