@@ -371,7 +371,7 @@ def _r2(sums):
 
     n, _, _, deviation, residual = sums
     if n < 2:
-        warnings.warn("R^2 score is not well-defined with less than two samples.", UndefinedMetricWarning,
+        warnings.warn("R^2 is not defined for fewer than two samples: score returns NaN", UndefinedMetricWarning,
                       stacklevel=3)
         return float("nan")
     scores = np.ones_like(deviation)

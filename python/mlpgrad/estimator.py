@@ -1146,7 +1146,10 @@ n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activatio
     def _validate_input(self, X, y, incremental, reset):
         """scikit-learn's validation (real, finite y); returns X and the targets as an (n, k) array, k the number
         of outputs, which must be the fitted one's when training continues."""
-        X, y = _validate_data(self, _as_numpy(X), _as_numpy(y), accept_sparse=False, multi_output=True,
+        y = _as_numpy(y)
+        if getattr(y, "ndim", 0) > 2:  # arrays; scikit-learn's message would not name y
+            raise ValueError(f"y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs), got shape {y.shape}")
+        X, y = _validate_data(self, _as_numpy(X), y, accept_sparse=False, multi_output=True,
                               y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
         if y.dtype.kind not in "biuf":
             raise ValueError(f"y must hold real numbers (the regression targets), got dtype {y.dtype}")
