@@ -298,7 +298,10 @@ def test_coefs_are_views_of_one_flat_buffer_and_pickle(solver):
     clone = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(clone.predict(X), est.predict(X))
     assert clone.score(X, y) == est.score(X, y)
-    clone.partial_fit(X, y) if solver == "adam" else clone.fit(X, y)
+    if solver == "adam":  # training continues from the unpickled parameters
+        clone.partial_fit(X, y)
+    else:
+        clone.fit(X, y)
     assert np.isfinite(clone.loss_)
 
 

@@ -146,8 +146,7 @@ class _Values:
     (the core's scan)."""
 
     def __init__(self, est, y, first_pass):
-        if y.dtype.kind not in "biuf":
-            raise ValueError(f"y must hold real numbers (the regression targets), got dtype {y.dtype}")
+        est._check_real(y.dtype)
         k = 1 if y.ndim == 1 else y.shape[1]
         if not first_pass:
             est._check_n_outputs(k)

@@ -1151,14 +1151,19 @@ n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activatio
             raise ValueError(f"y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs), got shape {y.shape}")
         X, y = _validate_data(self, _as_numpy(X), y, accept_sparse=False, multi_output=True,
                               y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
-        if y.dtype.kind not in "biuf":
-            raise ValueError(f"y must hold real numbers (the regression targets), got dtype {y.dtype}")
+        self._check_real(y.dtype)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         Y = y.reshape(len(y), -1)
         if not reset and getattr(self, "coefs_", None) is not None:
             self._check_n_outputs(Y.shape[1])
         return X, Y
+
+    @staticmethod
+    def _check_real(dtype):
+        """The targets' dtype is real (bool, integer or floating)."""
+        if dtype.kind not in "biuf":
+            raise ValueError(f"y must hold real numbers (the regression targets), got dtype {dtype}")
 
     def _check_n_outputs(self, k):
         fitted = np.shape(self.coefs_[-1])[-1]
@@ -1373,8 +1378,7 @@ n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activatio
         X = self._check_X(X)
         Y = np.asarray(_as_numpy(y))
         n, k = X.shape[0], self.n_outputs_
-        if Y.dtype.kind not in "biuf":
-            raise ValueError(f"y must hold real numbers (the regression targets), got dtype {Y.dtype}")
+        self._check_real(Y.dtype)
         if Y.shape != (n, k) and not (k == 1 and Y.shape == (n,)):
             raise ValueError(f"y must have shape ({n}, {k})" + (f" or ({n},)" if k == 1 else "")
                              + f" (X's rows, the fitted outputs), got shape {Y.shape}")
