@@ -1,12 +1,12 @@
-"""mlpgrad.dask and MLPClassifier on dask arrays, on a LocalCluster of 2 worker processes (1 thread, 512 MiB each).
+"""mlpgrad.dask and the estimators on dask arrays, on a LocalCluster of 2 worker processes (1 thread, 512 MiB each).
 
 Against the in-memory API (the specification): equal within 1e-12 (float64) / 1e-5 (float32) max-norm relative
 error for both heads, labels and targets, sum and mean, with and without sample weights, on uneven row chunks
 and on a single chunk; bit-identical from run to run and across schedulers; the same errors with the same
 messages (a label out of range with the whole array's range); the Objective's curvature products likewise. Then
-the estimator (lbfgs and newton-cg on the cluster, adam and sgd epochs over the blocks, partial_fit over blocks,
-lazy predictions and score on the workers), the worker thread budget, the benchmark's --quick mode and the
-README's example. Skipped when dask is not installed (the "dask" extra).
+the estimators, MLPClassifier and MLPRegressor (lbfgs and newton-cg on the cluster, adam and sgd epochs over the
+blocks, partial_fit over blocks, lazy predictions and score on the workers), the worker thread budget, the
+benchmark's --quick mode and the README's example. Skipped when dask is not installed (the "dask" extra).
 """
 
 from __future__ import annotations
@@ -551,6 +551,126 @@ def test_estimator_errors_on_dask(client):
     Xn[33, 2] = np.nan
     with pytest.raises(ValueError, match="Input X contains NaN"):
         MLPClassifier(solver="lbfgs").fit(_rows(Xn, 20), yd)
+
+
+# ------------------------------------------------------------------ MLPRegressor
+
+def _regression(k, n=300, d=8):
+    """make_regression's data with k outputs ((n,) for k = 1), scaled to unit spread."""
+    from sklearn.datasets import make_regression
+    X, y = make_regression(n, d, n_targets=k, n_informative=5, noise=0.1, random_state=0)
+    return X, y / np.std(y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+@pytest.mark.parametrize("k", [1, 3], ids=["1-D", "3-outputs"])
+def test_regressor_full_batch_fit_on_cluster_matches_in_memory(client, k, solver):
+    """MLPRegressor, float64, with sample weights, on uneven chunks (an empty block included): 8 L-BFGS or 4
+    newton-cg iterations on the cluster give the in-memory fit's iterates and reported losses (for 3 outputs
+    scikit-learn's, the squared error averaged over them), to the optimizer's bound."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPRegressor
+    X, y = _regression(k)
+    w = np.random.default_rng(1).uniform(0.1, 2, len(X))
+    kw = dict(hidden_layer_sizes=(12, 7), max_iter=8 if solver == "lbfgs" else 4, random_state=3, solver=solver,
+              alpha=0.01)
+    a = MLPRegressor(**kw).fit(X, y, sample_weight=w)
+    chunks = (70, 90, 0, 80, 60)
+    b = MLPRegressor(**kw).fit(_rows(X, chunks), _rows(y, chunks), sample_weight=_rows(w, chunks))
+    assert b.n_iter_ == a.n_iter_ and b.n_outputs_ == a.n_outputs_ == k and b.out_activation_ == "identity"
+    assert _max_diff(a, b) <= tol(np.float64, "optimizer")
+    np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=tol(np.float64))
+    np.testing.assert_allclose(b.predict(X), a.predict(X), atol=tol(np.float64, "optimizer"))
+
+
+REGRESSOR_STOCHASTIC = [("adam", 1, dict()), ("sgd", 3, dict(alpha=0.0, learning_rate="invscaling"))]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+@pytest.mark.parametrize("solver,k,extra", REGRESSOR_STOCHASTIC, ids=[f"{s}-{k}" for s, k, _ in REGRESSOR_STOCHASTIC])
+def test_regressor_stochastic_fit_one_block_equals_in_memory(client, solver, k, extra):
+    """adam / sgd fit of MLPRegressor on one row block, with sample weights: the in-memory fit, bit for bit; over
+    uneven blocks, the reported loss decreases (for 3 outputs, with alpha=0: the epoch's loss scaled by 1/3)."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPRegressor
+    X, y = _regression(k)
+    w = np.random.default_rng(2).uniform(0.1, 2, len(X))
+    kw = dict(hidden_layer_sizes=(12,), random_state=3, solver=solver, batch_size=32, max_iter=4,
+              learning_rate_init=0.01, **extra)
+    a = MLPRegressor(**kw).fit(X, y, sample_weight=w)
+    b = MLPRegressor(**kw).fit(_rows(X, len(X)), _rows(y, len(X)), sample_weight=_rows(w, len(X)))
+    assert b.n_iter_ == a.n_iter_ == 4 and b.t_ == a.t_
+    assert b.loss_curve_ == a.loss_curve_
+    assert _max_diff(a, b) == 0.0
+    c = MLPRegressor(**kw).fit(_rows(X, (70, 90, 0, 80, 60)), _rows(y, (70, 90, 0, 80, 60)))
+    assert np.all(np.diff(c.loss_curve_) < 0), c.loss_curve_
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_regressor_partial_fit_over_blocks(client, solver):
+    """MLPRegressor.partial_fit on dask arrays = partial_fit on each row block in order, bit for bit (3 outputs,
+    alpha > 0: the per-mini-batch epochs, on the client)."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPRegressor
+    X, y = _regression(3)
+    chunks = (70, 90, 80, 60)
+    kw = dict(hidden_layer_sizes=(12,), random_state=3, solver=solver, batch_size=32)
+    a, b = MLPRegressor(**kw), MLPRegressor(**kw)
+    Xd, yd = dask.persist(_rows(X, chunks), _rows(y, chunks))
+    start = 0
+    for c in chunks:
+        a.partial_fit(X[start:start + c], y[start:start + c])
+        start += c
+    b.partial_fit(Xd, yd)
+    assert _max_diff(a, b) == 0.0 and b.loss_curve_ == a.loss_curve_
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+@pytest.mark.parametrize("k", [1, 3], ids=["1-D", "3-outputs"])
+def test_regressor_predict_and_score_on_the_workers(client, k):
+    """MLPRegressor.predict of a dask array: a lazy dask array with X's row chunks (an empty block included),
+    (n,) for one output, equal to the in-memory predictions; score: a float, the in-memory R^2 (sklearn's
+    r2_score, with sample weights) up to the order of the sums, from the blocks' sums merged on the cluster."""
+    pytest.importorskip("sklearn")
+    from sklearn.metrics import r2_score
+
+    from mlpgrad import MLPRegressor
+    X, y = _regression(k)
+    w = np.random.default_rng(2).uniform(0.1, 2, len(X))
+    est = MLPRegressor(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
+    chunks = (100, 0, 1, 199)
+    Xd, yd, wd = _rows(X, chunks), _rows(y, chunks), _rows(w, chunks)
+    lazy = est.predict(Xd)
+    assert isinstance(lazy, da.Array) and lazy.chunks[0] == chunks and lazy.shape == y.shape
+    np.testing.assert_array_equal(lazy.compute(), est.predict(X))
+    for weights, wdask in ((None, None), (w, wd)):
+        score = est.score(Xd, yd, sample_weight=wdask)
+        assert type(score) is float
+        assert score == pytest.approx(r2_score(y, est.predict(X), sample_weight=weights), rel=1e-12)
+    constant = np.full_like(y, 1.5)
+    assert est.score(Xd, _rows(constant, chunks)) == r2_score(constant, est.predict(X)) == 0.0  # no spread
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+def test_regressor_errors_on_dask(client):
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPRegressor
+    X, y = _regression(3, n=40)
+    Xd, yd = _rows(X, 20), _rows(y, 20)
+    with pytest.raises(ValueError, match=r"^solver='adam' with several outputs and alpha > 0 is not supported"):
+        MLPRegressor().fit(Xd, yd)
+    with pytest.raises(ValueError, match=r"^early_stopping=True is not supported by fit on dask arrays"):
+        MLPRegressor(early_stopping=True).fit(Xd, yd)
+    yn = y.copy()
+    yn[13, 1] = np.inf
+    with pytest.raises(ValueError, match="y must be finite"):
+        MLPRegressor(solver="lbfgs").fit(Xd, _rows(yn, 20))
+    with pytest.raises(ValueError, match="y must hold real numbers"):
+        MLPRegressor(solver="lbfgs").fit(Xd, _rows(np.array(["a"] * 40), 20))
+    est = MLPRegressor(solver="lbfgs", warm_start=True, max_iter=2).fit(Xd, yd)
+    with pytest.raises(ValueError, match=r"y has 1 output\(s\), but MLPRegressor was fitted with 3"):
+        est.fit(Xd, _rows(y[:, 0], 20))
 
 
 # ------------------------------------------------------------------ the benchmark and the README

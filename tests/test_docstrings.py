@@ -2,9 +2,9 @@
 with the sections help() and IDEs show (Parameters naming every parameter, Returns, Raises, Examples), and its
 Examples run as written.
 
-Public: ``mlpgrad.__all__`` and the lazily loaded ``MLPClassifier`` and ``plot_loss_curve``; the public methods
-and properties of the classes (those defined in mlpgrad, not inherited from scikit-learn or ``tuple``); the
-public names of ``mlpgrad.dask`` when dask is installed. ``mlpgrad.reference`` keeps its short docstrings: it is
+Public: ``mlpgrad.__all__`` and the lazily loaded ``MLPClassifier``, ``MLPRegressor`` and ``plot_loss_curve``; the
+public methods and properties of the classes (those defined in mlpgrad, not inherited from scikit-learn or
+``tuple``); the public names of ``mlpgrad.dask`` when dask is installed. ``mlpgrad.reference`` keeps its short docstrings: it is
 the specification, read beside docs/derivation.md, and its functions take the arguments of the native functions
 of the same names, whose docstrings document them (a second copy of each would drift)."""
 
@@ -24,8 +24,8 @@ def _public_objects():
     """(qualified name, object) of every documented public name."""
     modules = [("mlpgrad", mlpgrad, [n for n in mlpgrad.__all__ if n not in ("reference", "__version__")])]
     try:
-        import sklearn  # noqa: F401  (MLPClassifier and plot_loss_curve need the "sklearn" extra)
-        modules[0][2].extend(["MLPClassifier", "plot_loss_curve"])
+        import sklearn  # noqa: F401  (the estimators and plot_loss_curve need the "sklearn" extra)
+        modules[0][2].extend(["MLPClassifier", "MLPRegressor", "plot_loss_curve"])
     except ImportError:
         pass
     try:

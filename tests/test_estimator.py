@@ -530,13 +530,16 @@ def test_mlpgrad_imports_without_scikit_learn():
     assert "ImportError" in out and "mlpgrad[sklearn]" in out
 
 
-@pytest.mark.slow  # two estimators fitted on digits, and matplotlib
+@pytest.mark.slow  # two estimators fitted on digits and on the regression cases, and matplotlib
 def test_demo_runs(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from mlpgrad.cli import main
     assert main(["demo", "--max-iter", "3", "--plot", str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out
     assert "sklearn MLPClassifier(logistic)" in out and "mlpgrad MLPClassifier" in out
+    for case in ("diabetes", "friedman1 5000 x 10"):  # the regression table: a row per estimator and dtype
+        rows = [line for line in out.splitlines() if line.startswith(case)]
+        assert len(rows) == 3 and "sklearn MLPRegressor(logistic)" in rows[0] and "mlpgrad MLPRegressor" in rows[1]
     assert (tmp_path / "c.png").exists()
     import matplotlib.pyplot as plt
     plt.close("all")

@@ -146,8 +146,8 @@ USER_SCRIPT = Path(__file__).parent / "typecheck" / "user_script.py"
 
 @pytest.mark.slow
 def test_mypy_strict_accepts_a_users_script(tmp_path):
-    """``mypy --strict`` on tests/typecheck/user_script.py (every public function, the Objective, MLP and
-    MLPClassifier, with annotated results) and on the stub: the public API is annotated, the stub is valid. mypy
+    """``mypy --strict`` on tests/typecheck/user_script.py (every public function, the Objective, MLP,
+    MLPClassifier and MLPRegressor, with annotated results) and on the stub: the public API is annotated, the stub is valid. mypy
     finds mlpgrad as the interpreter imports it (installed, or on PYTHONPATH); about 10 s without a cache."""
     pytest.importorskip("mypy")
     env = dict(os.environ, MYPY_FORCE_COLOR="0")

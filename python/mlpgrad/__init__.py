@@ -25,6 +25,7 @@ __version__: str = build_info()["version"]
 
 if TYPE_CHECKING:  # loaded on first use at run time (__getattr__ below); visible to type checkers
     from .estimator import MLPClassifier as MLPClassifier
+    from .estimator import MLPRegressor as MLPRegressor
     from ._plot import plot_loss_curve as plot_loss_curve
 
 __all__ = ["Gradients", "forward", "loss", "loss_and_grad", "pack", "unpack", "Objective", "per_sample_grad_norms",
@@ -33,15 +34,15 @@ __all__ = ["Gradients", "forward", "loss", "loss_and_grad", "pack", "unpack", "O
 
 
 def __getattr__(name: str) -> Any:
-    """``mlpgrad.MLPClassifier`` and ``mlpgrad.plot_loss_curve`` load on first use: they need the optional
-    dependencies of the "sklearn" extra (scikit-learn, scipy; matplotlib for the plot)."""
-    if name == "MLPClassifier":
+    """``mlpgrad.MLPClassifier``, ``mlpgrad.MLPRegressor`` and ``mlpgrad.plot_loss_curve`` load on first use: they
+    need the optional dependencies of the "sklearn" extra (scikit-learn, scipy; matplotlib for the plot)."""
+    if name in ("MLPClassifier", "MLPRegressor"):
         try:
-            from .estimator import MLPClassifier
+            from . import estimator
         except ImportError as exc:
-            raise ImportError(f"mlpgrad.MLPClassifier needs scikit-learn and scipy ({exc}): "
+            raise ImportError(f"mlpgrad.{name} needs scikit-learn and scipy ({exc}): "
                               'pip install "mlpgrad[sklearn]"') from exc
-        return MLPClassifier
+        return getattr(estimator, name)
     if name == "plot_loss_curve":
         from ._plot import plot_loss_curve
         return plot_loss_curve

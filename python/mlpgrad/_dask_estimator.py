@@ -1,13 +1,14 @@
-"""``MLPClassifier`` on dask arrays chunked along rows (called by ``mlpgrad.estimator``).
+"""``MLPClassifier`` and ``MLPRegressor`` on dask arrays chunked along rows (called by ``mlpgrad.estimator``).
 
-``fit`` (solvers "lbfgs" and "newton-cg"): the in-memory fit (``MLPClassifier._fit``) with ``OnDask`` as the
-data's side. The objective is an :class:`mlpgrad.dask.Objective`: before the first iteration every row block of X
-(cast to the parameters' dtype), of the binarized targets and of the sample weights is bound on its worker
-(converted, scanned, kept there), so every evaluation reads it from the workers' memory, not from its source; each
-evaluation (and each Gauss-Newton product of newton-cg) is one task per block and a fixed reduction tree, scipy's
-optimizer runs on the client. The blocks are released when ``fit`` returns.
-The classes come from one pass over y (``dask.array.unique``). The steps are the in-memory fit's, up to the
-order of the sums (tests/test_dask.py compares the two).
+``fit`` (solvers "lbfgs" and "newton-cg"): the in-memory fit (``_BaseMLP._fit``) with ``OnDask`` as the data's
+side. The objective is an :class:`mlpgrad.dask.Objective`: before the first iteration every row block of X (cast
+to the parameters' dtype), of the targets (binarized labels, or the regression values cast) and of the sample
+weights is bound on its worker (converted, scanned, kept there), so every evaluation reads it from the workers'
+memory, not from its source; each evaluation (and each Gauss-Newton product of newton-cg) is one task per block
+and a fixed reduction tree, scipy's optimizer runs on the client. The blocks are released when ``fit`` returns.
+The classifier's classes come from one pass over y (``dask.array.unique``); the regressor's number of outputs
+from y's shape. The steps are the in-memory fit's, up to the order of the sums (tests/test_dask.py compares the
+two).
 
 ``fit`` (solvers "adam" and "sgd"): epochs over the same bound blocks (``Epochs``). Each epoch visits the non-empty
 blocks in an order drawn from ``random_state`` (with ``shuffle=True``, else in order) and runs the in-memory epoch on
@@ -15,7 +16,9 @@ each block, on its worker: mini-batches of ``batch_size`` rows within the block 
 rows reshuffled from the same random state. The parameters, the optimizer's state and the random state go from
 block to block (one task per block, each waiting for the one before); the data never leave their workers. The
 stopping rules, the loss curve and the learning-rate schedules are the in-memory loop's, per epoch. On one block
-this is the in-memory fit step for step. ``early_stopping=True`` is refused (no held-out split of dask arrays).
+this is the in-memory fit step for step. ``early_stopping=True`` is refused (no held-out split of dask arrays), and
+so is the regressor with several outputs and ``alpha > 0`` (its reported loss needs one native call per mini-batch,
+``estimator._Epochs._run_by_batch``).
 
 ``partial_fit``: the same as calling ``partial_fit`` on each row block in order (blocks with no rows are
 skipped). Mini-batch steps are sequential, so they run on the client: each block is fetched from the workers
@@ -24,7 +27,8 @@ with the in-memory code. Persist X and y (``dask.persist``) before calling it on
 
 ``predict``, ``predict_proba``, ``predict_log_proba``: lazy dask arrays with X's row chunks, one task per block
 running the in-memory method on a snapshot of the fitted estimator. ``score``: a Python float, one task per block
-(its weighted count of correct predictions), the counts added on the cluster.
+(the classifier's: its weighted count of correct predictions; the regressor's: its sums of R^2), the blocks'
+results combined on the cluster.
 
 Only this module's functions import dask, and only when called: ``is_dask_array`` looks at ``sys.modules``
 (no dask array can exist before ``dask.array`` is imported).
@@ -103,27 +107,15 @@ def _targets_block(yb, binarizer, softmax, dtype):
     return np.ascontiguousarray(Y, dtype=dtype)
 
 
-class OnDask:
-    """The data's side of ``MLPClassifier.fit`` on dask arrays (MLPClassifier._fit does the rest): the checks, the
-    classes from one pass over y, and the objective as an ``mlpgrad.dask.Objective``, whose bound blocks live on
-    the workers until the fit ends: the full-batch solvers evaluate it, adam and sgd train on its blocks
-    (``Epochs``)."""
+class _Classes:
+    """MLPClassifier's targets on dask arrays: the classes from one pass over y (``dask.array.unique``), the label
+    binarizer fitted on a stand-in with y's distinct values and y's width; each block binarized on its worker."""
 
-    def __init__(self, est, X, y, sample_weight, first_pass):
+    def __init__(self, est, y):
         import dask.array as da
-        from sklearn.exceptions import DataConversionWarning
         from sklearn.preprocessing import LabelBinarizer
         from sklearn.utils.multiclass import unique_labels
 
-        if est.solver in ("adam", "sgd") and est.early_stopping:
-            raise ValueError(f"early_stopping=True is not supported by fit on dask arrays (solver={est.solver!r}): "
-                             "hold out a validation set yourself and call score on it")
-        X, y, sample_weight, n, d = _check_data(est, X, y, sample_weight, reset=first_pass)
-        # classes: one pass over y; the binarizer is fitted on a stand-in with y's distinct values and y's width
-        if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
-                          "(n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=4)
-            y = y[:, 0]
         values = da.unique(y).compute()
         if values.dtype.kind == "f" and np.isnan(values).any():
             raise ValueError("Input y contains NaN.")
@@ -134,9 +126,69 @@ class OnDask:
         elif set(unique_labels(standin)) != set(est.classes_):
             raise ValueError("warm_start can only be used where `y` has the same classes as in the previous call to "
                              f"fit. Previously got {est.classes_}, `y` has {unique_labels(standin)}")
+        est.n_outputs_ = est._label_binarizer.transform(standin[:1]).reshape(1, -1).shape[1]
+
+    @staticmethod
+    def blocks(est, y, dtype):
+        """y's blocks as the core takes them, a dask array with y's row chunks."""
+        k = est.n_outputs_
+        if est.out_activation_ == "softmax":
+            return y.map_blocks(_targets_block, est._label_binarizer, True, dtype, dtype=np.int64)
+        if y.ndim == 1:
+            return y.map_blocks(_targets_block, est._label_binarizer, False, dtype, dtype=dtype, new_axis=1,
+                                chunks=(y.chunks[0], (k,)))
+        return y.map_blocks(_targets_block, est._label_binarizer, False, dtype, dtype=dtype)
+
+
+class _Values:
+    """MLPRegressor's targets on dask arrays: real values, their width the number of outputs (which must be the
+    fitted one's when a fit continues); each block cast on its worker, where binding it checks that it is finite
+    (the core's scan)."""
+
+    def __init__(self, est, y, first_pass):
+        est._check_real(y.dtype)
+        k = 1 if y.ndim == 1 else y.shape[1]
+        if not first_pass:
+            est._check_n_outputs(k)
+        est.n_outputs_ = k
+
+    @staticmethod
+    def blocks(est, y, dtype):
+        if y.ndim == 1:
+            return y.map_blocks(_values_block, dtype, dtype=dtype, new_axis=1, chunks=(y.chunks[0], (1,)))
+        return y.map_blocks(_values_block, dtype, dtype=dtype)
+
+
+def _values_block(yb, dtype):
+    """One block of regression targets as the core takes them: (n, k) C-ordered in the parameters' dtype."""
+    return np.ascontiguousarray(yb[:, None] if yb.ndim == 1 else yb, dtype=dtype)
+
+
+class OnDask:
+    """The data's side of ``fit`` on dask arrays (_BaseMLP._fit does the rest): the checks, the targets
+    (``_Classes`` or ``_Values``), and the objective as an ``mlpgrad.dask.Objective``, whose bound blocks live
+    on the workers until the fit ends: the full-batch solvers evaluate it, adam and sgd train on its blocks
+    (``Epochs``)."""
+
+    def __init__(self, est, X, y, sample_weight, first_pass):
+        from sklearn.base import is_classifier
+        from sklearn.exceptions import DataConversionWarning
+
+        if est.solver in ("adam", "sgd") and est.early_stopping:
+            raise ValueError(f"early_stopping=True is not supported by fit on dask arrays (solver={est.solver!r}): "
+                             "hold out a validation set yourself and call score on it")
+        X, y, sample_weight, n, d = _check_data(est, X, y, sample_weight, reset=first_pass)
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
+                          "(n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=4)
+            y = y[:, 0]
+        self.targets = _Classes(est, y) if is_classifier(est) else _Values(est, y, first_pass)
+        if est.solver in ("adam", "sgd") and est._reports_by_batch():
+            raise ValueError(f"solver={est.solver!r} with several outputs and alpha > 0 is not supported by fit on "
+                             "dask arrays (its reported loss needs one native call per mini-batch): use alpha=0, "
+                             "lbfgs or newton-cg, or arrays in memory")
         if first_pass:
             est.n_features_in_ = d
-        est.n_outputs_ = est._label_binarizer.transform(standin[:1]).reshape(1, -1).shape[1]
         self.est, self.X, self.y, self.sample_weight = est, X, y, sample_weight
         self.n_features, self.dtype = d, X.dtype
         self._objective = None
@@ -149,19 +201,12 @@ class OnDask:
         return False
 
     def objective(self):
-        """The fit's objective (MLPClassifier's: mean loss, penalty alpha / 2 ||W||^2 / total weight)."""
+        """The fit's objective (scikit-learn's: mean loss, penalty alpha / 2 ||W||^2 / total weight)."""
         from . import dask as mdask
 
-        est, y = self.est, self.y
-        dtype, k = est._flat.dtype, est.n_outputs_
-        softmax = est.out_activation_ == "softmax"
-        if softmax:
-            T = y.map_blocks(_targets_block, est._label_binarizer, True, dtype, dtype=np.int64)
-        elif y.ndim == 1:
-            T = y.map_blocks(_targets_block, est._label_binarizer, False, dtype, dtype=dtype, new_axis=1,
-                             chunks=(y.chunks[0], (k,)))
-        else:
-            T = y.map_blocks(_targets_block, est._label_binarizer, False, dtype, dtype=dtype)
+        est = self.est
+        dtype = est._flat.dtype
+        T = self.targets.blocks(est, self.y, dtype)
         obj = mdask.Objective(est._layer_units(), self.X, T, head=est._head(), reduction="mean",
                               sample_weight=self.sample_weight, dtype=dtype, n_threads=est.n_threads)
         if not obj._x_finite:
@@ -176,8 +221,8 @@ class OnDask:
 
 
 class Epochs:
-    """adam / sgd's epochs over the row blocks bound on the workers (MLPClassifier._fit_stochastic runs them, as
-    it runs the in-memory _Epochs). An epoch visits the blocks in an order drawn from the estimator's random
+    """adam / sgd's epochs over the row blocks bound on the workers (_BaseMLP._fit_stochastic runs them, as it runs
+    the in-memory _Epochs). An epoch visits the blocks in an order drawn from the estimator's random
     state (``shuffle=True``; else in order), and on each block runs the in-memory epoch (``estimator._epoch``:
     one native train_epoch call, mini-batches within the block, its rows reshuffled as in memory) on the block's
     worker. The steps are sequential, so the parameters, the optimizer's state and the random state travel from
@@ -191,7 +236,8 @@ class Epochs:
         self.orders = {}  # block -> its last row order (a Delayed kept on its worker), with shuffle
 
     def run(self, options, sumsq):
-        """One epoch: (summed loss, new sumsq), the estimator's parameters, state and random state updated."""
+        """One epoch: (the summed loss scikit-learn reports, new sumsq), the estimator's parameters, state and random
+        state updated."""
         import dask
 
         from .estimator import _shuffled
@@ -216,7 +262,7 @@ class Epochs:
         for key, value in out["state"].items():
             est._state[key][...] = value
         est._random_state.set_state(out["random_state"].get_state())
-        return out["loss"], out["sumsq"]
+        return out["loss"] * est._reported_scale(), out["sumsq"]  # not by batch: OnDask refuses that case
 
 
 def _train_block(carry, data, order, sizes, options, shuffle, n_threads):
@@ -289,11 +335,58 @@ def _score_block(X, y, sample_weight, est):
                     dtype=np.float64)
 
 
+def _r2_block(X, y, sample_weight, est):
+    """R^2's sums of one row block, per output (float64): (rows, total weight W, the weighted mean of y, the
+    weighted sum of squared deviations from that mean, the weighted sum of squared residuals)."""
+    k = est.n_outputs_
+    if X.shape[0] == 0:
+        return 0, 0.0, np.zeros(k), np.zeros(k), np.zeros(k)
+    est, _ = _on_worker(est, X.shape[0], X.shape[1])
+    Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
+    if Y.shape[1] != k:
+        raise ValueError(f"y must have {k} column(s) (the fitted outputs), got {Y.shape[1]}")
+    if not np.isfinite(Y).all():
+        raise ValueError("Input y contains NaN or infinity.")
+    w = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    W = float(np.sum(w))
+    mean = (w @ Y) / W if W > 0 else np.zeros(k)
+    residual = Y - np.asarray(est.predict(X), dtype=np.float64).reshape(Y.shape)
+    return X.shape[0], W, mean, w @ (Y - mean) ** 2, w @ residual ** 2
+
+
+def _r2_merge(a, b):
+    """Two blocks' R^2 sums as one (the pairwise update of a weighted mean and its sum of squared deviations)."""
+    n, W = a[0] + b[0], a[1] + b[1]
+    if W == 0:
+        return n, W, a[2], a[3] + b[3], a[4] + b[4]
+    delta = b[2] - a[2]
+    return n, W, a[2] + delta * (b[1] / W), a[3] + b[3] + delta ** 2 * (a[1] * b[1] / W), a[4] + b[4]
+
+
+def _r2(sums):
+    """R^2 from the merged sums, with r2_score's rules: 1 - residual / deviation per output, 1.0 where both are
+    0, 0.0 where only the deviation is; the outputs' plain average; NaN (and its warning) for fewer than 2 rows."""
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    n, _, _, deviation, residual = sums
+    if n < 2:
+        warnings.warn("R^2 is not defined for fewer than two samples: score returns NaN", UndefinedMetricWarning,
+                      stacklevel=3)
+        return float("nan")
+    scores = np.ones_like(deviation)
+    both = (deviation != 0) & (residual != 0)
+    scores[both] = 1.0 - residual[both] / deviation[both]
+    scores[(residual != 0) & (deviation == 0)] = 0.0
+    return float(np.mean(scores))
+
+
 def score(est, X, y, sample_weight=None):
-    """``est.score`` of dask arrays: the weighted mean accuracy as a Python float. One task per row block (its
-    predictions and its weighted count of correct rows), the counts added on the cluster by mlpgrad.dask's fixed
-    pairwise tree; the client receives the two totals."""
+    """``est.score`` of dask arrays, as a Python float: one task per row block and mlpgrad.dask's fixed pairwise
+    tree over the blocks' results, the client receiving the root's. MLPClassifier: the weighted mean accuracy
+    (each block's weighted count of correct predictions, added up). MLPRegressor: R^2 (each block's per-output
+    weighted mean, sum of squared deviations and of squared residuals, merged pairwise)."""
     import dask
+    from sklearn.base import is_classifier
 
     from . import dask as mdask
 
@@ -302,14 +395,19 @@ def score(est, X, y, sample_weight=None):
     est_d, token = _snapshot(est), uuid.uuid4().hex
     xs, ys, ws = mdask._blocks(X), mdask._blocks(y), mdask._blocks(sample_weight)
     ws = ws if ws is not None else [None] * len(xs)
-    parts = [dask.delayed(_score_block)(xs[i], ys[i], ws[i], est_d, dask_key_name=f"mlpgrad-score-{i}-{token}")
+    block, merge = (_score_block, np.add) if is_classifier(est) else (_r2_block, _r2_merge)
+    parts = [dask.delayed(block)(xs[i], ys[i], ws[i], est_d, dask_key_name=f"mlpgrad-score-{i}-{token}")
              for i in range(len(xs))]
-    correct, total = dask.compute(mdask._tree(parts, token, np.add))[0]
+    root = dask.compute(mdask._tree(parts, token, merge))[0]
+    if not is_classifier(est):
+        return _r2(root)
+    correct, total = root
     return float(correct / total)
 
 
-def partial_fit(est, X, y, sample_weight=None, classes=None):
-    """``est.partial_fit(X, y, sample_weight, classes)`` with dask arrays: block by block; see the module docstring."""
+def partial_fit(est, X, y, sample_weight=None, **fit_params):
+    """``est.partial_fit(X, y, sample_weight, **fit_params)`` (MLPClassifier's ``classes``) with dask arrays: block
+    by block; see the module docstring."""
     from concurrent.futures import ThreadPoolExecutor
 
     import dask
@@ -332,6 +430,6 @@ def partial_fit(est, X, y, sample_weight=None, classes=None):
             if i + 1 < n_blocks:
                 pending = pool.submit(fetch, i + 1)
             if Xb.shape[0]:
-                est.partial_fit(Xb, yb, sample_weight=wb, classes=classes)
+                est.partial_fit(Xb, yb, sample_weight=wb, **fit_params)
     est.fit_time_ = time.perf_counter() - t0
     return est

@@ -1,5 +1,5 @@
-"""``mlpgrad.plot_loss_curve``: training and validation curves of a fitted ``mlpgrad.MLPClassifier`` (or of
-scikit-learn's MLPClassifier, which has the same attributes) with matplotlib (an optional dependency)."""
+"""``mlpgrad.plot_loss_curve``: training and validation curves of a fitted ``mlpgrad.MLPClassifier`` or
+``MLPRegressor`` (or of scikit-learn's, which have the same attributes) with matplotlib (an optional dependency)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ __all__ = ["plot_loss_curve"]
 
 def plot_loss_curve(est: Any, ax: Any = None, *, label: Optional[str] = None, **plot_kwargs: Any) -> Any:
     """Draw ``est.loss_curve_`` (training loss per epoch) and, when recorded (``early_stopping=True``), the
-    validation loss (``validation_loss_curve_``) and the validation accuracy (``validation_scores_``, on a
-    second y axis).
+    validation loss (``validation_loss_curve_``) and the validation score (``validation_scores_``, on a second y
+    axis: the accuracy of a classifier, the R^2 of a regressor).
 
     Parameters
     ----------
-    est : MLPClassifier
-        A fitted ``mlpgrad.MLPClassifier``, or scikit-learn's.
+    est : MLPClassifier or MLPRegressor
+        A fitted ``mlpgrad.MLPClassifier`` or ``mlpgrad.MLPRegressor``, or scikit-learn's.
     ax : matplotlib Axes or None, default=None
         Where to draw (None: a new figure); calling again on the same Axes adds curves, to compare estimators.
     label : str or None, default=None
@@ -65,13 +65,15 @@ def plot_loss_curve(est: Any, ax: Any = None, *, label: Optional[str] = None, **
                 label=f"{name}: validation loss")
     scores = getattr(est, "validation_scores_", None)
     if scores:
+        from sklearn.base import is_regressor
+        metric = "validation R^2" if is_regressor(est) else "validation accuracy"
         ax2 = getattr(ax, "_mlpgrad_score_axis", None)
         if ax2 is None:
             ax2 = ax.twinx()
-            ax2.set_ylabel("validation accuracy")
+            ax2.set_ylabel(metric)
             ax._mlpgrad_score_axis = ax2
         ax2.plot(range(1, len(scores) + 1), scores, **{**plot_kwargs, "linestyle": ":", "color": line.get_color()},
-                 label=f"{name}: validation accuracy")
+                 label=f"{name}: {metric}")
     ax.set_xlabel("epoch" if getattr(est, "solver", "adam") in ("adam", "sgd") else "iteration")  # full-batch: iterations
     ax.set_ylabel("loss")
     ax.legend(loc="upper right")

@@ -1,10 +1,14 @@
-"""``python -m mlpgrad demo``: mlpgrad.MLPClassifier next to scikit-learn's MLPClassifier(activation="logistic").
+"""``python -m mlpgrad demo``: mlpgrad.MLPClassifier and MLPRegressor next to scikit-learn's MLPClassifier and
+MLPRegressor with activation="logistic".
 
 Trains both with the same hyper-parameters on scikit-learn's bundled digits data (no download) and prints
 their fit times and test accuracies side by side; ``--large`` adds a synthetic 200 000 x 100 problem
-(make_classification); ``--newton-cg`` adds a table of mlpgrad's full-batch solvers on each case, the iterations
-and time newton-cg and lbfgs take to reach lbfgs's final training loss; ``--plot FILE.png`` writes the loss
-curves. Needs the "sklearn" extra (``pip install ".[sklearn]"``).
+(make_classification); ``--newton-cg`` adds a table of mlpgrad's full-batch solvers on each classification case,
+the iterations and time newton-cg and lbfgs take to reach lbfgs's final training loss; ``--plot FILE.png`` writes
+the digits loss curves. A second table does the same for the regressors, with their test R^2, on the bundled
+diabetes data and on Friedman's synthetic problem #1 (make_friedman1, 5000 x 10), X and y standardized with the
+training rows' means and deviations (``--no-regression`` leaves it out). Needs the "sklearn" extra
+(``pip install ".[sklearn]"``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,27 @@ def _datasets(args):
                                    random_state=0)
         yield (f"synthetic {args.large_samples} x 100", train_test_split(X, y, test_size=0.2, random_state=0),
                args.large_max_iter, args.large_solvers.split(","))
+
+
+def _standardized(split):
+    """(X_train, X_test, y_train, y_test) with X and y shifted and scaled by the training rows' means and
+    deviations (R^2 is the same on either scale)."""
+    X_tr, X_te, y_tr, y_te = split
+    mx, sx, my, sy = X_tr.mean(axis=0), X_tr.std(axis=0), y_tr.mean(), y_tr.std()
+    return (X_tr - mx) / sx, (X_te - mx) / sx, (y_tr - my) / sy, (y_te - my) / sy
+
+
+def _regression_datasets(args):
+    """The regression table's cases, as _datasets': diabetes (442 x 10) and Friedman #1 (5000 x 10, noise 1)."""
+    from sklearn.datasets import load_diabetes, make_friedman1
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_diabetes(return_X_y=True, scaled=False)
+    yield "diabetes", _standardized(train_test_split(X, y, test_size=0.25, random_state=0)), args.max_iter, \
+        [args.solver]
+    X, y = make_friedman1(n_samples=5000, n_features=10, noise=1.0, random_state=0)
+    yield "friedman1 5000 x 10", _standardized(train_test_split(X, y, test_size=0.2, random_state=0)), \
+        args.max_iter, [args.solver]
 
 
 def _cases(datasets, args):
@@ -97,6 +122,36 @@ def _newton_table(datasets, dtypes, args, MLPClassifier):
           "newton-cg's; final loss: after 'after' iterations")
 
 
+def _table(cases, SkEstimator, Estimator, metric, dtypes, args):
+    """One table: per case, scikit-learn's row then mlpgrad's per dtype (iterations, fit time, the test score
+    ``metric`` names, speed-up); returns the digits fits' (label, estimator) for --plot."""
+    header = (f"{'case':<24} {'estimator':<33} {'solver':<6} {'dtype':<8} {'iters':>5} {'fit time':>10} "
+              f"{metric:>9} {'speed-up':>9}")
+    print(header)
+    print("-" * len(header))
+    curves = []
+    for case, (X_tr, X_te, y_tr, y_te), params in cases:
+        ref = None
+        if not args.no_sklearn:
+            sk = SkEstimator(activation="logistic", **params)
+            ref, score = _fit(sk, X_tr, y_tr, X_te, y_te, args.repeat)
+            name = f"sklearn {SkEstimator.__name__}(logistic)"
+            print(f"{case:<24} {name:<33} {params['solver']:<6} {'float64':<8} {sk.n_iter_:>5} {ref:>8.3f} s "
+                  f"{score:>9.4f} {'1.0x':>9}", flush=True)
+            if case == "digits":
+                curves.append(("scikit-learn (float64)", sk))
+        for dt in dtypes:
+            est = Estimator(dtype=dt, n_threads=args.threads, **params)
+            secs, score = _fit(est, X_tr, y_tr, X_te, y_te, args.repeat)
+            speed = f"{ref / secs:.1f}x" if ref else "-"
+            name = f"mlpgrad {Estimator.__name__}"
+            print(f"{case:<24} {name:<33} {params['solver']:<6} {dt:<8} {est.n_iter_:>5} {secs:>8.3f} s "
+                  f"{score:>9.4f} {speed:>9}", flush=True)
+            if case == "digits":
+                curves.append((f"mlpgrad ({dt})", est))
+    return curves
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``python -m mlpgrad demo``: ``args`` from :func:`add_arguments`."""
     try:
@@ -112,32 +167,17 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
 
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
-    header = (f"{'case':<24} {'estimator':<33} {'solver':<6} {'dtype':<8} {'iters':>5} {'fit time':>10} "
-              f"{'test acc':>9} {'speed-up':>9}")
-    print(header)
-    print("-" * len(header))
-    curves = []
     datasets = list(_datasets(args))
-    for case, (X_tr, X_te, y_tr, y_te), params in _cases(datasets, args):
-        ref = None
-        if not args.no_sklearn:
-            sk = SkMLP(activation="logistic", **params)
-            ref, acc = _fit(sk, X_tr, y_tr, X_te, y_te, args.repeat)
-            print(f"{case:<24} {'sklearn MLPClassifier(logistic)':<33} {params['solver']:<6} {'float64':<8} "
-                  f"{sk.n_iter_:>5} {ref:>8.3f} s {acc:>9.4f} {'1.0x':>9}", flush=True)
-            if case == "digits":
-                curves.append(("scikit-learn (float64)", sk))
-        for dt in dtypes:
-            est = MLPClassifier(dtype=dt, n_threads=args.threads, **params)
-            secs, acc = _fit(est, X_tr, y_tr, X_te, y_te, args.repeat)
-            speed = f"{ref / secs:.1f}x" if ref else "-"
-            print(f"{case:<24} {'mlpgrad MLPClassifier':<33} {params['solver']:<6} {dt:<8} {est.n_iter_:>5} "
-                  f"{secs:>8.3f} s {acc:>9.4f} {speed:>9}", flush=True)
-            if case == "digits":
-                curves.append((f"mlpgrad ({dt})", est))
+    curves = _table(_cases(datasets, args), SkMLP, MLPClassifier, "test acc", dtypes, args)
+    if not args.no_regression:
+        from sklearn.neural_network import MLPRegressor as SkReg
+
+        from .estimator import MLPRegressor
+        print()
+        _table(_cases(_regression_datasets(args), args), SkReg, MLPRegressor, "test R^2", dtypes, args)
     print(f"\nhyper-parameters (both estimators of a row pair): hidden_layer_sizes=(100,), the solver shown, "
-          f"random_state=0, max_iter={args.max_iter} (digits)"
-          + (f" / {args.large_max_iter} (synthetic)" if args.large else "")
+          f"random_state=0, max_iter={args.max_iter} (digits" + ("" if args.no_regression else ", the regressions")
+          + ")" + (f" / {args.large_max_iter} (synthetic)" if args.large else "")
           + f", early_stopping={args.early_stopping} (never with lbfgs), the other parameters at scikit-learn's "
           f"defaults; scikit-learn gets the float64 data, mlpgrad computes in the dtype shown; speed-up: "
           f"scikit-learn's fit time over mlpgrad's; fit time: best of {args.repeat}")
@@ -163,8 +203,9 @@ def run_command(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``python -m mlpgrad demo``."""
     p.add_argument("--solver", choices=["adam", "sgd", "lbfgs"], default="adam",
-                   help="solver of both on digits (default adam)")
-    p.add_argument("--max-iter", type=int, default=200, help="max_iter on digits (default 200, scikit-learn's)")
+                   help="solver of both on digits and the regression cases (default adam)")
+    p.add_argument("--max-iter", type=int, default=200,
+                   help="max_iter on digits and the regression cases (default 200, scikit-learn's)")
     p.add_argument("--dtype", choices=["float64", "float32", "both"], default="both",
                    help="mlpgrad's dtype (default: both rows); scikit-learn runs on the float64 data")
     p.add_argument("--early-stopping", action="store_true", help="early_stopping=True (validation curves)")
@@ -178,4 +219,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="mlpgrad's n_threads (default: OpenMP's setting)")
     p.add_argument("--repeat", type=int, default=1, help="fit each estimator N times, report the fastest (default 1)")
     p.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn's estimator")
+    p.add_argument("--no-regression", action="store_true", help="skip the regression table (diabetes, friedman1)")
     p.add_argument("--plot", metavar="FILE.png", help="write the digits loss curves (matplotlib)")

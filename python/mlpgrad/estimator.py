@@ -1,4 +1,5 @@
-"""``mlpgrad.MLPClassifier``: scikit-learn's MLPClassifier(activation="logistic"), trained on the native core.
+"""``mlpgrad.MLPClassifier`` and ``mlpgrad.MLPRegressor``: scikit-learn's MLPClassifier and MLPRegressor with
+``activation="logistic"``, trained on the native core.
 
 The objective, the initialization, the use of ``random_state``, the mini-batches, the optimizers and the
 stopping rules are scikit-learn's (``sklearn/neural_network/_multilayer_perceptron.py``), so that from the
@@ -6,22 +7,30 @@ same ``random_state`` both estimators take the same steps up to rounding. What d
 happens: each epoch of adam / sgd is one native call (``_native.train_epoch``, cpp/src/train.cpp) that
 gathers each mini-batch, computes its loss and gradients and applies the step in one fused pass over one flat
 parameter buffer (``mlpgrad.pack`` order), of which ``coefs_`` and ``intercepts_`` are views; lbfgs minimizes an
-``mlpgrad.Objective`` (one native call per evaluation).
+``mlpgrad.Objective`` (one native call per evaluation). ``_BaseMLP`` holds all of this; the two estimators differ
+in their targets, output layer and score only.
 
 Objective (scikit-learn's), for a batch B with sample weights w (all ones by default):
 
     L_B = sum_{i in B} w_i l_i / sum_{i in B} w_i  +  alpha / 2 * sum_l ||W_l||^2 / sum_{i in B} w_i
 
-with l_i the log-loss of sample i: binary cross-entropy summed over the outputs (sigmoid output, for
-binary and multi-label targets) or the cross-entropy of the softmax (multiclass). The biases are not
-penalized. ``lbfgs`` minimizes L over the whole training set with scipy's L-BFGS-B.
+with l_i the loss of sample i. MLPClassifier: the log-loss, binary cross-entropy summed over the outputs (sigmoid
+output, for binary and multi-label targets) or the cross-entropy of the softmax (multiclass). MLPRegressor: the
+squared error 1/2 sum_j (z_ij - y_ij)^2 of the identity output z_i, summed over the k outputs (the core's head
+"identity"). The biases are not penalized. ``lbfgs`` minimizes L over the whole training set with scipy's
+L-BFGS-B.
 
-``newton-cg`` (not in scikit-learn's MLPClassifier) minimizes the same L with scipy's Newton-CG, Hessian-free: each
-outer iteration solves (G + alpha I_W + lambda I) p = -grad by conjugate gradients, G the Gauss-Newton matrix of
-the data term through ``Objective.ggn_vp`` (one native pass per product), lambda = ``NEWTON_DAMPING``, then a Wolfe
-line search along p. ``max_iter`` counts outer iterations; it stops when the gradient's largest component is at
-most ``tol`` (lbfgs's rule), else warns (ConvergenceWarning). ``max_fun`` applies to lbfgs only, as in
-scikit-learn.
+The loss scikit-learn reports (``loss_``, ``loss_curve_``, and the value its L-BFGS-B sees) is L with the
+regressor's data term divided by k: its squared error averages over the outputs while its gradient is the one of
+L, summed over them (scikit-learn issue #8349). MLPRegressor reports the same values and, for lbfgs, hands
+L-BFGS-B the same (value, gradient) pairs; ``_BaseMLP._reported_scale`` is the factor, 1 for the classifier.
+
+``newton-cg`` (in neither of scikit-learn's estimators) minimizes the same L with scipy's Newton-CG, Hessian-free:
+each outer iteration solves (G + alpha I_W + lambda I) p = -grad by conjugate gradients, G the Gauss-Newton matrix
+of the data term through ``Objective.ggn_vp`` (one native pass per product), lambda = ``NEWTON_DAMPING``, then a
+Wolfe line search along p on L itself. ``max_iter`` counts outer iterations; it stops when the gradient's largest
+component is at most ``tol`` (lbfgs's rule), else warns (ConvergenceWarning). ``max_fun`` applies to lbfgs only,
+as in scikit-learn.
 
 scikit-learn is needed here (``pip install "mlpgrad[sklearn]"``); ``import mlpgrad`` works without it.
 """
@@ -35,9 +44,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import scipy.optimize
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
@@ -60,8 +69,9 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def _validate_data(estimator, X="no_validation", y="no_validation", **kwargs):
         return estimator._validate_data(X, y, **kwargs)
 
-__all__ = ["MLPClassifier"]
+__all__ = ["MLPClassifier", "MLPRegressor"]
 
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
@@ -170,68 +180,20 @@ class _NewtonCG:
         return n_iter
 
 
-class MLPClassifier(ClassifierMixin, BaseEstimator):
-    """Multi-layer perceptron classifier with logistic-sigmoid hidden layers, trained on mlpgrad's core.
+class _BaseMLP(BaseEstimator):
+    """What MLPClassifier and MLPRegressor share: the parameters, the flat parameter buffer, the initialization,
+    the solvers (adam / sgd epochs, lbfgs and newton-cg on an Objective), the stopping rules and the bookkeeping.
 
-    A drop-in for ``sklearn.neural_network.MLPClassifier(activation="logistic")``: the same parameters
-    (those that apply; ``activation`` is always ``"logistic"``), defaults, objective, initialization and
-    solvers, and the same fitted attributes. The output layer is a sigmoid for binary and multi-label
-    targets and a softmax for multiclass targets, as in scikit-learn.
+    A subclass says what its targets are and how it is scored, through these methods:
 
-    ``verbose=True`` shows a progress bar (tqdm, if installed; otherwise one line per epoch) with the epoch,
-    the loss and the validation score. ``mlpgrad.plot_loss_curve(est)`` draws the curves.
-    ``input_gradient(X, y)`` returns dL/dX, the gradient of each sample's loss with respect to its input.
-
-    Dask arrays chunked along rows (the "dask" extra): ``fit`` with solver "lbfgs" or "newton-cg" computes each
-    iteration's loss, gradients (and Gauss-Newton products) on the cluster (``mlpgrad.dask``) and runs the optimizer
-    on the client; ``fit`` with "adam" or "sgd" runs each epoch over the row blocks on their workers (mini-batches
-    within blocks, block order shuffled per epoch from ``random_state``); ``partial_fit`` is one call per row
-    block, in order; ``predict``, ``predict_proba`` and ``predict_log_proba`` return lazy dask arrays computed on
-    the workers, ``score`` a float computed there. See ``mlpgrad._dask_estimator``.
-
-    Parameters
-    ----------
-    hidden_layer_sizes, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle, \
-random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, \
-beta_2, epsilon, n_iter_no_change, max_fun
-        scikit-learn's MLPClassifier's: the same names, defaults and meanings (see its documentation).
-    solver : {"adam", "sgd", "lbfgs", "newton-cg"}, default="adam"
-        scikit-learn's three, and "newton-cg": a full-batch Hessian-free Newton method on the Gauss-Newton
-        curvature (module docstring); its fitted attributes are lbfgs's.
-    dtype : None, "float32" or "float64", default=None
-        The dtype of the parameters and of the computation. None follows X as scikit-learn does
-        (float32 data, of either byte order, trains in float32, anything else in float64). float32 is about
-        twice as fast.
-    n_threads : None or int >= 1, default=None
-        Threads of each native call (None: OpenMP's setting, ``OMP_NUM_THREADS``).
-
-    Attributes
-    ----------
-    classes_, coefs_, intercepts_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, \
-t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
-        scikit-learn's: ``coefs_[l]`` (d_l, d_{l+1}) and ``intercepts_[l]`` are views of one flat parameter
-        buffer in ``mlpgrad.pack`` order; ``feature_names_in_`` is set when X has column names (a pandas
-        DataFrame).
-    validation_loss_curve_ : list of float or None
-        With ``early_stopping=True``, the mean log-loss (without the penalty) of the held-out validation
-        set after each epoch; otherwise None.
-    fit_time_ : float
-        Seconds spent in the last ``fit`` / ``partial_fit``.
-
-    Raises
-    ------
-    sklearn.utils._param_validation.InvalidParameterError
-        At ``fit`` / ``partial_fit``, for a parameter outside its constraints (a ValueError, as in scikit-learn).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mlpgrad import MLPClassifier
-    >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]] * 5)
-    >>> y = np.array([0, 1, 1, 0] * 5)
-    >>> clf = MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=500, random_state=0).fit(X, y)
-    >>> clf.predict(X[:4])
-    array([0, 1, 1, 0])
+    - ``_validate_input(X, y, incremental, reset)``: scikit-learn's validation of (X, y); returns X and the targets
+      as an (n, k) array Y (the classifier's binarized labels, the regressor's values), setting what the
+      estimator learns of y (the classes).
+    - ``_out_activation()`` (``out_activation_`` at initialization) and ``_head()`` (the core's head).
+    - ``_targets(Y, dtype)``: Y as the core takes it.
+    - ``_validation_score(output, y_val, sample_weight)``: early stopping's score of the network's output on the
+      held-out rows (``y_val`` from ``_score_targets``).
+    - optionally ``_stratify(Y)``, ``_score_targets(Y)`` and ``_reported_scale()`` (the module docstring).
     """
 
     activation = "logistic"  # fixed: the core's hidden layers are logistic sigmoids (not a parameter)
@@ -297,15 +259,6 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
         self.dtype = dtype
         self.n_threads = n_threads
 
-    # ------------------------------------------------------------------ tags
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
-        tags.input_tags.sparse = False
-        return tags
-
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"multilabel": True}
 
     # ------------------------------------------------------------------ parameters
     def _param_dtype(self, X_dtype):
@@ -324,9 +277,6 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
 
     def _layer_units(self):
         return [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
-
-    def _head(self):
-        return "softmax" if self.out_activation_ == "softmax" else "sigmoid"
 
     def _ensure_flat(self):
         """Re-pack coefs_ / intercepts_ when they are no longer views of the flat buffer (assigned by the
@@ -351,16 +301,38 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
         return state
 
     # ------------------------------------------------------------------ data
-    def _targets(self, Y, dtype):
-        """The binarized targets as the core takes them: integer labels (softmax) or (n, k) floats."""
-        if self.out_activation_ == "softmax":
-            return np.ascontiguousarray(np.argmax(Y, axis=1), dtype=np.int64)
-        return np.ascontiguousarray(Y, dtype=dtype)
-
     def _objective(self, X, T, sample_weight, reduction="mean", alpha=0.0):
         """The Objective of (X, T) at this network's sizes and dtype (T from _targets)."""
         return Objective(self._layer_units(), X, T, head=self._head(), reduction=reduction,
                          sample_weight=sample_weight, alpha=alpha, dtype=self._flat.dtype, n_threads=self.n_threads)
+
+    def _stratify(self, Y):
+        """The labels that early stopping's split keeps in proportion (None: a plain random split)."""
+        return None
+
+    def _score_targets(self, Y):
+        """The held-out targets as ``_validation_score`` takes them."""
+        return Y
+
+    def _reported_scale(self):
+        """The factor of the data term in the loss scikit-learn reports, against the core's mean loss (the module
+        docstring): 1 but for the regressor with several outputs."""
+        return 1.0
+
+    def _reports_by_batch(self):
+        """Whether an epoch's reported loss needs each mini-batch's penalty apart from its data term, which the
+        native epoch adds up together (_Epochs._run_by_batch): with a reported scale other than 1 and alpha > 0."""
+        return self._reported_scale() != 1.0 and self.alpha > 0
+
+    def _reported_loss(self, objective, value, theta):
+        """scikit-learn's reported loss at theta from the value of ``objective`` (the core's mean loss plus the
+        penalty objective.alpha / 2 ||W||^2): the data term times _reported_scale, the penalty as it is."""
+        scale = self._reported_scale()
+        if scale == 1.0:
+            return float(value)
+        w = np.asarray(theta[:self._n_reg], dtype=np.float64)
+        penalty = 0.5 * objective.alpha * float(np.dot(w, w))
+        return (float(value) - penalty) * scale + penalty
 
     # ------------------------------------------------------------------ fitting
     def _initialize(self, layer_units, dtype):
@@ -368,7 +340,7 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
         self.t_ = 0
         self.n_outputs_ = layer_units[-1]
         self.n_layers_ = len(layer_units)
-        self.out_activation_ = "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+        self.out_activation_ = self._out_activation()
         flat = np.empty(n_params(layer_units), dtype=dtype)
         self._bind(flat, layer_units)
         for i, (fan_in, fan_out) in enumerate(zip(layer_units[:-1], layer_units[1:])):  # sklearn's _init_coef order
@@ -431,28 +403,32 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
 
     def _minimize(self, objective):
         """The full-batch solvers on the flat parameters of ``objective`` (an mlpgrad.Objective, or
-        mlpgrad.dask.Objective for dask arrays): its loss_and_grad is scipy's fun with jac=True; lbfgs is
-        L-BFGS-B, newton-cg is _NewtonCG's. One loss_curve_ entry per iteration."""
+        mlpgrad.dask.Objective for dask arrays): lbfgs is L-BFGS-B on scikit-learn's (value, gradient) pairs
+        (_lbfgs_fun), newton-cg is _NewtonCG's on the objective itself. One loss_curve_ entry per iteration, the
+        loss scikit-learn reports."""
         flat = self._flat
         newton = _NewtonCG(objective, self.max_iter, self.tol) if self.solver == "newton-cg" else None
         bar = _progress(self.max_iter, "mlpgrad " + self.solver, self.verbose)
         self.loss_curve_ = []
+        if newton is None:
+            fun, method = self._lbfgs_fun(objective), dict(method="L-BFGS-B", options={
+                "maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+            report = lambda value, theta: float(value)  # noqa: E731 - fun's values are already the reported ones
+        else:
+            fun, method = newton.fun, newton.method()
+            report = lambda value, theta: self._reported_loss(objective, value, theta)  # noqa: E731
 
         def callback(intermediate_result):
-            self.loss_curve_.append(float(intermediate_result.fun))
+            loss = report(intermediate_result.fun, intermediate_result.x)
+            self.loss_curve_.append(loss)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{intermediate_result.fun:.6f}")
+                bar.set_postfix(loss=f"{loss:.6f}")
             elif self.verbose:
-                print("Iteration %d, loss = %.8f" % (len(self.loss_curve_), intermediate_result.fun))
+                print("Iteration %d, loss = %.8f" % (len(self.loss_curve_), loss))
             if newton is not None:
                 newton.check(intermediate_result.x)
 
-        if newton is None:
-            fun, method = objective.loss_and_grad, dict(method="L-BFGS-B", options={
-                "maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
-        else:
-            fun, method = newton.fun, newton.method()
         try:
             # L-BFGS-B's vector operations call BLAS, whose worker threads keep spinning after each call and
             # take the cores from the native threads of the next loss evaluation: one BLAS thread (measured
@@ -468,12 +444,24 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
             self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         else:
             self.n_iter_ = newton.n_iter(opt_res)
-        self.loss_ = float(opt_res.fun)
+        self.loss_ = report(opt_res.fun, opt_res.x)
         self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else self.loss_
         self.validation_scores_ = None
         self.best_validation_score_ = None
         self.validation_loss_curve_ = None
         flat[...] = opt_res.x
+
+    def _lbfgs_fun(self, objective):
+        """scipy's fun (jac=True) for lbfgs: the objective's gradient with scikit-learn's reported loss as the
+        value, the pair scikit-learn's L-BFGS-B sees (the objective's own pair but for the regressor with several
+        outputs, module docstring)."""
+        if self._reported_scale() == 1.0:
+            return objective.loss_and_grad
+
+        def fun(theta):
+            value, grad = objective.loss_and_grad(theta)
+            return self._reported_loss(objective, value, theta), grad
+        return fun
 
     def _make_state(self):
         """The optimizer's state, updated in place by the core: "m" is adam's first moment or sgd's velocity,
@@ -607,11 +595,11 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
 
     def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val, val_objective):
         if early_stopping:
-            proba = self._forward(X_val)
-            val_score = (np.nan if not np.isfinite(proba).all()
-                         else accuracy_score(y_val, self._decode(proba), sample_weight=sw_val))
+            output = self._forward(X_val)
+            val_score = (np.nan if not np.isfinite(output).all()
+                         else self._validation_score(output, y_val, sw_val))
             self.validation_scores_.append(val_score)
-            self.validation_loss_curve_.append(val_objective.loss(self._flat))
+            self.validation_loss_curve_.append(val_objective.loss(self._flat) * self._reported_scale())
             if val_score < (self.best_validation_score_ + self.tol):
                 self._no_improvement_count += 1
             else:
@@ -626,6 +614,162 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
                 self._no_improvement_count = 0
             if self.loss_curve_[-1] < self.best_loss_:
                 self.best_loss_ = self.loss_curve_[-1]
+
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError("partial_fit is only available for stochastic optimizers. %s is not stochastic."
+                                 % self.solver)
+        return True
+
+    def _forward(self, X):
+        """The network's output (n, k) for checked X, in the parameters' dtype."""
+        self._ensure_flat()
+        X = np.asarray(X, dtype=self._flat.dtype)
+        return _native.forward(list(self.coefs_), list(self.intercepts_), X, self._head(),
+                               check_n_threads(self.n_threads))
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        return _validate_data(self, _as_numpy(X), accept_sparse=False, dtype=(np.float64, np.float32), reset=False)
+
+    def _input_gradient(self, X, Y):
+        """dL/dX of each row of checked X for the (n, k) targets Y (as from _validate_input), reduction "sum"."""
+        self._ensure_flat()
+        sizes, dtype = self._layer_units(), self._flat.dtype
+        data = _native.bind_data(X, self._targets(Y, dtype), None, self._head(), sizes[0], sizes[-1], dtype)
+        _, _, dX = _native.loss_and_grad(list(self.coefs_), list(self.intercepts_), data, "sum", True, True,
+                                         check_n_threads(self.n_threads))
+        return dX
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier with logistic-sigmoid hidden layers, trained on mlpgrad's core.
+
+    A drop-in for ``sklearn.neural_network.MLPClassifier(activation="logistic")``: the same parameters
+    (those that apply; ``activation`` is always ``"logistic"``), defaults, objective, initialization and
+    solvers, and the same fitted attributes. The output layer is a sigmoid for binary and multi-label
+    targets and a softmax for multiclass targets, as in scikit-learn.
+
+    ``verbose=True`` shows a progress bar (tqdm, if installed; otherwise one line per epoch) with the epoch,
+    the loss and the validation score. ``mlpgrad.plot_loss_curve(est)`` draws the curves.
+    ``input_gradient(X, y)`` returns dL/dX, the gradient of each sample's loss with respect to its input.
+
+    Dask arrays chunked along rows (the "dask" extra): ``fit`` with solver "lbfgs" or "newton-cg" computes each
+    iteration's loss, gradients (and Gauss-Newton products) on the cluster (``mlpgrad.dask``) and runs the optimizer
+    on the client; ``fit`` with "adam" or "sgd" runs each epoch over the row blocks on their workers (mini-batches
+    within blocks, block order shuffled per epoch from ``random_state``); ``partial_fit`` is one call per row
+    block, in order; ``predict``, ``predict_proba`` and ``predict_log_proba`` return lazy dask arrays computed on
+    the workers, ``score`` a float computed there. See ``mlpgrad._dask_estimator``.
+
+    Parameters
+    ----------
+    hidden_layer_sizes, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle, \
+random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, \
+beta_2, epsilon, n_iter_no_change, max_fun
+        scikit-learn's MLPClassifier's: the same names, defaults and meanings (see its documentation).
+    solver : {"adam", "sgd", "lbfgs", "newton-cg"}, default="adam"
+        scikit-learn's three, and "newton-cg": a full-batch Hessian-free Newton method on the Gauss-Newton
+        curvature (module docstring); its fitted attributes are lbfgs's.
+    dtype : None, "float32" or "float64", default=None
+        The dtype of the parameters and of the computation. None follows X as scikit-learn does
+        (float32 data, of either byte order, trains in float32, anything else in float64). float32 is about
+        twice as fast.
+    n_threads : None or int >= 1, default=None
+        Threads of each native call (None: OpenMP's setting, ``OMP_NUM_THREADS``).
+
+    Attributes
+    ----------
+    classes_, coefs_, intercepts_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, \
+t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+        scikit-learn's: ``coefs_[l]`` (d_l, d_{l+1}) and ``intercepts_[l]`` are views of one flat parameter
+        buffer in ``mlpgrad.pack`` order; ``feature_names_in_`` is set when X has column names (a pandas
+        DataFrame).
+    validation_loss_curve_ : list of float or None
+        With ``early_stopping=True``, the mean log-loss (without the penalty) of the held-out validation
+        set after each epoch; otherwise None.
+    fit_time_ : float
+        Seconds spent in the last ``fit`` / ``partial_fit``.
+
+    Raises
+    ------
+    sklearn.utils._param_validation.InvalidParameterError
+        At ``fit`` / ``partial_fit``, for a parameter outside its constraints (a ValueError, as in scikit-learn).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mlpgrad import MLPClassifier
+    >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]] * 5)
+    >>> y = np.array([0, 1, 1, 0] * 5)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=500, random_state=0).fit(X, y)
+    >>> clf.predict(X[:4])
+    array([0, 1, 1, 0])
+    """
+
+    # ------------------------------------------------------------------ tags
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"multilabel": True}
+
+    # ------------------------------------------------------------------ targets
+    def _validate_input(self, X, y, incremental, reset):
+        """scikit-learn's validation; the classes (a new label binarizer on a first fit, else y's classes checked
+        against ``classes_``); returns X and the binarized targets (n, k) as bools."""
+        X, y = _validate_data(self, _as_numpy(X), _as_numpy(y), accept_sparse=False, multi_output=True,
+                              dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same classes as in the "
+                                     f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"'y' has {classes}.")
+        Y = self._label_binarizer.transform(y).astype(bool)
+        return X, Y.reshape(len(Y), -1)
+
+    def _out_activation(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _head(self):
+        return "softmax" if self.out_activation_ == "softmax" else "sigmoid"
+
+    def _targets(self, Y, dtype):
+        """The binarized targets as the core takes them: integer labels (softmax) or (n, k) floats."""
+        if self.out_activation_ == "softmax":
+            return np.ascontiguousarray(np.argmax(Y, axis=1), dtype=np.int64)
+        return np.ascontiguousarray(Y, dtype=dtype)
+
+    def _stratify(self, Y):
+        return Y if self.n_outputs_ == 1 else None
+
+    def _score_targets(self, Y):
+        return self._label_binarizer.inverse_transform(Y)
+
+    def _validation_score(self, proba, y_val, sample_weight):
+        return accuracy_score(y_val, self._decode(proba), sample_weight=sample_weight)
+
+    def _decode(self, proba):
+        if self.n_outputs_ == 1:
+            proba = proba.ravel()
+        return self._label_binarizer.inverse_transform(proba)
 
     # ------------------------------------------------------------------ public API
     def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> "MLPClassifier":
@@ -673,12 +817,6 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
-    def _check_solver(self):
-        if self.solver not in _STOCHASTIC_SOLVERS:
-            raise AttributeError("partial_fit is only available for stochastic optimizers. %s is not stochastic."
-                                 % self.solver)
-        return True
-
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
                     classes: Optional[ArrayLike] = None) -> "MLPClassifier":
@@ -716,7 +854,7 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
         """
         self._validate_params()
         if _dask_estimator.is_dask_array(X, y, sample_weight):
-            return _dask_estimator.partial_fit(self, X, y, sample_weight, classes)
+            return _dask_estimator.partial_fit(self, X, y, sample_weight, classes=classes)
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
@@ -724,21 +862,6 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
             else:
                 self._label_binarizer.fit(classes)
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
-
-    def _forward(self, X):
-        self._ensure_flat()
-        X = np.asarray(X, dtype=self._flat.dtype)
-        return _native.forward(list(self.coefs_), list(self.intercepts_), X, self._head(),
-                               check_n_threads(self.n_threads))
-
-    def _decode(self, proba):
-        if self.n_outputs_ == 1:
-            proba = proba.ravel()
-        return self._label_binarizer.inverse_transform(proba)
-
-    def _check_X(self, X):
-        check_is_fitted(self)
-        return _validate_data(self, _as_numpy(X), accept_sparse=False, dtype=(np.float64, np.float32), reset=False)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted classes (or label indicator rows for multi-label targets). For a dask array X chunked along
@@ -922,53 +1045,360 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
         (4, 1)
         """
         X = self._check_X(X)
-        self._ensure_flat()
         Y = self._label_binarizer.transform(_as_numpy(y))
-        if Y.ndim == 1:
-            Y = Y.reshape(-1, 1)
-        sizes, dtype = self._layer_units(), self._flat.dtype
-        data = _native.bind_data(X, self._targets(Y, dtype), None, self._head(), sizes[0], sizes[-1], dtype)
-        _, _, dX = _native.loss_and_grad(list(self.coefs_), list(self.intercepts_), data, "sum", True, True,
-                                         check_n_threads(self.n_threads))
-        return dX
+        return self._input_gradient(X, Y.reshape(len(Y), -1))
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor with logistic-sigmoid hidden layers, trained on mlpgrad's core.
+
+    A drop-in for ``sklearn.neural_network.MLPRegressor(activation="logistic")``: the same parameters (those that
+    apply; ``activation`` is always ``"logistic"``), defaults, objective, initialization and solvers, and the same
+    fitted attributes. The output layer is the identity (``out_activation_ = "identity"``), the loss the squared
+    error; y is (n_samples,) or (n_samples, n_outputs), and ``predict`` returns (n_samples,) for one output, as in
+    scikit-learn. ``score`` is the coefficient of determination R^2 (``sklearn.metrics.r2_score``, the outputs'
+    plain average), which is also early stopping's validation score.
+
+    For several outputs, scikit-learn reports (``loss_``, ``loss_curve_``) the squared error averaged over the
+    outputs while its steps follow the gradient of the sum over them; this estimator does the same, so that both
+    take the same steps (module docstring). With adam / sgd, several outputs and ``alpha > 0``, an epoch is then
+    one native call per mini-batch instead of one for the epoch (the penalty of each step is needed apart).
+
+    Everything else is as in :class:`MLPClassifier`: the progress bar (``verbose``), ``mlpgrad.plot_loss_curve``,
+    ``input_gradient``, ``newton-cg``, ``dtype``, ``n_threads``, DLPack and pandas input, and dask arrays chunked
+    along rows (``fit``, ``partial_fit``, lazy ``predict`` and ``score`` on the workers; see
+    ``mlpgrad._dask_estimator``; not adam / sgd with several outputs and ``alpha > 0``).
+
+    Parameters
+    ----------
+    loss : {"squared_error"}, default="squared_error"
+        scikit-learn's; its other loss, "poisson" (an exponential output), has no head in mlpgrad's core.
+    hidden_layer_sizes, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle, \
+random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, \
+beta_2, epsilon, n_iter_no_change, max_fun
+        scikit-learn's MLPRegressor's: the same names, defaults and meanings (see its documentation).
+    solver : {"adam", "sgd", "lbfgs", "newton-cg"}, default="adam"
+        As in :class:`MLPClassifier`.
+    dtype : None, "float32" or "float64", default=None
+        As in :class:`MLPClassifier`.
+    n_threads : None or int >= 1, default=None
+        Threads of each native call (None: OpenMP's setting, ``OMP_NUM_THREADS``).
+
+    Attributes
+    ----------
+    coefs_, intercepts_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, \
+n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+        scikit-learn's, as in :class:`MLPClassifier`; ``validation_scores_`` are R^2 values.
+    validation_loss_curve_ : list of float or None
+        With ``early_stopping=True``, the squared error of the held-out validation set after each epoch (without
+        the penalty, averaged over samples and outputs as ``loss_curve_``); otherwise None.
+    fit_time_ : float
+        Seconds spent in the last ``fit`` / ``partial_fit``.
+
+    Raises
+    ------
+    sklearn.utils._param_validation.InvalidParameterError
+        At ``fit`` / ``partial_fit``, for a parameter outside its constraints (a ValueError, as in scikit-learn).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mlpgrad import MLPRegressor
+    >>> X = np.linspace(0.0, 1.0, 20).reshape(-1, 1)
+    >>> y = np.sin(3.0 * X).ravel()
+    >>> reg = MLPRegressor(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=500, random_state=0).fit(X, y)
+    >>> reg.predict(X[:3]).shape
+    (3,)
+    >>> reg.score(X, y) > 0.99
+    True
+    """
+
+    _parameter_constraints: dict = {**_BaseMLP._parameter_constraints, "loss": [StrOptions({"squared_error"})]}
+
+    def __init__(self, loss: str = "squared_error", hidden_layer_sizes: Union[int, Sequence[int]] = (100,), *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: Union[int, str] = "auto",
+                 learning_rate: str = "constant", learning_rate_init: float = 0.001, power_t: float = 0.5,
+                 max_iter: int = 200, shuffle: bool = True,
+                 random_state: Union[None, int, np.random.RandomState] = None, tol: float = 1e-4,
+                 verbose: Union[bool, int] = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False, validation_fraction: float = 0.1,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: float = 10,
+                 max_fun: int = 15000, dtype: Union[None, str, type, np.dtype] = None,
+                 n_threads: Optional[int] = None) -> None:
+        # scikit-learn's order: loss, then hidden_layer_sizes, are its positional parameters
+        super().__init__(hidden_layer_sizes, solver=solver, alpha=alpha, batch_size=batch_size,
+                         learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
+                         max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+                         warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
+                         beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+                         dtype=dtype, n_threads=n_threads)
+        self.loss = loss
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"multioutput": True}
+
+    # ------------------------------------------------------------------ targets
+    def _validate_input(self, X, y, incremental, reset):
+        """scikit-learn's validation (real, finite y); returns X and the targets as an (n, k) array, k the number
+        of outputs, which must be the fitted one's when training continues."""
+        y = _as_numpy(y)
+        if getattr(y, "ndim", 0) > 2:  # arrays; scikit-learn's message would not name y
+            raise ValueError(f"y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs), got shape {y.shape}")
+        X, y = _validate_data(self, _as_numpy(X), y, accept_sparse=False, multi_output=True,
+                              y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+        self._check_real(y.dtype)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        Y = y.reshape(len(y), -1)
+        if not reset and getattr(self, "coefs_", None) is not None:
+            self._check_n_outputs(Y.shape[1])
+        return X, Y
+
+    @staticmethod
+    def _check_real(dtype):
+        """The targets' dtype is real (bool, integer or floating)."""
+        if dtype.kind not in "biuf":
+            raise ValueError(f"y must hold real numbers (the regression targets), got dtype {dtype}")
+
+    def _check_n_outputs(self, k):
+        fitted = np.shape(self.coefs_[-1])[-1]
+        if k != fitted:
+            raise ValueError(f"y has {k} output(s), but {type(self).__name__} was fitted with {fitted}: continuing "
+                             "a fit (warm_start or partial_fit) needs targets of the same width")
+
+    def _out_activation(self):
+        return "identity"
+
+    def _head(self):
+        return "identity"
+
+    def _targets(self, Y, dtype):
+        return np.ascontiguousarray(Y, dtype=dtype)
+
+    def _validation_score(self, output, y_val, sample_weight):
+        return r2_score(y_val, output, sample_weight=sample_weight)
+
+    def _reported_scale(self):
+        return 1.0 / self.n_outputs_
+
+    # ------------------------------------------------------------------ public API
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> "MLPRegressor":
+        """Fit the model to X (n_samples, n_features) and the targets y.
+
+        Dask arrays X, y (and sample_weight) chunked along rows, with the same row chunks: as
+        :meth:`MLPClassifier.fit` (the blocks bound once on their workers; lbfgs and newton-cg evaluate on the
+        cluster, adam and sgd run their epochs block by block on the workers), but for adam and sgd with several
+        outputs and ``alpha > 0``, which raise ValueError there.
+
+        Parameters
+        ----------
+        X : array_like, pandas DataFrame or dask array
+            (n_samples, n_features), real; arrays of other libraries through DLPack without a copy.
+        y : array_like or dask array
+            (n_samples,) or (n_samples, n_outputs) real targets.
+        sample_weight : array_like, dask array or None, default=None
+            (n_samples,) weights >= 0, as in scikit-learn >= 1.7.
+
+        Returns
+        -------
+        MLPRegressor
+            self, fitted.
+
+        Raises
+        ------
+        ValueError
+            Invalid parameters or data (scikit-learn's validation: NaN or infinity in X or y, wrong shapes...), y
+            of another width than the fitted one's with ``warm_start=True``, or non-finite parameters after
+            training ("Solver produced non-finite parameter weights").
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPRegressor
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
+        >>> reg = MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> reg.n_outputs_, reg.out_activation_
+        (2, 'identity')
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> "MLPRegressor":
+        """One epoch over (X, y). Dask arrays chunked along rows: the same as one call per row block, in order (see
+        ``mlpgrad._dask_estimator``).
+
+        Only for the stochastic solvers ("adam", "sgd"): with the others the method is absent (AttributeError), as
+        in MLPClassifier (scikit-learn's MLPRegressor has it for every solver, and runs a whole lbfgs fit).
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        MLPRegressor
+            self.
+
+        Raises
+        ------
+        ValueError
+            Invalid parameters or data, y of another width than the fitted one's, or ``early_stopping=True``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPRegressor
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0.0, 0.5, 1.0, 1.5])
+        >>> reg = MLPRegressor(hidden_layer_sizes=(4,), random_state=0)
+        >>> reg.partial_fit(X, y).partial_fit(X, y).n_iter_
+        1
+        """
+        self._validate_params()
+        if _dask_estimator.is_dask_array(X, y, sample_weight):
+            return _dask_estimator.partial_fit(self, X, y, sample_weight)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """The network's outputs. For a dask array X chunked along rows: a lazy dask array with X's row chunks,
+        computed on the workers (``_dask_estimator.predict``).
+
+        Parameters
+        ----------
+        X : array_like, pandas DataFrame or dask array
+            (n_samples, n_features); a DataFrame's column names are checked against ``feature_names_in_``.
+
+        Returns
+        -------
+        ndarray
+            (n_samples,) with one output, else (n_samples, n_outputs), in the parameters' dtype.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            X with another number of features or other column names than at fit.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPRegressor
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0.0, 0.5, 1.0, 1.5])
+        >>> reg = MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> reg.predict(X).shape
+        (4,)
+        """
+        if _dask_estimator.is_dask_array(X):
+            return _dask_estimator.predict(self, "predict", X)
+        output = self._forward(self._check_X(X))
+        return output.ravel() if output.shape[1] == 1 else output
+
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> float:
+        """The coefficient of determination R^2 of ``predict(X)`` against y, weighted by sample_weight
+        (scikit-learn's ``RegressorMixin.score``: ``r2_score``, several outputs averaged uniformly), as a float.
+
+        Dask arrays X, y (and sample_weight) with the same row chunks: also a Python float, computed on the
+        workers (one task per row block: its weighted sums of the targets and of the squared residuals, merged on
+        the cluster; ``_dask_estimator.score``).
+
+        Parameters
+        ----------
+        X : array_like, pandas DataFrame or dask array
+            As in :meth:`predict`.
+        y : array_like or dask array
+            The true targets, (n_samples,) or (n_samples, n_outputs).
+        sample_weight : array_like, dask array or None, default=None
+            (n_samples,) weights.
+
+        Returns
+        -------
+        float
+            1 - (sum of squared residuals) / (sum of squared deviations from the mean), per output, averaged; 1.0
+            is a perfect fit.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            As :meth:`predict`, or y of another shape than the predictions'.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPRegressor
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0.0, 0.5, 1.0, 1.5])
+        >>> reg = MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> reg.score(X, y) > 0.9
+        True
+        """
+        if _dask_estimator.is_dask_array(X, y, sample_weight):
+            return _dask_estimator.score(self, X, y, sample_weight)
+        return float(super().score(X, y, sample_weight=sample_weight))
+
+    def input_gradient(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """dL/dX (n_samples, n_features): row i is the gradient of sample i's squared error 1/2 sum_j (z_ij -
+        y_ij)^2 (summed over the outputs, without the penalty) with respect to its features x_i, at the fitted
+        parameters.
+
+        Parameters
+        ----------
+        X : array_like or pandas DataFrame
+            As in :meth:`predict`.
+        y : array_like
+            (n_samples,) or (n_samples, n_outputs) real targets.
+
+        Returns
+        -------
+        ndarray
+            (n_samples, n_features), the parameters' dtype.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            As :meth:`predict`, or y of another shape than (n_samples, n_outputs_), or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mlpgrad import MLPRegressor
+        >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0.0, 0.5, 1.0, 1.5])
+        >>> reg = MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0).fit(X, y)
+        >>> reg.input_gradient(X, y).shape
+        (4, 1)
+        """
+        X = self._check_X(X)
+        Y = np.asarray(_as_numpy(y))
+        n, k = X.shape[0], self.n_outputs_
+        self._check_real(Y.dtype)
+        if Y.shape != (n, k) and not (k == 1 and Y.shape == (n,)):
+            raise ValueError(f"y must have shape ({n}, {k})" + (f" or ({n},)" if k == 1 else "")
+                             + f" (X's rows, the fitted outputs), got shape {Y.shape}")
+        return self._input_gradient(X, Y.reshape(n, k))
 
 
 class _InMemory:
-    """The data's side of a fit on arrays in memory: scikit-learn's validation (which also sets the classes and
-    the estimator's n_outputs_), then the arrays in the parameters' dtype or the lbfgs Objective."""
+    """The data's side of a fit on arrays in memory: the estimator's validation (``_validate_input``, which also
+    sets the classes of a classifier) and its n_outputs_, then the arrays in the parameters' dtype or the lbfgs
+    Objective."""
 
     def __init__(self, est, X, y, sample_weight, incremental, first_pass):
         self.est = est
-        X, y = self._validate(est, X, y, incremental, reset=first_pass)
+        X, Y = est._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(_as_numpy(sample_weight), X)
-        if y.ndim == 1:
-            y = y.reshape((-1, 1))
-        est.n_outputs_ = y.shape[1]
-        self.X, self.Y, self.sample_weight = X, y, sample_weight
+        est.n_outputs_ = Y.shape[1]
+        self.X, self.Y, self.sample_weight = X, Y, sample_weight
         self.n_features, self.dtype = X.shape[1], X.dtype
-
-    @staticmethod
-    def _validate(est, X, y, incremental, reset):
-        X, y = _validate_data(est, _as_numpy(X), _as_numpy(y), accept_sparse=False, multi_output=True,
-                              dtype=(np.float64, np.float32), reset=reset)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        if (not hasattr(est, "classes_")) or (not est.warm_start and not incremental):
-            est._label_binarizer = LabelBinarizer()
-            est._label_binarizer.fit(y)
-            est.classes_ = est._label_binarizer.classes_
-        else:
-            classes = unique_labels(y)
-            if est.warm_start:
-                if set(classes) != set(est.classes_):
-                    raise ValueError("warm_start can only be used where `y` has the same classes as in the "
-                                     f"previous call to fit. Previously got {est.classes_}, `y` has {classes}")
-            elif len(np.setdiff1d(classes, est.classes_, assume_unique=True)):
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {est.classes_}. "
-                                 f"'y' has {classes}.")
-        y = est._label_binarizer.transform(y).astype(bool)
-        return X, y
 
     def __enter__(self):
         return self
@@ -977,13 +1407,14 @@ class _InMemory:
         return False
 
     def epochs(self):
-        """adam / sgd's epochs (_Epochs) and, with early_stopping, the held-out validation set (X, y, sample_weight,
-        its Objective), else None: scikit-learn's split, drawn from the estimator's random state."""
+        """adam / sgd's epochs (_Epochs) and, with early_stopping, the held-out validation set (X, y as the
+        validation score takes it, sample_weight, its Objective), else None: scikit-learn's split, drawn from the
+        estimator's random state."""
         est = self.est
         X, Y, sw = self.arrays(est._flat.dtype)
         if not est.early_stopping:
             return _Epochs(est, X, Y, sw), None
-        stratify = Y if est.n_outputs_ == 1 else None
+        stratify = est._stratify(Y)
         if sw is None:
             X, X_val, Y, Y_val = train_test_split(X, Y, random_state=est._random_state,
                                                   test_size=est.validation_fraction, stratify=stratify)
@@ -996,10 +1427,10 @@ class _InMemory:
                              "your dataset.")
         X, X_val = np.ascontiguousarray(X), np.ascontiguousarray(X_val)
         val_objective = est._objective(X_val, est._targets(Y_val, est._flat.dtype), sw_val)
-        return _Epochs(est, X, Y, sw), (X_val, est._label_binarizer.inverse_transform(Y_val), sw_val, val_objective)
+        return _Epochs(est, X, Y, sw), (X_val, est._score_targets(Y_val), sw_val, val_objective)
 
     def arrays(self, dtype):
-        """(X C-ordered, binarized Y, sample weights) in the parameters' dtype."""
+        """(X C-ordered, the targets Y (n, k) of _validate_input, sample weights) in the parameters' dtype."""
         sw = self.sample_weight
         return (np.ascontiguousarray(self.X, dtype=dtype), self.Y,
                 None if sw is None else np.ascontiguousarray(sw, dtype=dtype))
@@ -1015,10 +1446,10 @@ class _InMemory:
 
 def _epoch(flat, state, sizes, data, order, random_state, options, sumsq, n_threads):
     """One epoch of adam / sgd over the bound batch ``data``, in place on the flat parameters and the optimizer's
-    state ("m", "v", "t" of MLPClassifier._make_state), in one native call (_native.train_epoch, cpp/src/train.cpp)
+    state ("m", "v", "t" of _BaseMLP._make_state), in one native call (_native.train_epoch, cpp/src/train.cpp)
     that gathers each mini-batch (sklearn.utils.gen_batches' slices of the rows, in the order ``order``), computes
     its loss and gradients and applies the step in one fused pass. ``order`` (int64 row indices) is reshuffled
-    from random_state first; None visits the rows in order. ``options``: MLPClassifier._train_options.
+    from random_state first; None visits the rows in order. ``options``: _BaseMLP._train_options.
     Returns (summed loss, new sumsq of the weights, the order used)."""
     if order is not None:
         order = _shuffled(order, random_state)
@@ -1029,20 +1460,44 @@ def _epoch(flat, state, sizes, data, order, random_state, options, sumsq, n_thre
 
 
 class _Epochs:
-    """adam / sgd's epochs over arrays in memory (MLPClassifier._fit_stochastic runs them): the rows bound once,
-    their order reshuffled before each epoch when ``shuffle`` (each reshuffle applied to the last order, as
+    """adam / sgd's epochs over arrays in memory (_BaseMLP._fit_stochastic runs them): the rows bound once, their
+    order reshuffled before each epoch when ``shuffle`` (each reshuffle applied to the last order, as
     scikit-learn's)."""
 
     def __init__(self, est, X, Y, sample_weight):
         sizes, dtype = est._layer_units(), est._flat.dtype
         self.est, self.sizes, self.n_samples = est, sizes, X.shape[0]
-        self.data = _native.bind_data(X, est._targets(Y, dtype), sample_weight, est._head(), sizes[0], sizes[-1],
-                                      dtype)
+        self.X, self.T, self.sample_weight = X, est._targets(Y, dtype), sample_weight
+        self.data = _native.bind_data(X, self.T, sample_weight, est._head(), sizes[0], sizes[-1], dtype)
         self.order = np.arange(self.n_samples, dtype=np.int64) if est.shuffle else None
 
     def run(self, options, sumsq):
-        """One epoch on the estimator's parameters and state: (summed loss, new sumsq)."""
+        """One epoch on the estimator's parameters and state: (the summed loss scikit-learn reports, new sumsq)."""
         est = self.est
+        if est._reports_by_batch():
+            return self._run_by_batch(options, sumsq)
         loss, sumsq, self.order = _epoch(est._flat, est._state, self.sizes, self.data, self.order,
                                          est._random_state, options, sumsq, est._n_threads)
-        return loss, sumsq
+        return loss * est._reported_scale(), sumsq
+
+    def _run_by_batch(self, options, sumsq):
+        """The same epoch (the same batches, steps and order) as one native call per mini-batch, for a reported
+        loss that scales the data term of each batch's loss but not its penalty, alpha / 2 ||W||^2 / W_B: that
+        penalty is known from the sumsq before the batch's step, so it is taken out of the batch's loss, the rest
+        scaled, the penalty added back."""
+        est, scale, alpha = self.est, self.est._reported_scale(), options["alpha"]
+        if self.order is not None:
+            self.order = _shuffled(self.order, est._random_state)
+        size, total = options["batch_size"], 0.0
+        for start in range(0, self.n_samples, size):
+            rows = slice(start, start + size) if self.order is None else self.order[start:start + size]
+            sw = None if self.sample_weight is None else self.sample_weight[rows]
+            batch = _native.bind_data(self.X[rows], self.T[rows], sw, est._head(), self.sizes[0], self.sizes[-1],
+                                      est._flat.dtype)
+            if not batch.total_weight > 0:
+                continue  # no step, no loss: the native epoch's rule for such a batch
+            penalty = 0.5 * alpha * sumsq / batch.total_weight * batch.n
+            loss, sumsq, _ = _epoch(est._flat, est._state, self.sizes, batch, None, None, options, sumsq,
+                                    est._n_threads)
+            total += (loss - penalty) * scale + penalty
+        return total, sumsq

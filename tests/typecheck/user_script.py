@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 import mlpgrad
-from mlpgrad import Gradients, MLPClassifier, Objective
+from mlpgrad import Gradients, MLPClassifier, MLPRegressor, Objective
 
 rng = np.random.default_rng(0)
 X: npt.NDArray[np.float64] = rng.standard_normal((20, 4))
@@ -46,3 +46,10 @@ clf = MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=50, random
 labels: npt.NDArray[np.int64] = clf.predict(X)
 proba = clf.predict_proba(X)
 dX = clf.input_gradient(X, y)
+
+t: npt.NDArray[np.float64] = X[:, :2] @ np.array([[1.0, -0.5], [0.5, 2.0]]) + 0.1
+reg = MLPRegressor(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=50, random_state=0).fit(X, t)
+values: npt.NDArray[np.floating[npt.NBitBase]] = reg.predict(X)
+r2: float = reg.score(X, t, sample_weight=np.ones(20))
+reg = MLPRegressor(hidden_layer_sizes=(5,), random_state=0).partial_fit(X, t[:, 0])
+dX_reg = reg.input_gradient(X, t[:, 0])
