@@ -58,7 +58,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from . import _dask_estimator, _native
-from ._checks import check_n_threads, float_dtype, native_order
+from ._checks import check_n_threads, check_X, float_dtype, is_sparse, native_order
 from ._types import ArrayLike
 from ._flat import n_params, n_weights, unpack
 from .objective import Objective
@@ -73,6 +73,18 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+
+# Sparse X as scikit-learn's MLP takes it: CSR and CSC as they are, other formats converted to CSR by its
+# validation; the core runs CSR (_checks.check_X converts a CSC once).
+_SPARSE_FORMATS = ("csr", "csc")
+
+
+def _rows_of(X, dtype):
+    """Validated X in ``dtype``: C-ordered if dense, CSR if sparse (without a copy when it already is)."""
+    if is_sparse(X):
+        return X.tocsr().astype(dtype, copy=False)
+    return np.ascontiguousarray(X, dtype=dtype)
 
 
 def _as_numpy(X):
@@ -618,7 +630,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True  # CSR natively; CSC and other formats converted once
         return tags
 
     def _check_solver(self):
@@ -630,13 +642,13 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X):
         """The network's output (n, k) for checked X, in the parameters' dtype."""
         self._ensure_flat()
-        X = np.asarray(X, dtype=self._flat.dtype)
+        X = check_X(X, self._layer_units()[0], self._flat.dtype)  # dense, or canonical CSR
         return _native.forward(list(self.coefs_), list(self.intercepts_), X, self._head(),
                                check_n_threads(self.n_threads))
 
     def _check_X(self, X):
         check_is_fitted(self)
-        return _validate_data(self, _as_numpy(X), accept_sparse=False, dtype=(np.float64, np.float32), reset=False)
+        return _validate_data(self, _as_numpy(X), accept_sparse=_SPARSE_FORMATS, dtype=(np.float64, np.float32), reset=False)
 
     def _input_gradient(self, X, Y):
         """dL/dX of each row of checked X for the (n, k) targets Y (as from _validate_input), reduction "sum"."""
@@ -725,7 +737,7 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
     def _validate_input(self, X, y, incremental, reset):
         """scikit-learn's validation; the classes (a new label binarizer on a first fit, else y's classes checked
         against ``classes_``); returns X and the binarized targets (n, k) as bools."""
-        X, y = _validate_data(self, _as_numpy(X), _as_numpy(y), accept_sparse=False, multi_output=True,
+        X, y = _validate_data(self, _as_numpy(X), _as_numpy(y), accept_sparse=_SPARSE_FORMATS, multi_output=True,
                               dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -1150,7 +1162,7 @@ n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activatio
         y = _as_numpy(y)
         if getattr(y, "ndim", 0) > 2:  # arrays; scikit-learn's message would not name y
             raise ValueError(f"y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs), got shape {y.shape}")
-        X, y = _validate_data(self, _as_numpy(X), y, accept_sparse=False, multi_output=True,
+        X, y = _validate_data(self, _as_numpy(X), y, accept_sparse=_SPARSE_FORMATS, multi_output=True,
                               y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
         self._check_real(y.dtype)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -1425,14 +1437,14 @@ class _InMemory:
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
                              "your dataset.")
-        X, X_val = np.ascontiguousarray(X), np.ascontiguousarray(X_val)
+        X, X_val = _rows_of(X, X.dtype), _rows_of(X_val, X_val.dtype)
         val_objective = est._objective(X_val, est._targets(Y_val, est._flat.dtype), sw_val)
         return _Epochs(est, X, Y, sw), (X_val, est._score_targets(Y_val), sw_val, val_objective)
 
     def arrays(self, dtype):
         """(X C-ordered, the targets Y (n, k) of _validate_input, sample weights) in the parameters' dtype."""
         sw = self.sample_weight
-        return (np.ascontiguousarray(self.X, dtype=dtype), self.Y,
+        return (_rows_of(self.X, dtype), self.Y,
                 None if sw is None else np.ascontiguousarray(sw, dtype=dtype))
 
     def objective(self):
