@@ -45,7 +45,7 @@ template <typename T> void sparse_first_backward(const Call<T>& c, T* db, const 
 // into the output. Called by every thread of the region, once every chunk's delta_1 is kept.
 template <typename T> void sparse_first_weights(const Call<T>& c) {
   const std::vector<int64_t>& d = c.plan.d;
-  const int64_t rows = sparse_block_rows(d[0], d[1], sizeof(T), omp_threads());
+  const int64_t rows = sparse_block_rows(d[0], omp_threads());
   const MatView<const T> D{c.ws + c.plan.first_deltas, d[1]};
 #pragma omp for schedule(dynamic, 1)
   for (int64_t j0 = 0; j0 < d[0]; j0 += rows)

@@ -90,12 +90,10 @@ void sparse_linear_backward_weights(MatView<T> dW, const SparseRows<T>& X, MatVi
   }
 }
 
-// The blocks of W's rows for the weight gradient: about kSparseBlockBytes of dW each (it stays in L2 while D
-// streams past), and at least 4 per thread. Any cut gives the same bits.
-inline int64_t sparse_block_rows(int64_t d0, int64_t d_out, int64_t elem_bytes, int n_threads) {
-  const int64_t by_cache = std::max<int64_t>(1, config::kSparseBlockBytes / std::max<int64_t>(1, d_out * elem_bytes));
-  const int64_t by_threads = std::max<int64_t>(1, (d0 + 4 * n_threads - 1) / (4 * n_threads));
-  return std::min(by_cache, by_threads);
+// Rows of W per block of the weight gradient: kSparseBlocksPerThread blocks per thread. Any cut gives the same bits.
+inline int64_t sparse_block_rows(int64_t d0, int n_threads) {
+  const int64_t blocks = config::kSparseBlocksPerThread * n_threads;
+  return std::max<int64_t>(1, (d0 + blocks - 1) / blocks);
 }
 
 }  // namespace mlpgrad::MLPGRAD_ISA

@@ -590,9 +590,14 @@ def _target(measure, value, op, bound, fmt) -> dict:
     if value is None:
         return {"measure": measure, "value": None, "target": f"{op} {fmt(bound)}", "met": None, "gap": None}
     met = value <= bound if op == "<=" else value >= bound
-    gap = value / bound if op == "<=" else bound / value
+    if met:
+        gap = None
+    elif bound > 0 and value > 0:  # a ratio's gap is a factor, other measures' a difference
+        gap = value / bound if op == "<=" else bound / value
+    else:
+        gap = value - bound
     return {"measure": measure, "value": value, "target": f"{op} {fmt(bound)}", "met": met,
-            "gap": None if met else gap, "text": fmt(value)}
+            "gap": gap, "text": fmt(value)}
 
 
 def _targets(row: dict, shape: Shape) -> List[dict]:
