@@ -172,17 +172,15 @@ def test_same_stopping_as_scikit_learn(k):
     np.testing.assert_allclose(mg.loss_curve_, sk.loss_curve_, rtol=1e-10)
 
 
-def test_epoch_by_batch_takes_the_one_call_epochs_steps(monkeypatch):
-    """Several outputs and alpha > 0: the epoch as one native call per mini-batch takes the steps of the epoch as
-    one native call (forced here); only the reported losses differ, by the penalty's share that the one call
-    cannot tell apart (the data term's 1/k scaling would also scale it)."""
+def test_several_outputs_with_alpha_report_scikit_learns_loss_curve():
+    """Several outputs and alpha > 0 with adam: the native epoch scales each batch's data loss by 1/k but not its
+    penalty (train_epoch's loss_scale), so that loss_curve_ is scikit-learn's."""
     X, y = _data(3)
     kw = dict(hidden_layer_sizes=(9,), max_iter=3, random_state=0, batch_size=50, alpha=0.5)
     a = MLPRegressor(**kw).fit(X, y)
-    monkeypatch.setattr(MLPRegressor, "_reports_by_batch", lambda self: False)
-    b = MLPRegressor(**kw).fit(X, y)
-    assert _max_diff(a, b) <= 1e-14
-    assert not np.allclose(a.loss_curve_, b.loss_curve_, rtol=1e-6)
+    b = SkMLP(activation="logistic", **kw).fit(X, y)
+    assert _max_diff(a, b) <= 1e-12
+    np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-12)
 
 
 # ------------------------------------------------------------------ score and predict

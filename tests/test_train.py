@@ -132,6 +132,30 @@ def test_epoch_counts_steps_and_rows():
     assert loss_sum == pytest.approx(10 * math.log(2), rel=1e-15)  # batches of 4, 4 and 2 rows
 
 
+@pytest.mark.parametrize("solver", [ADAM, SGD])
+def test_loss_scale_scales_the_data_loss_only(solver):
+    """loss_scale s: the epoch's loss sum is s * (each batch's data loss) + (its penalty), summed over the batches
+    with their sizes; the steps do not change. From one start, s = 1, 1/3 and 0 give the sums a + p, a/3 + p and
+    p of the same data losses a and penalties p."""
+    sizes, alpha = [5, 6, 3], 0.7
+    flat0, n_reg, X, labels, _, sw = _problem(np.float64, SOFTMAX, 53, sizes, weighted=True)
+    data = _data(X, labels, None, sw, SOFTMAX, sizes)
+    sums, params = [], []
+    for scale in (1.0, 1.0 / 3.0, 0.0):
+        flat, grad = flat0.copy(), np.empty_like(flat0)
+        s1, s2, t = np.zeros_like(flat0), np.zeros_like(flat0), np.zeros(1, np.int64)
+        options = _native.train_options(solver, 8, alpha, 0.01, 0.9, 0.999, 1e-8, 0.9, True, loss_scale=scale)
+        loss, _, steps = _native.train_epoch(flat, grad, s1, s2, t, sizes, data, None, options,
+                                             float(flat0[:n_reg] @ flat0[:n_reg]), 2)
+        assert steps == 7  # batches of 8 rows, the last of 5
+        sums.append(loss)
+        params.append(flat)
+    assert np.array_equal(params[0], params[1]) and np.array_equal(params[0], params[2])
+    data_loss, penalty = sums[0] - sums[2], sums[2]
+    assert penalty > 0 and data_loss > 0
+    assert sums[1] == pytest.approx(data_loss / 3.0 + penalty, rel=1e-13)
+
+
 @pytest.mark.parametrize("override,error,match", [
     (dict(order=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10])), ValueError, r"order\[9\] is outside \[0, n\)"),
     (dict(order=np.arange(9)), ValueError, "order: expected one index per row"),

@@ -450,6 +450,7 @@ struct TrainOptions {
   int64_t batch_size = 200;
   double alpha = 0, lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, momentum = 0.9;
   bool nesterov = true;
+  double loss_scale = 1.0;  // the data loss's factor in the epoch's loss sum
 };
 
 // One epoch: params, grad (scratch) and the optimizer state (state1, state2 for adam, the step count t) are
@@ -484,7 +485,7 @@ py::tuple train_epoch_impl(py::handle p, py::handle g, py::handle s1, py::handle
   }
   const auto r = without_gil([&](const mlpgrad::Interrupt* intr) {
     return mlpgrad::train_epoch<T>(sizes, data.head(), params, grad, batch, order_ptr, o.batch_size, o.alpha, sumsq,
-                                   opt, n_threads, intr);
+                                   opt, n_threads, intr, o.loss_scale);
   });
   return py::make_tuple(r.loss_sum, r.sumsq, r.steps);
 }
@@ -570,7 +571,8 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("beta2", &TrainOptions::beta2)
       .def_readwrite("eps", &TrainOptions::eps)
       .def_readwrite("momentum", &TrainOptions::momentum)
-      .def_readwrite("nesterov", &TrainOptions::nesterov);
+      .def_readwrite("nesterov", &TrainOptions::nesterov)
+      .def_readwrite("loss_scale", &TrainOptions::loss_scale);
 
   m.def("forward", [](const py::list& weights, const py::list& biases, py::handle X, Head head, bool float32,
                       int n_threads) {

@@ -73,7 +73,7 @@ template <typename T> struct Step {
 template <typename T>
 EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params, T* grad, const Batch<T>& data,
                         const int64_t* order, int64_t batch_size, double alpha, double sumsq, const Optimizer<T>& opt,
-                        int n_threads, const Interrupt* interrupt) {
+                        int n_threads, const Interrupt* interrupt, double loss_scale) {
   if (sizes.size() < 2) fail("the network needs at least one layer");
   if (batch_size < 1) fail("batch_size must be >= 1");
   if (!params || !grad || !opt.state1 || !opt.t || (opt.solver == Solver::adam && !opt.state2))
@@ -155,7 +155,7 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
                     ? opt.lr * std::sqrt(1 - std::pow(opt.beta2, double(t))) / (1 - std::pow(opt.beta1, double(t)))
                     : opt.lr;
     double loss = loss_and_grad_hooked<T>(net, head, b, Reduction::mean, grads, hook, n_threads, interrupt);
-    loss += 0.5 * alpha * result.sumsq / weight_sum;
+    loss = loss_scale * loss + 0.5 * alpha * result.sumsq / weight_sum;  // loss_scale 1: loss + penalty, exactly
     result.loss_sum += loss * double(rows);
     *opt.t = t;
     result.sumsq = step.sum_of_squares();
@@ -166,9 +166,9 @@ EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params,
 
 template EpochResult train_epoch<float>(const std::vector<int64_t>&, Head, float*, float*, const Batch<float>&,
                                         const int64_t*, int64_t, double, double, const Optimizer<float>&, int,
-                                        const Interrupt*);
+                                        const Interrupt*, double);
 template EpochResult train_epoch<double>(const std::vector<int64_t>&, Head, double*, double*, const Batch<double>&,
                                          const int64_t*, int64_t, double, double, const Optimizer<double>&, int,
-                                         const Interrupt*);
+                                         const Interrupt*, double);
 
 }  // namespace mlpgrad

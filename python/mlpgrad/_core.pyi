@@ -87,6 +87,7 @@ class TrainOptions:
     eps: float
     momentum: float
     nesterov: bool
+    loss_scale: float
     def __init__(self) -> None: ...
 
 def forward(weights: list[_Array], biases: list[_Array], X: _Array | _SparseX, head: Head, float32: bool,

@@ -16,9 +16,7 @@ each block, on its worker: mini-batches of ``batch_size`` rows within the block 
 rows reshuffled from the same random state. The parameters, the optimizer's state and the random state go from
 block to block (one task per block, each waiting for the one before); the data never leave their workers. The
 stopping rules, the loss curve and the learning-rate schedules are the in-memory loop's, per epoch. On one block
-this is the in-memory fit step for step. ``early_stopping=True`` is refused (no held-out split of dask arrays), and
-so is the regressor with several outputs and ``alpha > 0`` (its reported loss needs one native call per mini-batch,
-``estimator._Epochs._run_by_batch``).
+this is the in-memory fit step for step. ``early_stopping=True`` is refused (no held-out split of dask arrays).
 
 ``partial_fit``: the same as calling ``partial_fit`` on each row block in order (blocks with no rows are
 skipped). Mini-batch steps are sequential, so they run on the client: each block is fetched from the workers
@@ -183,10 +181,6 @@ class OnDask:
                           "(n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=4)
             y = y[:, 0]
         self.targets = _Classes(est, y) if is_classifier(est) else _Values(est, y, first_pass)
-        if est.solver in ("adam", "sgd") and est._reports_by_batch():
-            raise ValueError(f"solver={est.solver!r} with several outputs and alpha > 0 is not supported by fit on "
-                             "dask arrays (its reported loss needs one native call per mini-batch): use alpha=0, "
-                             "lbfgs or newton-cg, or arrays in memory")
         if first_pass:
             est.n_features_in_ = d
         self.est, self.X, self.y, self.sample_weight = est, X, y, sample_weight
@@ -262,7 +256,7 @@ class Epochs:
         for key, value in out["state"].items():
             est._state[key][...] = value
         est._random_state.set_state(out["random_state"].get_state())
-        return out["loss"] * est._reported_scale(), out["sumsq"]  # not by batch: OnDask refuses that case
+        return out["loss"], out["sumsq"]  # the reported loss: the epochs' options carry its loss_scale
 
 
 def _train_block(carry, data, order, sizes, options, shuffle, n_threads):

@@ -75,10 +75,13 @@ def loss_and_grad_flat(theta, sizes, data, reduction: str, want_grad: bool, inpu
 
 
 def train_options(solver: str, batch_size: int, alpha: float, lr: float, beta1: float, beta2: float, eps: float,
-                  momentum: float, nesterov: bool) -> "_core.TrainOptions":
+                  momentum: float, nesterov: bool, loss_scale: float = 1.0) -> "_core.TrainOptions":
+    """train_epoch's settings; loss_scale: the factor of each batch's data loss (not its penalty) in the epoch's
+    loss sum."""
     o = _core.TrainOptions()
     o.solver, o.batch_size, o.alpha, o.lr = SOLVERS[solver], batch_size, alpha, lr
     o.beta1, o.beta2, o.eps, o.momentum, o.nesterov = beta1, beta2, eps, momentum, nesterov
+    o.loss_scale = loss_scale
     return o
 
 

@@ -23,7 +23,8 @@ L-BFGS-B.
 The loss scikit-learn reports (``loss_``, ``loss_curve_``, and the value its L-BFGS-B sees) is L with the
 regressor's data term divided by k: its squared error averages over the outputs while its gradient is the one of
 L, summed over them (scikit-learn issue #8349). MLPRegressor reports the same values and, for lbfgs, hands
-L-BFGS-B the same (value, gradient) pairs; ``_BaseMLP._reported_scale`` is the factor, 1 for the classifier.
+L-BFGS-B the same (value, gradient) pairs; ``_BaseMLP._reported_scale`` is the factor, 1 for the classifier (the
+native epoch takes it as ``loss_scale``: the factor of each batch's data loss, not of its penalty).
 
 ``newton-cg`` (in neither of scikit-learn's estimators) minimizes the same L with scipy's Newton-CG, Hessian-free:
 each outer iteration solves (G + alpha I_W + lambda I) p = -grad by conjugate gradients, G the Gauss-Newton matrix
@@ -331,11 +332,6 @@ class _BaseMLP(BaseEstimator):
         docstring): 1 but for the regressor with several outputs."""
         return 1.0
 
-    def _reports_by_batch(self):
-        """Whether an epoch's reported loss needs each mini-batch's penalty apart from its data term, which the
-        native epoch adds up together (_Epochs._run_by_batch): with a reported scale other than 1 and alpha > 0."""
-        return self._reported_scale() != 1.0 and self.alpha > 0
-
     def _reported_loss(self, objective, value, theta):
         """scikit-learn's reported loss at theta from the value of ``objective`` (the core's mean loss plus the
         penalty objective.alpha / 2 ||W||^2): the data term times _reported_scale, the penalty as it is."""
@@ -518,7 +514,8 @@ class _BaseMLP(BaseEstimator):
         """The keyword arguments of _native.train_options at the current learning rate."""
         return dict(solver=self.solver, batch_size=batch_size, alpha=float(self.alpha), lr=self._state["lr"],
                     beta1=float(self.beta_1), beta2=float(self.beta_2), eps=float(self.epsilon),
-                    momentum=float(self.momentum), nesterov=bool(self.nesterovs_momentum))
+                    momentum=float(self.momentum), nesterov=bool(self.nesterovs_momentum),
+                    loss_scale=self._reported_scale())
 
     def _resume_bookkeeping(self):
         """The stopping rule's state of adam / sgd, created where a later fit or partial_fit finds it missing or
@@ -1073,8 +1070,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     For several outputs, scikit-learn reports (``loss_``, ``loss_curve_``) the squared error averaged over the
     outputs while its steps follow the gradient of the sum over them; this estimator does the same, so that both
-    take the same steps (module docstring). With adam / sgd, several outputs and ``alpha > 0``, an epoch is then
-    one native call per mini-batch instead of one for the epoch (the penalty of each step is needed apart).
+    take the same steps (module docstring).
 
     Everything else is as in :class:`MLPClassifier`: the progress bar (``verbose``), ``mlpgrad.plot_loss_curve``,
     ``input_gradient``, ``newton-cg``, ``dtype``, ``n_threads``, DLPack and pandas input, and dask arrays chunked
@@ -1479,37 +1475,12 @@ class _Epochs:
     def __init__(self, est, X, Y, sample_weight):
         sizes, dtype = est._layer_units(), est._flat.dtype
         self.est, self.sizes, self.n_samples = est, sizes, X.shape[0]
-        self.X, self.T, self.sample_weight = X, est._targets(Y, dtype), sample_weight
-        self.data = _native.bind_data(X, self.T, sample_weight, est._head(), sizes[0], sizes[-1], dtype)
+        self.data = _native.bind_data(X, est._targets(Y, dtype), sample_weight, est._head(), sizes[0], sizes[-1], dtype)
         self.order = np.arange(self.n_samples, dtype=np.int64) if est.shuffle else None
 
     def run(self, options, sumsq):
         """One epoch on the estimator's parameters and state: (the summed loss scikit-learn reports, new sumsq)."""
         est = self.est
-        if est._reports_by_batch():
-            return self._run_by_batch(options, sumsq)
         loss, sumsq, self.order = _epoch(est._flat, est._state, self.sizes, self.data, self.order,
                                          est._random_state, options, sumsq, est._n_threads)
-        return loss * est._reported_scale(), sumsq
-
-    def _run_by_batch(self, options, sumsq):
-        """The same epoch (the same batches, steps and order) as one native call per mini-batch, for a reported
-        loss that scales the data term of each batch's loss but not its penalty, alpha / 2 ||W||^2 / W_B: that
-        penalty is known from the sumsq before the batch's step, so it is taken out of the batch's loss, the rest
-        scaled, the penalty added back."""
-        est, scale, alpha = self.est, self.est._reported_scale(), options["alpha"]
-        if self.order is not None:
-            self.order = _shuffled(self.order, est._random_state)
-        size, total = options["batch_size"], 0.0
-        for start in range(0, self.n_samples, size):
-            rows = slice(start, start + size) if self.order is None else self.order[start:start + size]
-            sw = None if self.sample_weight is None else self.sample_weight[rows]
-            batch = _native.bind_data(self.X[rows], self.T[rows], sw, est._head(), self.sizes[0], self.sizes[-1],
-                                      est._flat.dtype)
-            if not batch.total_weight > 0:
-                continue  # no step, no loss: the native epoch's rule for such a batch
-            penalty = 0.5 * alpha * sumsq / batch.total_weight * batch.n
-            loss, sumsq, _ = _epoch(est._flat, est._state, self.sizes, batch, None, None, options, sumsq,
-                                    est._n_threads)
-            total += (loss - penalty) * scale + penalty
-        return total, sumsq
+        return loss, sumsq

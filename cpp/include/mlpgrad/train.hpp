@@ -38,18 +38,20 @@ struct Optimizer {
 };
 
 struct EpochResult {
-  double loss_sum = 0;  // sum over the batches of loss_B * |B|
+  double loss_sum = 0;  // sum over the batches of (loss_scale * data loss_B + penalty_B) * |B|
   double sumsq = 0;     // ||weights||^2 after the last step (the next step's penalty)
   int64_t steps = 0;    // steps made (batches of positive weight)
 };
 
 // sizes: d_0 .. d_L. params / grad: the flat buffers (grad is scratch, overwritten). data: the whole
 // training set (labels or targets, sample_weight optional). order: null, or n row indices in [0, n).
-// sumsq: ||weights||^2 of params on entry. Throws std::invalid_argument on unusable arguments and
+// sumsq: ||weights||^2 of params on entry. loss_scale: the factor of each batch's data loss (not of its penalty
+// alpha / 2 ||W||^2 / W_B) in loss_sum, for a reported loss other than the mean (scikit-learn's regressor averages
+// its squared error over the outputs too). Throws std::invalid_argument on unusable arguments and
 // Interrupted (between steps; every step made is kept) when the interrupt's poll says so.
 template <typename T>
 EpochResult train_epoch(const std::vector<int64_t>& sizes, Head head, T* params, T* grad, const Batch<T>& data,
                         const int64_t* order, int64_t batch_size, double alpha, double sumsq, const Optimizer<T>& opt,
-                        int n_threads, const Interrupt* interrupt = nullptr);
+                        int n_threads, const Interrupt* interrupt = nullptr, double loss_scale = 1.0);
 
 }  // namespace mlpgrad
