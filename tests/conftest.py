@@ -7,6 +7,9 @@ random examples per test, with the database, for quick local runs.
 """
 
 import os
+import signal
+
+import pytest
 
 # OpenMP threads that wait actively (libgomp's default: spin at every barrier before sleeping) burn the cores that a
 # shared machine's other processes need, and are starved by them.  On the 2-core development machine with another
@@ -27,6 +30,16 @@ else:
     settings.register_profile("dev", max_examples=100, deadline=None,
                               suppress_health_check=[HealthCheck.too_slow])
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def ctrl_c():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test, whatever the run inherited: a process started
+    from a shell's background job without job control (`cmd &` in a script) starts with SIGINT ignored, and then
+    a Ctrl-C test could not see one."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -16,7 +16,7 @@ from _problems import make_problem
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="needs POSIX signals")
 @pytest.mark.parametrize("sizes,n", [([256, 1024, 1024, 10], 32768),  # chunked schedule
                                      ([2048, 2048, 10], 1024)])       # layered schedule
-def test_ctrl_c_interrupts_a_long_call(sizes, n):
+def test_ctrl_c_interrupts_a_long_call(sizes, n, ctrl_c):
     Ws, bs, X, y = make_problem(sizes, n, "softmax", "labels", np.float64)
     small = slice(0, 200)
     before = mlpgrad.loss_and_grad(Ws, bs, X[small], y[small], head="softmax", input_grad=True)

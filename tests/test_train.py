@@ -175,7 +175,7 @@ def test_epoch_rejects_bad_arguments(override, error, match):
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="needs POSIX signals")
-def test_ctrl_c_stops_an_epoch_between_steps():
+def test_ctrl_c_stops_an_epoch_between_steps(ctrl_c):
     sizes, n, batch_size = [64, 1024, 10], 200_000, 200  # about 0.75 s on one thread
     flat, n_reg, X, labels, targets, sw = _problem(np.float32, SOFTMAX, n, sizes, False)
     state, t = [np.zeros_like(flat), np.zeros_like(flat)], np.zeros(1, np.int64)
