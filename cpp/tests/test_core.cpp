@@ -2013,8 +2013,12 @@ int main() {
   }
   per_sample_all();
   curvature_all();
-  sparse_inputs<float>();
-  sparse_inputs<double>();
+  {
+    const auto ts = clock::now();
+    sparse_inputs<float>();
+    sparse_inputs<double>();
+    std::printf("sparse X: %.1f s\n", std::chrono::duration<double>(clock::now() - ts).count());
+  }
 
   // Variants per (case, N): all 24 when cheap, fewer (at least 3, in rotation) when not. Each runs
   // with the engine's own choice of schedule; a quarter of them (at least one) again with the chunked
