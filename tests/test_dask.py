@@ -711,3 +711,89 @@ def test_readme_dask_example_runs():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "README example OK" in out.stdout
+
+
+# ------------------------------------------------------------------ input_gradient, sparse row blocks
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+@pytest.mark.parametrize("kind", ["multiclass", "multilabel", "regression-1", "regression-3"])
+def test_input_gradient_on_the_workers(client, kind):
+    """input_gradient of dask arrays: a lazy dask array (n, d) with X's row chunks (an empty block included), one
+    task per block, equal to the in-memory result (each row's gradient is its own); a bad label raises on compute."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPClassifier, MLPRegressor
+    if kind.startswith("regression"):
+        X, y = _regression(int(kind[-1]))
+        est = MLPRegressor(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
+    else:
+        X, y = _classification(kind)
+        est = MLPClassifier((6,), solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
+    chunks = (100, 0, 1, 199)
+    before = _block_tasks(client, "mlpgrad-input-gradient")
+    lazy = est.input_gradient(_rows(X, chunks), _rows(y, chunks))
+    assert isinstance(lazy, da.Array) and lazy.chunks == (chunks, (X.shape[1],))
+    got, want = lazy.compute(), est.input_gradient(X, y)
+    assert got.dtype == want.dtype == np.float64 and not np.all(want == 0)
+    np.testing.assert_array_equal(got, want)
+    assert _block_tasks(client, "mlpgrad-input-gradient") - before == len(chunks)
+    if kind == "multiclass":
+        bad = y.copy()
+        bad[150] = 7
+        lazy = est.input_gradient(_rows(X, chunks), _rows(bad, chunks))
+        with pytest.raises(ValueError, match="has classes not in `self.classes_`"):
+            lazy.compute()
+
+
+def _sparse_rows(a, chunks):
+    """a as a dask array of the given row chunks whose blocks are scipy.sparse CSR matrices."""
+    import scipy.sparse
+    return _rows(a, chunks).map_blocks(scipy.sparse.csr_matrix)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter is small on purpose
+def test_sparse_row_blocks_equal_dense_ones(client):
+    """X as a dask array of scipy.sparse CSR row blocks (an empty block included), float64: mlpgrad.dask's
+    loss_and_grad (dL/dX dense), the Objective's loss, gradient and curvature products, and both estimators' fits
+    (lbfgs, adam), predictions, scores and input gradients equal those of the same X in dense blocks, to float64's
+    bound (the fits to the optimizer's)."""
+    pytest.importorskip("sklearn")
+    from mlpgrad import MLPClassifier, MLPRegressor
+    X, y = _classification("multiclass")
+    X = np.where(np.abs(X) < 1.5, 0.0, X)  # about 60% zeros
+    chunks = (100, 0, 1, 199)
+    Xs, Xd, yd = _sparse_rows(X, chunks), _rows(X, chunks), _rows(y, chunks)
+    assert np.mean(X == 0) > 0.5 and type(Xs.blocks[0].compute()).__name__ == "csr_matrix"
+    where = "sparse row blocks"
+
+    net = mlpgrad.MLP([X.shape[1], 5, 4], head="softmax", dtype=np.float64, seed=0)
+    a, b = (mdask.loss_and_grad(net.weights, net.biases, A, yd, head="softmax", input_grad=True) for A in (Xs, Xd))
+    _check(a[0], b[0], np.float64, f"{where} loss")
+    for got, want in zip(a[1].weights + a[1].biases, b[1].weights + b[1].biases):
+        _check(got, want, np.float64, f"{where} gradients")
+    dX = a[1].input.compute()
+    assert type(dX) is np.ndarray
+    _check(dX, b[1].input.compute(), np.float64, f"{where} dX")
+
+    objs = [mdask.Objective(net.layer_sizes, A, yd, head="softmax", alpha=0.1) for A in (Xs, Xd)]
+    theta = mlpgrad.pack(net.weights, net.biases)
+    V = np.random.default_rng(1).standard_normal((theta.size, 3))
+    for name in ("loss_and_grad", "hvp", "ggn_vp", "ggn_diag"):
+        args = (theta, V) if name in ("hvp", "ggn_vp") else (theta,)
+        got, want = (getattr(o, name)(*args) for o in objs)
+        _check(np.hstack(got) if name == "loss_and_grad" else got,
+               np.hstack(want) if name == "loss_and_grad" else want, np.float64, f"{where} Objective.{name}")
+
+    for solver, max_iter in (("lbfgs", 5), ("adam", 3)):
+        kw = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=max_iter, random_state=0)
+        ests = [MLPClassifier(**kw).fit(A, yd) for A in (Xs, Xd)]
+        assert _max_diff(*ests) <= tol(np.float64, "optimizer")
+        np.testing.assert_allclose(ests[0].predict_proba(Xs).compute(), ests[1].predict_proba(Xd).compute(),
+                                   rtol=0, atol=1e-10)
+        assert ests[0].score(Xs, yd) == ests[1].score(Xd, yd)
+        np.testing.assert_allclose(ests[0].input_gradient(Xs, yd).compute(),
+                                   ests[1].input_gradient(Xd, yd).compute(), rtol=0, atol=1e-10)
+    t = _rows(np.asarray(X @ np.arange(X.shape[1]) / X.shape[1]), chunks)
+    regs = [MLPRegressor(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=5, random_state=0).fit(A, t)
+            for A in (Xs, Xd)]
+    assert _max_diff(*regs) <= tol(np.float64, "optimizer")
+    assert regs[0].score(Xs, t) == pytest.approx(regs[1].score(Xd, t), rel=1e-10)

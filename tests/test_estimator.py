@@ -486,6 +486,26 @@ def test_input_gradient(kind):
             assert dX[i, j] == pytest.approx(fd, rel=1e-5, abs=1e-8)
 
 
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_input_gradient_refuses_labels_not_in_classes(kind):
+    """A label the estimator was not fitted on is an error (partial_fit's message), not a row of zero targets
+    (what the label binarizer makes of it); y's rows must match X's; the caller's y is not modified."""
+    X, y = _data(kind, n=50)
+    est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=5, random_state=0, solver="lbfgs").fit(X, y)
+    bad = y.copy()
+    if kind == "multilabel":
+        bad = np.hstack([bad, bad[:, :1]])  # one indicator column more: class index 3
+    else:
+        bad[7] = 9
+    kept = bad.copy()
+    with pytest.raises(ValueError, match=r"`y` has classes not in `self.classes_`"):
+        est.input_gradient(X, bad)
+    np.testing.assert_array_equal(bad, kept)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        est.input_gradient(X, y[:-1])
+    np.testing.assert_array_equal(est.input_gradient(X, list(y)), est.input_gradient(X, y))
+
+
 def test_early_stopping_curves_and_plot(tmp_path):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")

@@ -24,7 +24,8 @@ skipped). Mini-batch steps are sequential, so they run on the client: each block
 with the in-memory code. Persist X and y (``dask.persist``) before calling it once per epoch.
 
 ``predict``, ``predict_proba``, ``predict_log_proba``: lazy dask arrays with X's row chunks, one task per block
-running the in-memory method on a snapshot of the fitted estimator. ``score``: a Python float, one task per block
+running the in-memory method on a snapshot of the fitted estimator; ``input_gradient`` the same over the blocks of
+X and y. ``score``: a Python float, one task per block
 (the classifier's: its weighted count of correct predictions; the regressor's: its sums of R^2), the blocks'
 results combined on the cluster.
 
@@ -43,7 +44,7 @@ import warnings
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["is_dask_array", "OnDask", "Epochs", "partial_fit", "predict", "score"]
+__all__ = ["is_dask_array", "OnDask", "Epochs", "partial_fit", "predict", "score", "input_gradient"]
 
 
 def is_dask_array(*objs) -> bool:
@@ -315,6 +316,27 @@ def predict(est, method, X):
         shape = dict(chunks=(X.chunks[0], (sample.shape[1],)))
     return X.map_blocks(_predict_block, est=_snapshot(est), method=method, dtype=sample.dtype, meta=sample[:0],
                         name=f"mlpgrad-predict-{uuid.uuid4().hex}", **shape)
+
+
+def _input_gradient_block(X, y, est, one_d):
+    """``est.input_gradient`` of one row block (y given as 2-D; one_d: it was 1-D)."""
+    if X.shape[0] == 0:
+        return np.zeros((0, X.shape[1]), est.coefs_[0].dtype)
+    est, _ = _on_worker(est, X.shape[0], X.shape[1])
+    return est.input_gradient(X, y[:, 0] if one_d else y)
+
+
+def input_gradient(est, X, y):
+    """``est.input_gradient`` of dask arrays chunked along rows: a lazy dask array (n_samples, n_features) of the
+    parameters' dtype with X's row chunks, one task per block calling the in-memory method on its blocks of X and
+    y with a snapshot of the fitted estimator (taken now); a block's bad labels or targets raise when computed."""
+    check_is_fitted(est)
+    X, y, _, n, d = _check_data(est, X, y, None, reset=False)
+    one_d = y.ndim == 1
+    dtype = est.coefs_[0].dtype
+    return X.map_blocks(_input_gradient_block, y[:, None] if one_d else y, est=_snapshot(est), one_d=one_d,
+                        dtype=dtype, meta=np.zeros((0, 0), dtype), chunks=(X.chunks[0], (d,)),
+                        name=f"mlpgrad-input-gradient-{uuid.uuid4().hex}")
 
 
 def _score_block(X, y, sample_weight, est):

@@ -10,7 +10,8 @@
     loss, grads = mlpgrad.dask.loss_and_grad(weights, biases, X, y, head="softmax", reduction="mean")
 
 The arguments and their rules are those of :func:`mlpgrad.loss_and_grad` (README, "Input rules"), except that
-``X``, ``y`` and ``sample_weight`` are dask arrays chunked along rows only, with the same row chunks.
+``X``, ``y`` and ``sample_weight`` are dask arrays chunked along rows only, with the same row chunks. X's blocks
+may be scipy.sparse matrices: each is taken as a sparse X in memory is (dL/dX dense).
 
 How it is computed (the pattern of dask-glm, on Dask's own scheduler):
 
@@ -207,7 +208,8 @@ def _bound_block_curvature(theta, sizes, data, op, V, n_threads):
 
 def _block_summary(data):
     """What the client needs of a bound block: (N, total weight, fault, label range, whether X is finite)."""
-    return data.n, data.total_weight, data.fault, data.label_range, bool(np.isfinite(data.X).all())
+    values = data.X[0] if isinstance(data.X, tuple) else data.X  # a sparse block: (values, indices, indptr, n_cols)
+    return data.n, data.total_weight, data.fault, data.label_range, bool(np.isfinite(values).all())
 
 
 def _add(a, b):

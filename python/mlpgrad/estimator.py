@@ -55,7 +55,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
 from sklearn.utils.optimize import _check_optimize_result
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_array, check_consistent_length, check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from . import _dask_estimator, _native
@@ -748,11 +748,17 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
                 if set(classes) != set(self.classes_):
                     raise ValueError("warm_start can only be used where `y` has the same classes as in the "
                                      f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
-            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
-                                 f"'y' has {classes}.")
+            else:
+                self._check_known_classes(classes)
         Y = self._label_binarizer.transform(y).astype(bool)
         return X, Y.reshape(len(Y), -1)
+
+    def _check_known_classes(self, classes):
+        """Every class of y (``unique_labels(y)``) one of ``classes_`` (partial_fit's rule, scikit-learn's message):
+        the label binarizer would give an unknown label a row of zeros."""
+        if len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                             f"'y' has {classes}.")
 
     def _out_activation(self):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
@@ -1023,7 +1029,8 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
 
     def input_gradient(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """dL/dX (n_samples, n_features): row i is the gradient of sample i's log-loss (without the penalty)
-        with respect to its features x_i, at the fitted parameters.
+        with respect to its features x_i, at the fitted parameters. Dense for a sparse X. For dask arrays X and y
+        chunked along rows: a lazy dask array with X's row chunks, computed on the workers.
 
         Parameters
         ----------
@@ -1053,8 +1060,15 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
         >>> clf.input_gradient(X, y).shape
         (4, 1)
         """
+        if _dask_estimator.is_dask_array(X, y):
+            return _dask_estimator.input_gradient(self, X, y)
         X = self._check_X(X)
-        Y = self._label_binarizer.transform(_as_numpy(y))
+        y = check_array(_as_numpy(y), input_name="y", ensure_2d=False, dtype=None)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        self._check_known_classes(unique_labels(y))
+        Y = self._label_binarizer.transform(y)
         return self._input_gradient(X, Y.reshape(len(Y), -1))
 
 
@@ -1354,7 +1368,8 @@ n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activatio
     def input_gradient(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """dL/dX (n_samples, n_features): row i is the gradient of sample i's squared error 1/2 sum_j (z_ij -
         y_ij)^2 (summed over the outputs, without the penalty) with respect to its features x_i, at the fitted
-        parameters.
+        parameters. Dense for a sparse X. For dask arrays X and y chunked along rows: a lazy dask array with X's
+        row chunks, computed on the workers.
 
         Parameters
         ----------
@@ -1384,6 +1399,8 @@ n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activatio
         >>> reg.input_gradient(X, y).shape
         (4, 1)
         """
+        if _dask_estimator.is_dask_array(X, y):
+            return _dask_estimator.input_gradient(self, X, y)
         X = self._check_X(X)
         Y = np.asarray(_as_numpy(y))
         n, k = X.shape[0], self.n_outputs_
