@@ -25,9 +25,8 @@ with the in-memory code. Persist X and y (``dask.persist``) before calling it on
 
 ``predict``, ``predict_proba``, ``predict_log_proba``: lazy dask arrays with X's row chunks, one task per block
 running the in-memory method on a snapshot of the fitted estimator; ``input_gradient`` the same over the blocks of
-X and y. ``score``: a Python float, one task per block
-(the classifier's: its weighted count of correct predictions; the regressor's: its sums of R^2), the blocks'
-results combined on the cluster.
+X and y. ``score``: a Python float, one task per block (the classifier's: its weighted count of correct
+predictions; the regressor's: its sums of R^2), the blocks' results combined on the cluster.
 
 Only this module's functions import dask, and only when called: ``is_dask_array`` looks at ``sys.modules``
 (no dask array can exist before ``dask.array`` is imported).
@@ -331,7 +330,7 @@ def input_gradient(est, X, y):
     parameters' dtype with X's row chunks, one task per block calling the in-memory method on its blocks of X and
     y with a snapshot of the fitted estimator (taken now); a block's bad labels or targets raise when computed."""
     check_is_fitted(est)
-    X, y, _, n, d = _check_data(est, X, y, None, reset=False)
+    X, y, _, _, d = _check_data(est, X, y, None, reset=False)
     one_d = y.ndim == 1
     dtype = est.coefs_[0].dtype
     return X.map_blocks(_input_gradient_block, y[:, None] if one_d else y, est=_snapshot(est), one_d=one_d,

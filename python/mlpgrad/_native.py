@@ -22,6 +22,12 @@ def core_X(X):
     return (X.data, X.indices, X.indptr, X.shape[1]) if is_sparse(X) else X
 
 
+def core_X_values(X):
+    """The values of an X as the core takes it (``core_X``'s result, or a bound batch's ``Data.X``): the dense
+    array, or a sparse X's stored values (its unstored zeros are finite)."""
+    return X[0] if isinstance(X, tuple) else X
+
+
 def bind_data(X, y, sample_weight, head: str, d0: int, k: int, dtype, check: bool = True,
               own: bool = False) -> "_core.Data":
     """X, y and sample_weight checked and converted (``_checks.check_data``), then scanned once natively

@@ -208,8 +208,8 @@ def _bound_block_curvature(theta, sizes, data, op, V, n_threads):
 
 def _block_summary(data):
     """What the client needs of a bound block: (N, total weight, fault, label range, whether X is finite)."""
-    values = data.X[0] if isinstance(data.X, tuple) else data.X  # a sparse block: (values, indices, indptr, n_cols)
-    return data.n, data.total_weight, data.fault, data.label_range, bool(np.isfinite(values).all())
+    finite = bool(np.isfinite(_native.core_X_values(data.X)).all())
+    return data.n, data.total_weight, data.fault, data.label_range, finite
 
 
 def _add(a, b):

@@ -55,7 +55,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
 from sklearn.utils.optimize import _check_optimize_result
-from sklearn.utils.validation import _check_sample_weight, check_array, check_consistent_length, check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from . import _dask_estimator, _native
@@ -734,10 +734,7 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
     def _validate_input(self, X, y, incremental, reset):
         """scikit-learn's validation; the classes (a new label binarizer on a first fit, else y's classes checked
         against ``classes_``); returns X and the binarized targets (n, k) as bools."""
-        X, y = _validate_data(self, _as_numpy(X), _as_numpy(y), accept_sparse=_SPARSE_FORMATS, multi_output=True,
-                              dtype=(np.float64, np.float32), reset=reset)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
+        X, y = self._validate_labels(X, y, reset)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
@@ -752,6 +749,14 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
                 self._check_known_classes(classes)
         Y = self._label_binarizer.transform(y).astype(bool)
         return X, Y.reshape(len(Y), -1)
+
+    def _validate_labels(self, X, y, reset):
+        """scikit-learn's validation of X and the labels y (rows matching X); a column vector y raveled."""
+        X, y = _validate_data(self, _as_numpy(X), _as_numpy(y), accept_sparse=_SPARSE_FORMATS, multi_output=True,
+                              dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
 
     def _check_known_classes(self, classes):
         """Every class of y (``unique_labels(y)``) one of ``classes_`` (partial_fit's rule, scikit-learn's message):
@@ -1062,11 +1067,8 @@ t_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activ
         """
         if _dask_estimator.is_dask_array(X, y):
             return _dask_estimator.input_gradient(self, X, y)
-        X = self._check_X(X)
-        y = check_array(_as_numpy(y), input_name="y", ensure_2d=False, dtype=None)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        check_consistent_length(X, y)
+        check_is_fitted(self)
+        X, y = self._validate_labels(X, y, reset=False)
         self._check_known_classes(unique_labels(y))
         Y = self._label_binarizer.transform(y)
         return self._input_gradient(X, Y.reshape(len(Y), -1))
